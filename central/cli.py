@@ -1,0 +1,342 @@
+"""The ``baton`` command: run a cluster, one role, a request, or the demo.
+
+Each role runs on uvloop and stops cleanly on SIGINT/SIGTERM (every socket closed,
+every accepted request answered). Heavy imports (torch) happen only in the roles that
+need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Sequence
+
+__all__ = ["main"]
+
+log = logging.getLogger("baton")
+
+
+def _run_role(make: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``make(stop)`` on uvloop until SIGINT/SIGTERM sets ``stop``."""
+    import uvloop
+
+    async def runner() -> None:
+        # Collector pauses are milliseconds of stall at a random instant: freeze what
+        # start-up allocated (it lives forever) and collect young objects less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 1000)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await make(stop)
+
+    uvloop.run(runner())
+    return 0
+
+
+def _profile_arg(text: str) -> tuple[str, Any]:
+    from central.policy.types import Profile
+
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:K_MS:C_MS[:MAX_BATCH]")
+    try:
+        k, c = float(parts[1]), float(parts[2])
+        mb = int(parts[3]) if len(parts) == 4 else 64
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: K_MS and C_MS must be numbers") from None
+    return parts[0], Profile(round(k * 1e6), round(c * 1e6), mb)
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+# ------------------------------------------------------------------ role commands
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from central.policy import PolicyConfig
+    from central.runtime.scheduler import Scheduler, SchedulerConfig
+
+    profiles = dict(args.profile or [])
+    pconf = PolicyConfig(
+        profiles=profiles,
+        dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
+        reply_cost_ns=int(args.reply_cost_us * 1e3),
+    )
+    config = SchedulerConfig(address=args.address, policy=args.policy, policy_config=pconf)
+    sched = Scheduler(config)
+    log.info("scheduler on %s, policy %s", args.address, args.policy)
+    return _run_role(sched.serve)
+
+
+def cmd_frontend(args: argparse.Namespace) -> int:
+    from central.frontend.server import Frontend, FrontendConfig
+
+    slo = {k: float(v) for k, v in (args.slo or [])}
+    config = FrontendConfig(
+        scheduler=args.scheduler,
+        client_bind=args.address,
+        default_slo_ms=args.default_slo_ms,
+        slo_ms=slo,
+        client_allowance_ms=args.client_allowance_ms,
+        name=args.name or "",
+    )
+    return _run_role(Frontend(config).serve)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import Worker, WorkerConfig
+
+    if bool(args.emulate) == bool(args.torch):
+        print("baton worker: give either --emulate N with --model, or --torch MODEL", file=sys.stderr)
+        return 2
+    if args.emulate:
+        from workers.emulated import EmulatedExecutor, parse_emulated_model
+
+        if not args.model:
+            print("baton worker: --emulate needs at least one --model NAME:K_MS:C_MS", file=sys.stderr)
+            return 2
+        try:
+            models = [parse_emulated_model(m) for m in args.model]
+        except ValueError as exc:
+            print(f"baton worker: {exc}", file=sys.stderr)
+            return 2
+        executor: Any = EmulatedExecutor(args.emulate, models, noise_cv=args.noise, seed=args.seed)
+    else:
+        from workers.torch_executor import TorchExecutor
+
+        checkpoints = dict(args.checkpoint or [])
+        executor = TorchExecutor(
+            [(m, checkpoints.get(m)) for m in args.torch], device=args.device, threads=args.threads
+        )
+    config = WorkerConfig(
+        scheduler=args.scheduler,
+        data_bind=args.data_address,
+        data_advertise=args.advertise,
+        name=args.name or "",
+    )
+    return _run_role(Worker(config, executor).serve)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import time
+
+    from central.cluster import Cluster, load_config
+
+    try:
+        config = load_config(args.config)
+    except ValueError as exc:
+        print(f"baton up: {exc}", file=sys.stderr)
+        return 2
+    cluster = Cluster(config, log_dir=args.log_dir)
+    print(f"starting {len(config.workers)} worker process(es), {config.gpu_count} GPU(s)...")
+    cluster.start()
+    print(f"serving: frontend {config.frontend_address}, scheduler {config.scheduler_address}")
+    print("models: " + ", ".join(m.name for m in config.models) + ". Ctrl-C to stop.")
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stopping:
+            dead = [r for r, p in cluster.procs if p.poll() is not None]
+            if dead:
+                print(f"baton up: {', '.join(dead)} exited; stopping", file=sys.stderr)
+                break
+            time.sleep(0.2)
+    finally:
+        codes = cluster.stop()
+    print("stopped: " + ", ".join(f"{r}={c}" for r, c in codes.items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from central.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from central.client import BatonError, Client, cosine, image_file, text
+
+    if bool(args.image) == bool(args.text):
+        print("baton infer: give exactly one of --image FILE or --text SENTENCE", file=sys.stderr)
+        return 2
+    with Client(args.address) as client:
+        try:
+            if args.image:
+                out = client.infer(args.model, image_file(args.image), args.slo_ms)
+                for cid, score, label in zip(out["class_ids"], out["scores"], out["labels"]):
+                    name = label.decode() if isinstance(label, bytes) else str(label)
+                    print(f"{score:7.2%}  {int(cid):4d}  {name}")
+            else:
+                out = client.infer(args.model, text(args.text), args.slo_ms)
+                emb = out["embedding"]
+                print(f"embedding: {emb.shape[-1]} dims, norm {np.linalg.norm(emb):.3f}")
+                if args.compare:
+                    other = client.infer(args.model, text(args.compare), args.slo_ms)["embedding"]
+                    print(f"cosine similarity: {cosine(emb, other):.4f}")
+        except BatonError as exc:
+            print(f"baton infer: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        except FileNotFoundError as exc:
+            print(f"baton infer: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def cmd_bound(args: argparse.Namespace) -> int:
+    from central.policy.bound import analytic_bound
+
+    k, c, slo = int(args.k_ms * 1e6), int(args.c_ms * 1e6), int(args.slo_ms * 1e6)
+    print(f"l(b) = {args.k_ms} ms * b + {args.c_ms} ms, SLO {args.slo_ms} ms, "
+          f"overheads {args.overhead_ms} ms")
+    print(f"{'N':>4} {'coord b*':>8} {'coord req/s':>12} {'uncoord b':>9} {'uncoord req/s':>13} {'ratio':>6}")
+    for n in args.n:
+        co = analytic_bound(n, k, c, slo, coordinated=True, overhead_ns=int(args.overhead_ms * 1e6))
+        un = analytic_bound(n, k, c, slo, coordinated=False, overhead_ns=int(args.overhead_ms * 1e6))
+        ratio = co.goodput_rps / un.goodput_rps if un.goodput_rps else float("inf")
+        print(f"{n:>4} {co.batch:>8} {co.goodput_rps:>12.0f} {un.batch:>9} {un.goodput_rps:>13.0f} {ratio:>6.2f}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from central.client import Unavailable, query_stats
+
+    try:
+        print(json.dumps(query_stats(args.address, with_batches=args.batches), indent=2))
+    except Unavailable as exc:
+        print(f"baton stats: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="baton",
+        description="Baton: deep-learning inference serving with a central, deferred, "
+        "coordinated batch scheduler.",
+        epilog="Start with 'baton demo' (what 'make run' does) or 'baton up'.",
+    )
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("up", help="run a local cluster (scheduler, frontend, workers) until Ctrl-C")
+    s.add_argument("config", nargs="?", help="cluster TOML file (default: the embedded default)")
+    s.add_argument("--log-dir", help="write each process's log here")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("demo", help="start the default cluster, send a load, print a summary, stop")
+    s.add_argument("config", nargs="?", help="cluster TOML file (default: the embedded default)")
+    s.add_argument("--duration", type=float, default=8.0, help="seconds of Poisson load (8)")
+    s.add_argument("--load", type=float, default=0.6,
+                   help="offered rate as a fraction of the analytic bound (0.6)")
+    s.add_argument("--dilation", type=float, default=1.0,
+                   help="multiply k, c and SLO by this factor (for slow machines; ratios unchanged)")
+    s.add_argument("--model", default="symphony", help="the emulated model to load (symphony)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--no-real", action="store_true", help="skip the real-model requests")
+    s.add_argument("--log-dir", help="write each process's log here")
+    s.add_argument("--scheduler-arg", action="append", dest="policy_args", default=[],
+                   metavar="ARG", help="pass ARG to 'baton scheduler' (repeat: once per word)")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("scheduler", help="run the scheduler alone")
+    s.add_argument("--address", default="tcp://127.0.0.1:5550", help="ROUTER bind address")
+    s.add_argument("--policy", default="symphony", help="scheduling policy (symphony)")
+    s.add_argument("--profile", action="append", type=_profile_arg, metavar="NAME:K_MS:C_MS[:MAXB]",
+                   help="a model's latency profile (else the worker's own measurement)")
+    s.add_argument("--dispatch-cost-us", type=float, default=2000.0,
+                   help="decision to worker start: Execute, Route and payload transfer; "
+                   "set it near the p99 you measure (2000)")
+    s.add_argument("--reply-cost-us", type=float, default=1500.0,
+                   help="batch end to result at the frontend (1500)")
+    s.set_defaults(func=cmd_scheduler)
+
+    s = sub.add_parser("frontend", help="run a frontend alone")
+    s.add_argument("--scheduler", default="tcp://127.0.0.1:5550")
+    s.add_argument("--address", default="tcp://127.0.0.1:5560", help="client ROUTER bind address")
+    s.add_argument("--default-slo-ms", type=float, default=100.0)
+    s.add_argument("--slo", action="append", type=_kv, metavar="MODEL=MS", help="a model's SLO")
+    s.add_argument("--client-allowance-ms", type=float, default=0.5,
+                   help="time for the client hops, taken off each request's budget (0.5)")
+    s.add_argument("--name", help="unique frontend name (default: host and pid)")
+    s.set_defaults(func=cmd_frontend)
+
+    s = sub.add_parser("worker", help="run a worker alone (emulated GPUs or torch models)")
+    s.add_argument("--scheduler", default="tcp://127.0.0.1:5550")
+    s.add_argument("--data-address", default="tcp://127.0.0.1:0",
+                   help="where frontends push payloads (bind; port 0 picks one)")
+    s.add_argument("--advertise", help="the data address frontends dial, if not the bound one")
+    s.add_argument("--name", help="unique worker name (default: host and pid)")
+    s.add_argument("--emulate", type=int, metavar="N", help="N emulated GPUs in this process")
+    s.add_argument("--model", action="append", metavar="NAME:K_MS:C_MS[:MAXB]",
+                   help="an emulated model and its profile")
+    s.add_argument("--noise", type=float, default=0.0, help="emulated latency noise (CV)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--torch", action="append", metavar="MODEL",
+                   help="serve a real model: mobilenet_v2 or minilm")
+    s.add_argument("--checkpoint", action="append", type=_kv, metavar="MODEL=PATH",
+                   help="a user's own weights for a torch model")
+    s.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("infer", help="send one request: an image file or a sentence")
+    s.add_argument("model", help="mobilenet_v2 (with --image) or minilm (with --text)")
+    s.add_argument("--image", help="an image file (JPEG, PNG)")
+    s.add_argument("--text", help="a sentence")
+    s.add_argument("--compare", help="with --text: a second sentence; prints the similarity")
+    s.add_argument("--address", default="tcp://127.0.0.1:5560", help="the frontend")
+    s.add_argument("--slo-ms", type=float, default=None)
+    s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser("bound", help="print the analytic goodput bound, coordinated vs not")
+    s.add_argument("--k-ms", type=float, default=1.082)
+    s.add_argument("--c-ms", type=float, default=5.204)
+    s.add_argument("--slo-ms", type=float, default=25.0)
+    s.add_argument("--overhead-ms", type=float, default=0.0)
+    s.add_argument("-n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    s.set_defaults(func=cmd_bound)
+
+    s = sub.add_parser("stats", help="print a scheduler's or frontend's statistics as JSON")
+    s.add_argument("--address", default="tcp://127.0.0.1:5550")
+    s.add_argument("--batches", action="store_true", help="include the recent batch log")
+    s.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Baton's Python SDK: ``Client``, ``AsyncClient`` and typed errors. Never imports torch."""
+
+from .client import DEFAULT_ADDRESS, AsyncClient, Client, query_stats
+from .errors import (
+    BadRequest,
+    BatonError,
+    DeadlineExceeded,
+    InferenceFailed,
+    Rejected,
+    Unavailable,
+)
+from .inputs import cosine, image_bytes, image_file, text
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "AsyncClient",
+    "Client",
+    "query_stats",
+    "BadRequest",
+    "BatonError",
+    "DeadlineExceeded",
+    "InferenceFailed",
+    "Rejected",
+    "Unavailable",
+    "cosine",
+    "image_bytes",
+    "image_file",
+    "text",
+]

@@ -1,0 +1,249 @@
+"""``Client`` and ``AsyncClient``: named numpy arrays in, named numpy arrays out.
+
+Theory of operation: one DEALER socket to a frontend. ``infer`` packs the inputs as
+tensor frames (``protocol.arrays``), tags the request, and waits for the ``Reply`` with
+that tag; a non-OK status becomes its typed error. ``AsyncClient`` keeps many requests in
+flight over one socket: a single receive task resolves each tag's future. If no reply
+comes within the SLO plus ``grace_s``, the call raises ``Unavailable`` (the frontend
+answers every request it accepted, so this means it is unreachable).
+
+Imports only zmq, numpy and Baton's protocol: never torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from central.protocol import (
+    DEFAULT_LIMITS,
+    Error,
+    Infer,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Reply,
+    StatsQuery,
+    StatsReply,
+    Status,
+    decode,
+    encode,
+)
+from central.protocol import arrays
+
+from .errors import BadRequest, BatonError, Unavailable, error_for
+
+__all__ = ["Client", "AsyncClient", "query_stats", "DEFAULT_ADDRESS"]
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5560"
+
+
+def _zmq_address(address: str) -> str:
+    if address.startswith("zmq://"):
+        return "tcp://" + address[len("zmq://") :]
+    if "://" not in address:
+        return "tcp://" + address
+    if not address.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"unsupported address {address!r}: use tcp://host:port")
+    return address
+
+
+def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None) -> list[Any]:
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model must be a non-empty string")
+    if not inputs:
+        raise BadRequest("inputs must name at least one array")
+    if slo_ms is not None and not slo_ms > 0:
+        raise BadRequest(f"slo_ms must be > 0, got {slo_ms}")
+    try:
+        metas, buffers = arrays.pack(inputs)
+    except LocalProtocolError as exc:
+        raise BadRequest(str(exc)) from None
+    slo_ns = 0 if slo_ms is None else int(slo_ms * 1e6)
+    return encode(Infer(tag, model, slo_ns, metas), buffers)
+
+
+def _parse(frames: list[Any]) -> tuple[int, dict[str, np.ndarray] | BatonError]:
+    body = [frames[0].bytes, *(f.buffer for f in frames[1:])]
+    try:
+        msg, buffers = decode(body, DEFAULT_LIMITS)
+    except RemoteProtocolError as exc:
+        return -1, Unavailable(f"malformed reply from the frontend: {exc}")
+    if isinstance(msg, Error):
+        return -1, error_for(msg.code, msg.message)
+    if isinstance(msg, StatsReply):
+        return msg.tag, {"__stats__": np.array([msg.json], dtype=object)}
+    if not isinstance(msg, Reply):
+        return -1, Unavailable(f"unexpected {type(msg).__name__} from the frontend")
+    if msg.status != Status.OK:
+        return msg.tag, error_for(msg.status, msg.error)
+    try:
+        return msg.tag, arrays.unpack(msg.tensors, buffers)
+    except RemoteProtocolError as exc:
+        return msg.tag, Unavailable(f"malformed outputs: {exc}")
+
+
+class Client:
+    """A blocking client: ``Client("tcp://127.0.0.1:5560").infer(model, inputs)``."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0) -> None:
+        self._ctx = zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(_zmq_address(address))
+        self._tags = itertools.count(1)
+        self._grace_s = grace_s
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        slo_ms: float | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one request; returns its named outputs.
+
+        Raises ``BadRequest``, ``Rejected``, ``DeadlineExceeded``, ``Unavailable`` or
+        ``InferenceFailed`` (all ``BatonError``).
+        """
+        tag = next(self._tags)
+        self._sock.send_multipart(_build(tag, model, inputs, slo_ms), copy=False)
+        wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
+        return self._wait(tag, wait_s)
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The frontend's statistics snapshot."""
+        tag = next(self._tags)
+        self._sock.send_multipart(encode(StatsQuery(tag)))
+        out = self._wait(tag, timeout_s)
+        return json.loads(out["__stats__"][0])
+
+    def _wait(self, tag: int, wait_s: float) -> dict[str, np.ndarray]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not self._sock.poll(left_ms):
+                raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s")
+            got_tag, result = _parse(self._sock.recv_multipart(copy=False))
+            if got_tag not in (tag, -1):
+                continue  # a late answer to an earlier, timed-out call
+            if isinstance(result, BatonError):
+                raise result
+            return result
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """An asyncio client with any number of requests in flight on one socket."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0) -> None:
+        self._ctx = zmq.asyncio.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 0)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
+        self._sock.connect(_zmq_address(address))
+        self._tags = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
+        self._grace_s = grace_s
+        self._receiver: asyncio.Task[None] | None = None
+
+    def _ensure_receiver(self) -> None:
+        if self._receiver is None or self._receiver.done():
+            self._receiver = asyncio.ensure_future(self._receive())
+
+    async def _receive(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            tag, result = _parse(frames)
+            fut = self._waiting.pop(tag, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(result, BatonError):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        slo_ms: float | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one request; same contract and errors as ``Client.infer``."""
+        self._ensure_receiver()
+        tag = next(self._tags)
+        frames = _build(tag, model, inputs, slo_ms)
+        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._waiting[tag] = fut
+        await self._sock.send_multipart(frames, copy=False)
+        wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
+        try:
+            return await asyncio.wait_for(fut, wait_s)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s") from None
+        finally:
+            self._waiting.pop(tag, None)
+
+    async def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The frontend's statistics snapshot."""
+        self._ensure_receiver()
+        tag = next(self._tags)
+        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._waiting[tag] = fut
+        await self._sock.send_multipart(encode(StatsQuery(tag)))
+        out = await asyncio.wait_for(fut, timeout_s)
+        return json.loads(out["__stats__"][0])
+
+    async def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+            try:
+                await self._receiver
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._sock.close(linger=0)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def query_stats(address: str, *, with_batches: bool = False, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Ask a scheduler (or frontend) at ``address`` for its statistics snapshot.
+
+    Raises ``Unavailable`` if nothing answers within ``timeout_s``.
+    """
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(_zmq_address(address))
+        sock.send_multipart(encode(StatsQuery(1 if with_batches else 2)))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise Unavailable(f"no statistics from {address} within {timeout_s} s")
+        tag, out = _parse(sock.recv_multipart(copy=False))
+        if isinstance(out, BatonError):
+            raise out
+        return json.loads(out["__stats__"][0])
+    finally:
+        sock.close(linger=0)

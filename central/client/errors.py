@@ -1,0 +1,65 @@
+"""Typed errors of the client SDK: one class per terminal status a request can get."""
+
+from __future__ import annotations
+
+from central.protocol.messages import Status
+
+__all__ = [
+    "BatonError",
+    "Rejected",
+    "DeadlineExceeded",
+    "Unavailable",
+    "BadRequest",
+    "InferenceFailed",
+    "error_for",
+]
+
+
+class BatonError(Exception):
+    """Base of every error the SDK raises for a request; ``status`` says which."""
+
+    status: Status = Status.FAILED
+
+
+class Rejected(BatonError):
+    """Not accepted: unknown model, or the service is overloaded."""
+
+    status = Status.REJECTED
+
+
+class DeadlineExceeded(BatonError):
+    """Dropped or refused because it could no longer finish within its SLO."""
+
+    status = Status.DEADLINE_EXCEEDED
+
+
+class Unavailable(BatonError):
+    """No answer could be had: no worker serves the model, or the service is down."""
+
+    status = Status.UNAVAILABLE
+
+
+class BadRequest(BatonError):
+    """The request itself is wrong (input names, dtypes, shapes, undecodable data)."""
+
+    status = Status.BAD_REQUEST
+
+
+class InferenceFailed(BatonError):
+    """Accepted and dispatched, but execution failed; the message says why."""
+
+    status = Status.FAILED
+
+
+_BY_STATUS = {
+    cls.status: cls for cls in (Rejected, DeadlineExceeded, Unavailable, BadRequest, InferenceFailed)
+}
+
+
+def error_for(status: int, message: str) -> BatonError:
+    """The typed error for a non-OK wire status."""
+    try:
+        cls = _BY_STATUS[Status(status)]
+    except (ValueError, KeyError):
+        cls = InferenceFailed
+    return cls(message)

@@ -1,0 +1,317 @@
+"""Cluster configuration (TOML) and a local launcher of separate processes.
+
+Theory of operation: a cluster file names the scheduler, the frontend, the models (their
+SLOs, and profiles for emulated ones) and the workers. ``Cluster`` starts each role as
+its own process (``baton scheduler|frontend|worker``), waits until every GPU and the
+frontend have registered, and stops them all by PID on exit: SIGTERM, then SIGKILL for
+any that does not leave in time. ``EMBEDDED_DEFAULT`` is what ``baton up`` and ``make
+run`` use when no file is given.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EMBEDDED_DEFAULT",
+    "ModelSpec",
+    "WorkerSpec",
+    "ClusterConfig",
+    "load_config",
+    "parse_config",
+    "Cluster",
+    "free_port",
+]
+
+EMBEDDED_DEFAULT = """\
+# Baton's embedded default cluster: 8 emulated GPUs serving a model with Symphony's
+# benchmark profile l(b) = 1.082 ms * b + 5.204 ms at SLO 25 ms, and one CPU torch worker
+# serving MobileNetV2 and all-MiniLM-L6-v2 with their real weights.
+
+[scheduler]
+address = "tcp://127.0.0.1:5550"
+policy = "symphony"
+
+[frontend]
+address = "tcp://127.0.0.1:5560"
+default_slo_ms = 100
+
+[[models]]
+name = "symphony"
+k_ms = 1.082
+c_ms = 5.204
+slo_ms = 25
+
+[[models]]
+name = "mobilenet_v2"
+slo_ms = 1000
+
+[[models]]
+name = "minilm"
+slo_ms = 1000
+
+[[workers]]
+kind = "emulated"
+gpus = 8
+models = ["symphony"]
+
+[[workers]]
+kind = "torch"
+models = ["mobilenet_v2", "minilm"]
+device = "cpu"
+threads = 1
+"""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    slo_ms: float | None = None
+    k_ms: float | None = None  # emulated models need k_ms and c_ms
+    c_ms: float | None = None
+    max_batch: int = 64
+    checkpoint: str | None = None  # torch models: a user's own weights
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    kind: str  # "emulated" or "torch"
+    models: tuple[str, ...]
+    gpus: int = 1
+    noise: float = 0.0
+    seed: int = 0
+    device: str | None = None
+    threads: int = 1
+    data_address: str = "tcp://127.0.0.1:0"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    scheduler_address: str = "tcp://127.0.0.1:5550"
+    policy: str = "symphony"
+    frontend_address: str = "tcp://127.0.0.1:5560"
+    default_slo_ms: float = 100.0
+    models: tuple[ModelSpec, ...] = ()
+    workers: tuple[WorkerSpec, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(w.gpus for w in self.workers)
+
+    def with_ports(self, scheduler_port: int, frontend_port: int) -> ClusterConfig:
+        """The same cluster on other loopback ports (tests, ``make run``)."""
+        return ClusterConfig(
+            f"tcp://127.0.0.1:{scheduler_port}",
+            self.policy,
+            f"tcp://127.0.0.1:{frontend_port}",
+            self.default_slo_ms,
+            self.models,
+            self.workers,
+            self.extra,
+        )
+
+
+def _fail(where: str, text: str) -> ValueError:
+    return ValueError(f"cluster config {where}: {text}")
+
+
+def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
+    """Parse a cluster TOML document; raises ``ValueError`` naming the bad entry."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(where, str(exc)) from None
+    known = {"scheduler", "frontend", "models", "workers"}
+    unknown = set(doc) - known
+    if unknown:
+        raise _fail(where, f"unknown sections {sorted(unknown)}; known: {sorted(known)}")
+    sched = doc.get("scheduler", {})
+    fe = doc.get("frontend", {})
+    models = []
+    for i, m in enumerate(doc.get("models", [])):
+        if "name" not in m:
+            raise _fail(where, f"models[{i}] needs a name")
+        extra = set(m) - {"name", "slo_ms", "k_ms", "c_ms", "max_batch", "checkpoint"}
+        if extra:
+            raise _fail(where, f"models[{i}]: unknown keys {sorted(extra)}")
+        models.append(ModelSpec(**m))
+    names = {m.name for m in models}
+    workers = []
+    for i, w in enumerate(doc.get("workers", [])):
+        kind = w.get("kind")
+        if kind not in ("emulated", "torch"):
+            raise _fail(where, f"workers[{i}].kind must be 'emulated' or 'torch', got {kind!r}")
+        extra = set(w) - {"kind", "models", "gpus", "noise", "seed", "device", "threads",
+                          "data_address"}
+        if extra:
+            raise _fail(where, f"workers[{i}]: unknown keys {sorted(extra)}")
+        wm = tuple(w.get("models", ()))
+        if not wm:
+            raise _fail(where, f"workers[{i}] serves no models")
+        for name in wm:
+            if name not in names:
+                raise _fail(where, f"workers[{i}] serves {name!r}, which [[models]] does not define")
+            spec = next(m for m in models if m.name == name)
+            if kind == "emulated" and (spec.k_ms is None or spec.c_ms is None):
+                raise _fail(where, f"emulated model {name!r} needs k_ms and c_ms")
+        if kind == "torch" and w.get("gpus", 1) != 1:
+            raise _fail(where, f"workers[{i}]: a torch worker drives exactly one device")
+        workers.append(WorkerSpec(kind, wm, **{k: v for k, v in w.items()
+                                               if k not in ("kind", "models")}))
+    return ClusterConfig(
+        sched.get("address", "tcp://127.0.0.1:5550"),
+        sched.get("policy", "symphony"),
+        fe.get("address", "tcp://127.0.0.1:5560"),
+        float(fe.get("default_slo_ms", 100.0)),
+        tuple(models),
+        tuple(workers),
+    )
+
+
+def load_config(path: str | None) -> ClusterConfig:
+    """The cluster file at ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        return parse_config(EMBEDDED_DEFAULT, "<embedded default>")
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cluster config {path}: no such file")
+    return parse_config(p.read_text(), path)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """Start the scheduler, frontend and workers of ``config`` as child processes."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        log_dir: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        policy_args: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._log_dir = log_dir
+        self._env = {**os.environ, **(extra_env or {})}
+        self._policy_args = policy_args
+
+    def _spawn(self, role: str, args: list[str]) -> None:
+        cmd = [sys.executable, "-m", "central.cli", *args]
+        out: Any = subprocess.DEVNULL
+        if self._log_dir:
+            Path(self._log_dir).mkdir(parents=True, exist_ok=True)
+            out = open(Path(self._log_dir) / f"{role}.log", "wb")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self._env)
+        self.procs.append((role, proc))
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start every process and wait until all GPUs and the frontend registered.
+
+        Raises ``RuntimeError`` (after stopping what started) if a process exits or the
+        cluster is not ready within ``timeout_s``.
+        """
+        c = self.config
+        sched = ["scheduler", "--address", c.scheduler_address, "--policy", c.policy,
+                 *self._policy_args]
+        for m in c.models:
+            if m.k_ms is not None and m.c_ms is not None:
+                sched += ["--profile", f"{m.name}:{m.k_ms}:{m.c_ms}:{m.max_batch}"]
+        self._spawn("scheduler", sched)
+        fe = ["frontend", "--scheduler", c.scheduler_address, "--address", c.frontend_address,
+              "--default-slo-ms", str(c.default_slo_ms)]
+        for m in c.models:
+            if m.slo_ms is not None:
+                fe += ["--slo", f"{m.name}={m.slo_ms}"]
+        self._spawn("frontend", fe)
+        for i, w in enumerate(c.workers):
+            args = ["worker", "--scheduler", c.scheduler_address, "--data-address", w.data_address,
+                    "--name", f"worker{i}-{w.kind}"]
+            if w.kind == "emulated":
+                args += ["--emulate", str(w.gpus), "--noise", str(w.noise), "--seed", str(w.seed)]
+                for name in w.models:
+                    m = c.model(name)
+                    args += ["--model", f"{name}:{m.k_ms}:{m.c_ms}:{m.max_batch}"]
+            else:
+                args += ["--threads", str(w.threads)]
+                if w.device:
+                    args += ["--device", w.device]
+                for name in w.models:
+                    args += ["--torch", name]
+                    m = c.model(name)
+                    if m.checkpoint:
+                        args += ["--checkpoint", f"{name}={m.checkpoint}"]
+            self._spawn(f"worker{i}", args)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        from central.client import Unavailable, query_stats
+
+        deadline = time.monotonic() + timeout_s
+        want = self.config.gpu_count
+        while time.monotonic() < deadline:
+            for role, proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{role} exited with code {proc.returncode} during start-up")
+            try:
+                s = query_stats(self.config.scheduler_address, timeout_s=1.0)
+                if len(s["workers"]) >= want and s["frontends"] >= 1:
+                    fe = query_stats(self.config.frontend_address, timeout_s=1.0)
+                    if fe["workers"] >= len(self.config.workers):
+                        return
+            except Unavailable:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"cluster not ready after {timeout_s:.0f} s")
+
+    def alive(self) -> list[str]:
+        return [role for role, p in self.procs if p.poll() is None]
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, int | None]:
+        """SIGTERM every child by PID, SIGKILL the stragglers; returns exit codes."""
+        for _, p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        codes: dict[str, int | None] = {}
+        for role, p in self.procs:
+            try:
+                codes[role] = p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[role] = p.wait()
+        self.procs = []
+        return codes
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

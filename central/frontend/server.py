@@ -1,0 +1,439 @@
+"""The frontend: clients in, metadata to the scheduler, payloads to workers, answers out.
+
+Theory of operation: clients send ``Infer`` to a ROUTER. The frontend validates the
+request, keeps its tensor frames (zero copy), gives it a cluster-unique id, and at the
+end of the loop turn sends the scheduler one ``Requests`` message with the metadata of
+every request accepted in that turn. A ``Route`` from the scheduler makes it push the
+payloads, untouched, to the chosen worker's data socket (one DEALER per worker process);
+the worker's ``Results`` come back on that socket and are relayed, again untouched, to
+the clients. A ``DropRequests`` is answered at once. Every accepted request ends in
+exactly one ``Reply``: the lifecycle table ``TRANSITIONS`` says which moves are legal and
+an illegal one raises (our bug). A sweep answers FAILED for anything left without an
+answer well past its deadline, so nothing hangs whatever fails downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import zmq
+
+from central.policy.types import DropReason
+from central.protocol import (
+    DEFAULT_LIMITS,
+    DropRequests,
+    Error,
+    FrontendRegistered,
+    Heartbeat,
+    HeartbeatAck,
+    Infer,
+    Limits,
+    Payloads,
+    RegisterFrontend,
+    RemoteProtocolError,
+    Reply,
+    Requests,
+    Results,
+    Route,
+    StatsQuery,
+    StatsReply,
+    Status,
+    WorkerDirectory,
+    decode,
+    encode,
+)
+from central.protocol import arrays
+from central.runtime.clock import Clock
+from central.runtime.translate import make_request_id
+from central.runtime.zmqio import Reader, close_all
+
+__all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS"]
+
+log = logging.getLogger("baton.frontend")
+
+
+class Phase(enum.Enum):
+    QUEUED = "queued"  # metadata sent to the scheduler, payload held here
+    SHIPPED = "shipped"  # payload pushed to a worker, waiting for its result
+    ANSWERED = "answered"  # the client has its one terminal reply
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.SHIPPED, Phase.ANSWERED}),
+    Phase.SHIPPED: frozenset({Phase.ANSWERED}),
+    Phase.ANSWERED: frozenset(),
+}
+
+_DROP_STATUS = {
+    DropReason.DEADLINE: Status.DEADLINE_EXCEEDED,
+    DropReason.SHED: Status.DEADLINE_EXCEEDED,
+    DropReason.UNKNOWN_MODEL: Status.REJECTED,
+    DropReason.NO_WORKER: Status.UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    scheduler: str = "tcp://127.0.0.1:5550"
+    client_bind: str = "tcp://127.0.0.1:5560"
+    name: str = ""
+    default_slo_ms: float = 100.0
+    slo_ms: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
+    # The reply still has to travel back to the client after the frontend sends it, and
+    # the request spent time reaching us: both come off the budget the scheduler sees.
+    client_allowance_ms: float = 0.5
+    max_pending: int = 200_000  # beyond this, new requests are REJECTED (overload)
+    answer_grace_ns: int = 2_000_000_000  # past deadline + grace with no answer: FAILED
+    client_limits: Limits = DEFAULT_LIMITS
+
+
+@dataclass(slots=True)
+class _Pending:
+    client: bytes
+    tag: int
+    model: str
+    metas: tuple[Any, ...]
+    buffers: list[Any]
+    received_ns: int
+    deadline_ns: int
+    phase: Phase = Phase.QUEUED
+
+
+class Frontend:
+    """Serve clients until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: FrontendConfig,
+        *,
+        clock: Clock = time.monotonic_ns,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._ctx = context or zmq.Context.instance()
+        self.name = config.name or f"fe-{socket.gethostname()}-{os.getpid()}"
+        self._index: int | None = None
+        self._seq = 0
+        self._models: set[str] = set()
+        self._pending: dict[int, _Pending] = {}
+        self._workers: dict[int, tuple[str, zmq.Socket, Reader]] = {}
+        self._meta: tuple[list[int], list[str], list[int], list[int]] = ([], [], [], [])
+        self._clients: zmq.Socket | None = None
+        self._client_reader: Reader | None = None
+        self._sched_reader: Reader | None = None
+        self._sched: zmq.Socket | None = None
+        self.counters: dict[str, int] = {
+            "accepted": 0,
+            "ok": 0,
+            "rejected": 0,
+            "deadline_exceeded": 0,
+            "unavailable": 0,
+            "bad_request": 0,
+            "failed": 0,
+            "ok_within_slo": 0,
+            "payload_bytes_in": 0,
+            "metadata_messages": 0,
+        }
+        self.registered = asyncio.Event()
+        self._allowance_ns = int(config.client_allowance_ms * 1e6)
+        self.latencies: deque[int] = deque(maxlen=100_000)  # accept -> OK reply, ns
+
+    @property
+    def client_address(self) -> str:
+        assert self._clients is not None
+        return self._clients.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Bind the client socket, register with the scheduler, serve until ``stop``."""
+        clients = self._ctx.socket(zmq.ROUTER)
+        clients.setsockopt(zmq.LINGER, 0)
+        clients.setsockopt(zmq.RCVHWM, 0)
+        clients.setsockopt(zmq.SNDHWM, 0)
+        clients.bind(self.config.client_bind)
+        sched = self._ctx.socket(zmq.DEALER)
+        sched.setsockopt(zmq.LINGER, 0)
+        sched.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
+        sched.connect(self.config.scheduler)
+        self._clients, self._sched = clients, sched
+        readers = [Reader(clients, self._on_clients, copy=False), Reader(sched, self._on_sched)]
+        self._client_reader, self._sched_reader = readers
+        self._send_sched(RegisterFrontend(self.name))
+        tasks = [asyncio.ensure_future(self._sweep_loop()),
+                 asyncio.ensure_future(self._heartbeat_loop())]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for r in readers:
+                r.close()
+            socks = [clients, sched]
+            for _, sock, reader in self._workers.values():
+                reader.close()
+                socks.append(sock)
+            now = self._clock()
+            for rid in list(self._pending):
+                self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
+            close_all(socks)
+
+    # ---------------------------------------------------------------- clients
+
+    def _on_clients(self, batch: list[Sequence[Any]]) -> None:
+        now = self._clock()
+        for frames in batch:
+            identity = frames[0].bytes
+            body = [frames[1].bytes, *(f.buffer for f in frames[2:])]
+            try:
+                msg, buffers = decode(body, self.config.client_limits)
+            except RemoteProtocolError as exc:
+                self.counters["bad_request"] += 1
+                self._send_client(identity, Error(int(Status.BAD_REQUEST), str(exc)))
+                continue
+            if isinstance(msg, Infer):
+                self._accept(identity, msg, buffers, now)
+            elif isinstance(msg, StatsQuery):
+                self._send_client(identity, StatsReply(msg.tag, json.dumps(self.stats())))
+            else:
+                self._send_client(
+                    identity, Error(int(Status.BAD_REQUEST), f"{type(msg).__name__} not accepted")
+                )
+        self._flush_meta()
+
+    def _accept(self, client: bytes, msg: Infer, buffers: list[Any], now: int) -> None:
+        def refuse(status: Status, text: str) -> None:
+            self.counters[status.name.lower()] += 1
+            self._send_client(client, Reply(msg.tag, int(status), text, ()))
+
+        if self._index is None:
+            refuse(Status.UNAVAILABLE, "the frontend is not connected to a scheduler yet")
+            return
+        if msg.model not in self._models:
+            known = ", ".join(sorted(self._models)) or "none"
+            refuse(Status.REJECTED, f"unknown model {msg.model!r}; served: {known}")
+            return
+        if msg.slo_ns < 0:
+            refuse(Status.BAD_REQUEST, "slo must be positive")
+            return
+        try:
+            arrays.unpack(msg.tensors, buffers)  # validates names, dtypes, shapes, sizes
+        except RemoteProtocolError as exc:
+            refuse(Status.BAD_REQUEST, str(exc))
+            return
+        if len(self._pending) >= self.config.max_pending:
+            refuse(Status.REJECTED, "overloaded: too many requests in flight")
+            return
+        slo_ns = msg.slo_ns or int(
+            self.config.slo_ms.get(msg.model, self.config.default_slo_ms) * 1e6
+        )
+        self._seq += 1
+        rid = make_request_id(self._index, self._seq)
+        size = sum(len(b) for b in buffers)
+        self._pending[rid] = _Pending(
+            client, msg.tag, msg.model, msg.tensors, buffers, now, now + slo_ns
+        )
+        self.counters["accepted"] += 1
+        self.counters["payload_bytes_in"] += size
+        ids, models, budgets, sizes = self._meta
+        ids.append(rid)
+        models.append(msg.model)
+        budgets.append(slo_ns - self._allowance_ns - (self._clock() - now))
+        sizes.append(size)
+
+    def _flush_meta(self) -> None:
+        ids, models, budgets, sizes = self._meta
+        if not ids:
+            return
+        self._send_sched(Requests(tuple(ids), tuple(models), tuple(budgets), tuple(sizes)))
+        self.counters["metadata_messages"] += 1
+        self._meta = ([], [], [], [])
+
+    # -------------------------------------------------------------- scheduler
+
+    def _on_sched(self, batch: list[Sequence[bytes]]) -> None:
+        now = self._clock()
+        for frames in batch:
+            try:
+                msg, _ = decode(frames, DEFAULT_LIMITS)
+            except RemoteProtocolError as exc:
+                log.error("bad message from scheduler: %s", exc)
+                continue
+            if isinstance(msg, Route):
+                self._route(msg, now)
+            elif isinstance(msg, DropRequests):
+                status = _DROP_STATUS.get(DropReason(msg.reason), Status.FAILED)
+                for rid in msg.request_ids:
+                    self._reply_status(rid, status, msg.detail, now)
+            elif isinstance(msg, WorkerDirectory):
+                self._update_workers(msg)
+            elif isinstance(msg, FrontendRegistered):
+                self._index = msg.frontend_index
+                self._models = set(msg.models)
+                self.registered.set()
+                log.info("registered as frontend %d", msg.frontend_index)
+            elif isinstance(msg, HeartbeatAck):
+                pass
+            elif isinstance(msg, Error):
+                log.error("scheduler refused a message: %s", msg.message)
+
+    def _route(self, msg: Route, now: int) -> None:
+        worker = self._workers.get(msg.process_id)
+        ids: list[int] = []
+        metas: list[Any] = []
+        buffers: list[Any] = []
+        for rid in msg.request_ids:
+            p = self._pending.get(rid)
+            if p is None or p.phase is not Phase.QUEUED:
+                continue  # answered already (e.g. by the sweep)
+            if worker is None:
+                self._reply_status(rid, Status.UNAVAILABLE, "routed to an unknown worker", now)
+                continue
+            self._move(p, Phase.SHIPPED)
+            ids.append(rid)
+            metas.append(p.metas)
+            buffers.extend(p.buffers)
+            p.buffers = []  # shipped: the worker has them now
+        if ids and worker is not None:
+            payloads = Payloads(msg.batch_id, msg.gpu, tuple(ids), tuple(metas))
+            try:
+                worker[1].send_multipart(encode(payloads, buffers), zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError as exc:
+                for rid in ids:
+                    self._reply_status(rid, Status.FAILED, f"could not reach worker: {exc}", now)
+            worker[2].poke()
+
+    def _update_workers(self, msg: WorkerDirectory) -> None:
+        self._models = set(msg.models)
+        listed = dict(msg.workers)
+        for pid in list(self._workers):
+            if listed.get(pid) != self._workers[pid][0]:
+                addr, sock, reader = self._workers.pop(pid)
+                reader.close()
+                sock.close(linger=0)
+        for pid, addr in listed.items():
+            if pid in self._workers:
+                continue
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            sock.connect(addr)
+            self._workers[pid] = (addr, sock, Reader(sock, self._on_results, copy=False))
+
+    # ----------------------------------------------------------------- workers
+
+    def _on_results(self, batch: list[Sequence[Any]]) -> None:
+        now = self._clock()
+        for frames in batch:
+            body = [frames[0].bytes, *(f.buffer for f in frames[1:])]
+            try:
+                msg, buffers = decode(body, DEFAULT_LIMITS)
+            except RemoteProtocolError as exc:
+                log.error("bad message from a worker: %s", exc)
+                continue
+            if isinstance(msg, Error):
+                log.error("worker refused a message: %s", msg.message)
+                continue
+            if not isinstance(msg, Results):
+                continue
+            pos = 0
+            for rid, status, error, metas in zip(
+                msg.request_ids, msg.statuses, msg.errors, msg.tensors
+            ):
+                n = len(metas)
+                chunk = buffers[pos : pos + n]
+                pos += n
+                p = self._pending.get(rid)
+                if p is None:
+                    continue
+                self._answer(rid, p, Status(status), error, metas, chunk)
+
+    # ---------------------------------------------------------------- answers
+
+    def _move(self, p: _Pending, phase: Phase) -> None:
+        if phase not in TRANSITIONS[p.phase]:
+            raise RuntimeError(f"illegal request transition {p.phase.name} -> {phase.name}")
+        p.phase = phase
+
+    def _answer(
+        self, rid: int, p: _Pending, status: Status, error: str, metas: Any, buffers: list[Any]
+    ) -> None:
+        self._move(p, Phase.ANSWERED)
+        del self._pending[rid]
+        self.counters[status.name.lower()] += 1
+        if status is Status.OK:
+            now = self._clock()
+            self.latencies.append(now - p.received_ns)
+            if now <= p.deadline_ns:
+                self.counters["ok_within_slo"] += 1
+        self._send_client(p.client, Reply(p.tag, int(status), error, metas), buffers)
+
+    def _reply_status(self, rid: int, status: Status, text: str, now: int) -> None:
+        p = self._pending.get(rid)
+        if p is not None:
+            self._answer(rid, p, status, text, (), [])
+
+    def _send_client(self, client: bytes, msg: Any, buffers: Sequence[Any] = ()) -> None:
+        assert self._clients is not None
+        try:
+            self._clients.send_multipart([client, *encode(msg, buffers)], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # the client is gone; its answer is lost with it
+            log.warning("reply to client failed: %s", exc)
+        if self._client_reader is not None:
+            self._client_reader.poke()  # a send can swallow the descriptor's read edge
+
+    def _send_sched(self, msg: Any) -> None:
+        assert self._sched is not None
+        try:
+            self._sched.send_multipart(encode(msg), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("send %s to scheduler failed: %s", type(msg).__name__, exc)
+        if self._sched_reader is not None:
+            self._sched_reader.poke()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            now = self._clock()
+            grace = self.config.answer_grace_ns
+            late = [rid for rid, p in self._pending.items() if now > p.deadline_ns + grace]
+            for rid in late:
+                p = self._pending[rid]
+                where = "the scheduler" if p.phase is Phase.QUEUED else "the worker"
+                self._reply_status(rid, Status.FAILED, f"no answer from {where} in time", now)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self._send_sched(Heartbeat(self._clock()))
+            await asyncio.sleep(1.0)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and the number of requests in flight, JSON-able."""
+        return {
+            "name": self.name,
+            "index": self._index,
+            "counters": dict(self.counters),
+            "pending": len(self._pending),
+            "models": sorted(self._models),
+            "workers": len(self._workers),
+            "latency_ms": _percentiles(self.latencies),
+        }
+
+
+def _percentiles(samples: deque[int]) -> dict[str, float]:
+    if not samples:
+        return {}
+    data = sorted(samples)
+    pick = lambda q: data[min(len(data) - 1, int(q * len(data)))] / 1e6  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "max": data[-1] / 1e6}

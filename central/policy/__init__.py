@@ -1,0 +1,53 @@
+"""The sans-I/O policy core: events in, actions out (DESIGN §3).
+
+Theory of operation: ``make_policy(name, PolicyConfig(...))`` builds a policy; a driver
+calls ``handle(event, now_ns)`` and ``next_wakeup_ns()``. This package imports only the
+standard library and never reads a clock, sleeps, does I/O or draws randomness.
+"""
+
+from central.policy.base import Policy, make_policy, policy_names
+from central.policy.bound import Bound, analytic_bound
+from central.policy.config import PolicyConfig
+from central.policy.profile import ProfileEstimator
+from central.policy.queues import DeadlineQueue
+from central.policy.scheduler import SymphonyPolicy
+from central.policy.types import (
+    Action,
+    BatchDone,
+    BatchStatus,
+    Dispatch,
+    Drop,
+    DropReason,
+    Event,
+    Profile,
+    Request,
+    RequestsArrived,
+    Tick,
+    WorkerJoined,
+    WorkerLost,
+)
+
+__all__ = [
+    "Action",
+    "BatchDone",
+    "BatchStatus",
+    "Bound",
+    "DeadlineQueue",
+    "Dispatch",
+    "Drop",
+    "DropReason",
+    "Event",
+    "Policy",
+    "PolicyConfig",
+    "Profile",
+    "ProfileEstimator",
+    "Request",
+    "RequestsArrived",
+    "SymphonyPolicy",
+    "Tick",
+    "WorkerJoined",
+    "WorkerLost",
+    "analytic_bound",
+    "make_policy",
+    "policy_names",
+]

@@ -1,0 +1,59 @@
+"""The interface every scheduling policy implements, and the factory that names them.
+
+Theory of operation: a policy is a sans-I/O state machine. A driver (the real-time
+runtime loop or the discrete-event simulator) feeds it facts with
+``handle(event, now_ns)`` and carries out the commands it returns; it asks
+``next_wakeup_ns()`` when to call again with a ``Tick`` and ``snapshot()`` for stats.
+Policies are registered here by name so that drivers, the CLI and benchmarks pick one
+with a string; baselines join the table behind the same interface. Nothing here reads
+a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from central.policy.config import PolicyConfig
+from central.policy.scheduler import SymphonyPolicy
+from central.policy.types import Action, Event
+
+__all__ = ["Policy", "make_policy", "policy_names"]
+
+
+class Policy(Protocol):
+    """What a driver needs from a scheduling policy."""
+
+    def handle(self, event: Event, now_ns: int) -> list[Action]:
+        """Apply ``event`` at ``now_ns`` (never earlier than the last call); return actions."""
+        ...
+
+    def next_wakeup_ns(self) -> int | None:
+        """When the policy next needs a ``Tick`` (scheduler clock); ``None`` when idle."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (str/int/float/bool/None, lists, dicts) describing the state."""
+        ...
+
+
+_FACTORIES: dict[str, Callable[[PolicyConfig], Policy]] = {
+    "symphony": SymphonyPolicy,
+}
+
+
+def policy_names() -> tuple[str, ...]:
+    """The names ``make_policy`` accepts, sorted."""
+    return tuple(sorted(_FACTORIES))
+
+
+def make_policy(name: str, config: PolicyConfig | None = None) -> Policy:
+    """Build the policy called ``name`` with ``config`` (defaults when ``None``).
+
+    Raises ``ValueError`` naming the known policies when ``name`` is not one of them.
+    """
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        known = ", ".join(policy_names())
+        raise ValueError(f"unknown policy {name!r}; known policies: {known}")
+    return factory(config if config is not None else PolicyConfig())

@@ -1,0 +1,123 @@
+"""Wire <-> policy: the only module that sees both vocabularies.
+
+Theory of operation: incoming protocol messages become policy events with every time
+converted to the scheduler's clock (a frontend sends a remaining *budget*; it becomes an
+absolute deadline here, less the expected one-way delay); policy actions become the
+protocol messages that carry them out. Request ids carry their frontend's index in the
+bits above ``FRONTEND_SHIFT``, so routing a batch back to the frontends that hold its
+payloads needs no table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from central.policy.types import (
+    BatchDone,
+    BatchStatus,
+    Dispatch,
+    Drop,
+    DropReason,
+    Profile,
+    Request,
+    RequestsArrived,
+)
+from central.protocol.messages import Done, DropRequests, Execute, GpuSpec, Requests, Route
+
+__all__ = [
+    "FRONTEND_SHIFT",
+    "frontend_of",
+    "make_request_id",
+    "requests_to_event",
+    "done_to_event",
+    "dispatch_to_messages",
+    "drop_to_messages",
+    "gpu_profiles",
+    "DROP_DETAIL",
+]
+
+FRONTEND_SHIFT = 40
+_SEQ_MASK = (1 << FRONTEND_SHIFT) - 1
+
+DROP_DETAIL = {
+    DropReason.DEADLINE: "the request can no longer finish within its SLO",
+    DropReason.UNKNOWN_MODEL: "no worker serves this model",
+    DropReason.NO_WORKER: "every worker serving this model is gone",
+    DropReason.SHED: "dropped to keep a feasible batch for the requests behind it",
+}
+
+
+def make_request_id(frontend_index: int, seq: int) -> int:
+    """Cluster-unique request id from a frontend's index and its own counter."""
+    return (frontend_index << FRONTEND_SHIFT) | (seq & _SEQ_MASK)
+
+
+def frontend_of(request_id: int) -> int:
+    """The index of the frontend that holds this request's payload."""
+    return request_id >> FRONTEND_SHIFT
+
+
+def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsArrived:
+    """Metadata message -> event; budgets become absolute scheduler-clock deadlines."""
+    base = now_ns - one_way_ns
+    return RequestsArrived(
+        tuple(
+            Request(rid, model, base + budget, now_ns, size)
+            for rid, model, budget, size in zip(
+                msg.request_ids, msg.models, msg.budgets_ns, msg.sizes
+            )
+        )
+    )
+
+
+def done_to_event(msg: Done, worker_id: int) -> BatchDone:
+    """Worker's Done (already on the scheduler clock) -> event."""
+    return BatchDone(
+        msg.batch_id,
+        worker_id,
+        BatchStatus(msg.status),
+        msg.start_ns,
+        msg.end_ns,
+        msg.batch_size,
+    )
+
+
+def dispatch_to_messages(
+    action: Dispatch, gpu_index: int, process_id: int
+) -> tuple[Execute, dict[int, Route]]:
+    """Dispatch -> the worker's Execute and one Route per frontend involved."""
+    execute = Execute(
+        action.batch_id,
+        gpu_index,
+        action.model,
+        action.request_ids,
+        action.earliest_ns,
+        action.latest_ns,
+        action.expected_ns,
+    )
+    by_frontend: dict[int, list[int]] = defaultdict(list)
+    for rid in action.request_ids:
+        by_frontend[rid >> FRONTEND_SHIFT].append(rid)
+    routes = {
+        fe: Route(action.batch_id, process_id, gpu_index, tuple(ids))
+        for fe, ids in by_frontend.items()
+    }
+    return execute, routes
+
+
+def drop_to_messages(action: Drop) -> dict[int, DropRequests]:
+    """Drop -> one DropRequests per frontend involved."""
+    by_frontend: dict[int, list[int]] = defaultdict(list)
+    for rid in action.request_ids:
+        by_frontend[rid >> FRONTEND_SHIFT].append(rid)
+    detail = DROP_DETAIL[action.reason]
+    return {
+        fe: DropRequests(tuple(ids), int(action.reason), detail)
+        for fe, ids in by_frontend.items()
+    }
+
+
+def gpu_profiles(spec: GpuSpec) -> tuple[tuple[str, Profile], ...]:
+    """The profiles a worker announced for one of its GPUs, as policy values."""
+    _, _, profiles = spec
+    return tuple((m, Profile(int(k), int(c), int(mb))) for m, k, c, mb in profiles)

@@ -1,0 +1,1 @@
+"""Baton workers: the window check, executors (emulated and torch), the worker process."""

@@ -1,0 +1,140 @@
+"""N emulated GPUs in one process: each busy for ``l(b)`` from its model's profile.
+
+Theory of operation: a stand-in for an accelerator, as in Clockwork's emulated worker and
+Symphony's fake backends, so that schedules can be tested on machines without GPUs. A
+batch "runs" by sleeping precisely (coarse asyncio sleep, then a short spin) for
+``k*b + c`` nanoseconds, scaled by seeded multiplicative noise when configured. Each
+request's output is real and cheap: the sum and element count of its inputs, so tests can
+check that every payload reached the batch it was routed to. It is not a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
+
+import numpy as np
+
+from central.protocol.messages import GpuSpec
+from central.runtime.clock import Clock
+
+from .executor import Inputs, Outcome
+
+__all__ = ["EmulatedModel", "EmulatedExecutor", "parse_emulated_model"]
+
+
+@dataclass(frozen=True)
+class EmulatedModel:
+    """An emulated model: its name and profile ``l(b) = k_ns*b + c_ns``."""
+
+    name: str
+    k_ns: int
+    c_ns: int
+    max_batch: int = 64
+
+    def latency_ns(self, b: int) -> int:
+        return max(self.k_ns * b + self.c_ns, self.k_ns, 1)
+
+
+def parse_emulated_model(text: str) -> EmulatedModel:
+    """Parse ``NAME:K_MS:C_MS[:MAX_BATCH]``, e.g. ``symphony:1.082:5.204``.
+
+    Raises ``ValueError`` with the expected form on bad input.
+    """
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[0]:
+        raise ValueError(f"emulated model {text!r}: expected NAME:K_MS:C_MS[:MAX_BATCH]")
+    try:
+        k_ms, c_ms = float(parts[1]), float(parts[2])
+        max_batch = int(parts[3]) if len(parts) == 4 else 64
+    except ValueError:
+        raise ValueError(f"emulated model {text!r}: K_MS and C_MS must be numbers") from None
+    if k_ms <= 0 or max_batch < 1:
+        raise ValueError(f"emulated model {text!r}: K_MS must be > 0 and MAX_BATCH >= 1")
+    return EmulatedModel(parts[0], round(k_ms * 1e6), round(c_ms * 1e6), max_batch)
+
+
+class EmulatedExecutor:
+    """``gpu_count`` virtual GPUs, each serving every model in ``models``."""
+
+    def __init__(
+        self,
+        gpu_count: int,
+        models: Sequence[EmulatedModel],
+        *,
+        noise_cv: float = 0.0,
+        seed: int = 0,
+        clock: Clock = time.monotonic_ns,
+        spin_ns: int = 300_000,
+    ) -> None:
+        if gpu_count < 1:
+            raise ValueError("--emulate needs at least 1 GPU")
+        if not models:
+            raise ValueError("an emulated worker needs at least one model")
+        if noise_cv < 0:
+            raise ValueError("noise must be >= 0")
+        self.gpu_count = gpu_count
+        self.models = {m.name: m for m in models}
+        self._noise = noise_cv
+        self._rng = random.Random(seed)
+        self._clock = clock
+        self._spin_ns = spin_ns
+        self._sleep: Callable[[int], Awaitable[None]] | None = None
+
+    def use_sleeper(self, sleep_until: Callable[[int], Awaitable[None]]) -> None:
+        """Time batches with the worker's precise wake-ups instead of spinning."""
+        self._sleep = sleep_until
+
+    def gpu_specs(self) -> tuple[GpuSpec, ...]:
+        profiles = tuple((m.name, m.k_ns, m.c_ns, m.max_batch) for m in self.models.values())
+        names = tuple(self.models)
+        return tuple((g, names, profiles) for g in range(self.gpu_count))
+
+    def validate(self, model: str, inputs: Inputs) -> None:
+        if model not in self.models:
+            raise ValueError(f"model {model!r} is not loaded on this worker")
+        if not inputs:
+            raise ValueError("at least one input tensor is required")
+        for name, arr in inputs.items():
+            if arr.dtype == object:
+                raise ValueError(f"input {name!r}: the emulated model takes numeric tensors")
+
+    def duration_ns(self, model: str, b: int) -> int:
+        """How long a batch of ``b`` keeps the emulated GPU busy (noise included)."""
+        base = self.models[model].latency_ns(b)
+        if self._noise:
+            base = int(base * max(0.2, self._rng.gauss(1.0, self._noise)))
+        return base
+
+    async def run(self, gpu: int, model: str, batch: Sequence[Inputs]) -> list[Outcome]:
+        end = self._clock() + self.duration_ns(model, len(batch))
+        outcomes: list[Outcome] = []
+        for inputs in batch:
+            total = 0.0
+            count = 0
+            for arr in inputs.values():
+                total += float(np.sum(arr, dtype=np.float64))
+                count += int(arr.size)
+            outcomes.append(
+                {"sum": np.array([total], dtype=np.float64), "count": np.array([count], np.int64)}
+            )
+        if self._sleep is not None:
+            await self._sleep(end)
+        else:
+            await sleep_until(end, self._clock, self._spin_ns)
+        return outcomes
+
+    def close(self) -> None:
+        pass
+
+
+async def sleep_until(t_ns: int, clock: Clock, spin_ns: int) -> None:
+    """Sleep until ``t_ns`` on ``clock``: coarse sleep, then spin the last ``spin_ns``."""
+    delay = (t_ns - spin_ns - clock()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+    while clock() < t_ns:
+        pass
