@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import zmq
@@ -63,9 +63,17 @@ class WorkerConfig:
     data_advertise: str | None = None  # the address frontends should dial (default: bound)
     name: str = ""
     spin_ns: int = 300_000
-    late_tolerance_ns: int = 0
+    # Start a batch up to this long after its latest start rather than refuse it: the
+    # plan's latest start already keeps the reply cost and the profile margin in hand,
+    # so a start this late still usually meets the head's deadline, while a refusal
+    # fails the whole batch for certain. 0 gives Clockwork's strict window.
+    late_tolerance_ns: int = 500_000
     max_lead_ns: int = 5_000_000_000
     orphan_timeout_ns: int = 2_000_000_000
+    # stop waiting for missing payloads this long before the latest start, so the
+    # requests that did arrive still run (the missing ones are answered by the worker
+    # when their payload comes, or by their frontend's sweep if it never does)
+    payload_guard_ns: int = 200_000
 
 
 @dataclass
@@ -75,6 +83,8 @@ class _Batch:
     inputs: dict[int, Inputs]
     origin: dict[int, bytes]  # request id -> frontend data identity
     complete: asyncio.Event
+    answered: set[int] = field(default_factory=set)  # got their one Results entry already
+    fate: str = "the payload reached the worker after the batch's latest start"
 
 
 class Worker:
@@ -175,6 +185,9 @@ class Worker:
     def _on_execute(self, msg: Execute, now: int) -> None:
         if not 0 <= msg.gpu < self.executor.gpu_count:
             log.error("Execute for gpu %d: this worker has %d", msg.gpu, self.executor.gpu_count)
+            self._send_ctrl(Done(msg.batch_id, msg.gpu, int(BatchStatus.FAILED),
+                                 self.offset.to_remote(now), self.offset.to_remote(now), 0))
+            self._finished[msg.batch_id] = "the batch named a GPU this worker does not have"
             return
         batch = _Batch(msg, now, {}, {}, asyncio.Event())
         self._batches[msg.batch_id] = batch
@@ -219,17 +232,16 @@ class Worker:
             n = len(metas) if isinstance(metas, tuple) else 0
             chunk = buffers[pos : pos + n]
             pos += n
-            if rid not in expected or rid in batch.inputs:
+            if rid not in expected or rid in batch.inputs or rid in batch.answered:
                 continue  # not ours or a duplicate: ignore, its owner answers it
             batch.origin[rid] = identity
             try:
                 batch.inputs[rid] = arrays.unpack(metas, chunk)
             except RemoteProtocolError as exc:
                 bad.append((rid, str(exc)))
-                batch.inputs[rid] = {}
         for rid, reason in bad:
             self._answer(batch, [rid], Status.BAD_REQUEST, f"malformed tensor: {reason}")
-        if len(batch.inputs) == len(expected):
+        if len(batch.inputs) + len(batch.answered) >= len(expected):
             batch.complete.set()
 
     # -------------------------------------------------------------- execution
@@ -249,9 +261,7 @@ class Worker:
                 self._done(batch, BatchStatus.FAILED, self._clock(), self._clock())
             finally:
                 self._batches.pop(batch.execute.batch_id, None)
-                self._finished[batch.execute.batch_id] = (
-                    "the payload reached the worker after the batch's latest start"
-                )
+                self._finished[batch.execute.batch_id] = batch.fate
                 if len(self._finished) > 4096:
                     self._finished.popitem(last=False)
 
@@ -271,7 +281,7 @@ class Worker:
         if not batch.complete.is_set():
             # wait for the payloads, but never past the latest start: a precise wake-up
             # at the deadline races the completion event
-            give_up = latest + self.config.late_tolerance_ns
+            give_up = latest + self.config.late_tolerance_ns - self.config.payload_guard_ns
             if give_up > now:
                 timeout = asyncio.ensure_future(self._wakeups.sleep_until(give_up))
                 done = asyncio.ensure_future(batch.complete.wait())
@@ -294,8 +304,8 @@ class Worker:
         inputs: list[Inputs] = []
         for rid in ex.request_ids:
             data = batch.inputs.get(rid)
-            if data is None or not data:
-                continue  # payload never came (its frontend answers it) or already answered
+            if data is None or rid in batch.answered:
+                continue  # payload never came (answered when it does) or already answered
             try:
                 self.executor.validate(ex.model, data)
             except ValueError as exc:
@@ -305,7 +315,7 @@ class Worker:
             ids.append(rid)
             inputs.append(data)
         if not ids:
-            self._done(batch, BatchStatus.OK, start, self._clock())
+            self._done(batch, BatchStatus.OK, start, self._clock(), 0)
             return
         outcomes = await self.executor.run(gpu, ex.model, inputs)
         end = self._clock()
@@ -313,7 +323,7 @@ class Worker:
         self.counters["batches"] += 1
         self.counters["requests"] += len(ids)
         self.recent.append((gpu, len(ids), start, end))
-        self._done(batch, BatchStatus.OK, start, end)
+        self._done(batch, BatchStatus.OK, start, end, len(ids))
 
     def _refuse(self, batch: _Batch, status: BatchStatus, now: int) -> None:
         ex = batch.execute
@@ -326,16 +336,20 @@ class Worker:
         )
         code = Status.DEADLINE_EXCEEDED if status is BatchStatus.TOO_LATE else Status.FAILED
         self._answer(batch, list(batch.origin), code, reason)
-        self._done(batch, status, now, now)
+        batch.fate = reason
+        self._done(batch, status, now, now, 0)
         log.warning("batch %d refused: %s", ex.batch_id, status.name)
 
-    def _done(self, batch: _Batch, status: BatchStatus, start: int, end: int) -> None:
+    def _done(
+        self, batch: _Batch, status: BatchStatus, start: int, end: int, ran: int | None = None
+    ) -> None:
+        """Report to the scheduler; ``ran`` is how many requests actually executed."""
         ex = batch.execute
         self._send_ctrl(
             Done(
                 ex.batch_id, ex.gpu, int(status),
                 self.offset.to_remote(start), self.offset.to_remote(end),
-                len(ex.request_ids),
+                len(ex.request_ids) if ran is None else ran,
             )
         )
 
@@ -376,7 +390,7 @@ class Worker:
             identity = batch.origin.get(rid)
             if identity is not None:
                 by_fe.setdefault(identity, []).append(rid)
-            batch.inputs[rid] = {}
+            batch.answered.add(rid)
         for identity, ids in by_fe.items():
             n = len(ids)
             msg = Results(batch.execute.batch_id, tuple(ids), (int(status),) * n,

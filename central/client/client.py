@@ -162,6 +162,7 @@ class AsyncClient:
         self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
         self._grace_s = grace_s
         self._receiver: asyncio.Task[None] | None = None
+        self._timed: dict[int, int] = {}  # tag -> reply receive time, for infer_timed
 
     def _ensure_receiver(self) -> None:
         if self._receiver is None or self._receiver.done():
@@ -170,7 +171,10 @@ class AsyncClient:
     async def _receive(self) -> None:
         while True:
             frames = await self._sock.recv_multipart(copy=False)
+            received = time.monotonic_ns()
             tag, result = _parse(frames)
+            if tag in self._timed:
+                self._timed[tag] = received
             fut = self._waiting.pop(tag, None)
             if fut is None or fut.done():
                 continue
@@ -201,6 +205,32 @@ class AsyncClient:
             raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s") from None
         finally:
             self._waiting.pop(tag, None)
+
+    async def infer_timed(
+        self, model: str, inputs: Mapping[str, Any], slo_ms: float | None = None
+    ) -> tuple[dict[str, np.ndarray] | BatonError, int, int]:
+        """Like ``infer`` but never raises a ``BatonError``: returns ``(outputs or error,
+        sent_ns, received_ns)``, both taken at this client's socket (monotonic clock), so
+        a busy caller's own scheduling delay does not count as service latency."""
+        self._ensure_receiver()
+        tag = next(self._tags)
+        frames = _build(tag, model, inputs, slo_ms)
+        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._waiting[tag] = fut
+        self._timed[tag] = 0
+        await self._sock.send_multipart(frames, copy=False)
+        sent = time.monotonic_ns()
+        wait_s = (slo_ms or 1000.0) / 1e3 + self._grace_s
+        try:
+            result: dict[str, np.ndarray] | BatonError = await asyncio.wait_for(fut, wait_s)
+        except asyncio.TimeoutError:
+            result = Unavailable(f"no answer from the frontend within {wait_s:.1f} s")
+        except BatonError as exc:
+            result = exc
+        finally:
+            self._waiting.pop(tag, None)
+        received = self._timed.pop(tag, 0) or time.monotonic_ns()
+        return result, sent, received
 
     async def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The frontend's statistics snapshot."""

@@ -225,6 +225,9 @@ class Frontend:
         if msg.slo_ns < 0:
             refuse(Status.BAD_REQUEST, "slo must be positive")
             return
+        if not msg.tensors:
+            refuse(Status.BAD_REQUEST, "a request needs at least one input tensor")
+            return
         try:
             arrays.unpack(msg.tensors, buffers)  # validates names, dtypes, shapes, sizes
         except RemoteProtocolError as exc:
@@ -271,7 +274,10 @@ class Frontend:
             if isinstance(msg, Route):
                 self._route(msg, now)
             elif isinstance(msg, DropRequests):
-                status = _DROP_STATUS.get(DropReason(msg.reason), Status.FAILED)
+                try:
+                    status = _DROP_STATUS[DropReason(msg.reason)]
+                except ValueError:  # a newer scheduler's reason: still a terminal answer
+                    status = Status.FAILED
                 for rid in msg.request_ids:
                     self._reply_status(rid, status, msg.detail, now)
             elif isinstance(msg, WorkerDirectory):
@@ -357,7 +363,11 @@ class Frontend:
                 p = self._pending.get(rid)
                 if p is None:
                     continue
-                self._answer(rid, p, Status(status), error, metas, chunk)
+                try:
+                    code = Status(status)
+                except ValueError:
+                    code, error = Status.FAILED, f"worker sent unknown status {status}: {error}"
+                self._answer(rid, p, code, error, metas, chunk)
 
     # ---------------------------------------------------------------- answers
 

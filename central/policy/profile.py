@@ -1,22 +1,29 @@
-"""Online refit of one model's latency profile ``l(b) = k*b + c`` and its safety margin.
+"""What the scheduler measures about one model: its latency profile, margin and load.
 
-Theory of operation: the estimator starts from an offline or configured ``Profile`` and
+Theory of operation. ``ProfileEstimator`` refits ``l(b) = k*b + c``: it starts from an offline or configured ``Profile`` and
 learns from every successful batch the scheduler hears about (``observe(b, duration)``).
 It keeps the last ``window`` samples in a ring and, beside it, the integer sums
 ``n, Σb, Σd, Σb², Σb·d`` of exactly those samples, so each refit is an O(1) closed-form
 least-squares solve in exact integer arithmetic (no float drift however long it runs).
 
+* Until ``min_samples`` batches are in, it trusts the initial profile: one odd batch
+  (a cold cache, a GC pause) must not swing the plan.
 * With two or more distinct batch sizes in the window it fits both ``k`` and ``c``;
   ``k`` is clamped to at least 1 ns (latency must grow with the batch) and ``c`` is then
   the mean residual under that ``k``.
 * With one distinct size it cannot tell ``k`` from ``c``: it keeps ``k`` and shifts ``c``.
 * ``margin_ns`` is a high percentile of the positive residuals ``max(0, d - l(b))`` over
   the window: the scheduler adds it so that only ``1 - percentile`` of batches overrun.
-  Sorting the window is the only non-constant step, so the margin is recomputed every
-  ``margin_every`` samples (and on every one while the window is still small).
+  Sorting the window is the only non-constant step, so the margin is recomputed on every
+  ``margin_every``-th sample (and on each of the first ``2 * margin_every``).
 
 With ``refit=False`` the profile stays fixed and only the margin is measured against it.
-It never reads a clock; it is fed durations, not times.
+
+``LoadEstimator`` tracks the arrival rate as an exponentially decayed count (each arrival
+adds 1, the sum decays with time constant ``window``; rate = sum / window, divided by
+the time actually seen while the first window fills) and the typical deadline budget as
+a per-request EWMA. Both are O(1) per arrival. Nothing here reads a clock: times are
+handed in.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import math
 
 from central.policy.types import Profile
 
-__all__ = ["ProfileEstimator"]
+__all__ = ["LoadEstimator", "ProfileEstimator"]
+
+_BUDGET_ALPHA = 1.0 / 32.0  # weight of one request in the typical-budget EWMA
+_MIN_SEEN_PARTS = 64  # the rate counts at least window/64 of history: no early spikes
 
 
 class ProfileEstimator:
@@ -38,6 +48,7 @@ class ProfileEstimator:
         "_percentile",
         "_refit",
         "_margin_every",
+        "_min_samples",
         "_samples",
         "_n",
         "_sx",
@@ -45,7 +56,7 @@ class ProfileEstimator:
         "_sxx",
         "_sxy",
         "_sizes",
-        "_since_margin",
+        "_observed",
         "_margin_ns",
     )
 
@@ -57,6 +68,7 @@ class ProfileEstimator:
         percentile: float = 0.99,
         refit: bool = True,
         margin_every: int = 16,
+        min_samples: int = 8,
     ) -> None:
         """Start from ``profile``; raises ``ValueError`` on a bad profile or window."""
         if profile.k_ns <= 0:
@@ -67,11 +79,14 @@ class ProfileEstimator:
             raise ValueError(f"percentile must lie in (0, 1], got {percentile}")
         if margin_every < 1:
             raise ValueError(f"margin_every must be >= 1, got {margin_every}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {min_samples}")
         self._profile = profile
         self._window = window
         self._percentile = percentile
         self._refit = refit
         self._margin_every = margin_every
+        self._min_samples = min(min_samples, window)
         self._samples: collections.deque[tuple[int, int]] = collections.deque()
         self._n = 0
         self._sx = 0
@@ -79,7 +94,7 @@ class ProfileEstimator:
         self._sxx = 0
         self._sxy = 0
         self._sizes: dict[int, int] = {}  # batch size -> samples of it in the window
-        self._since_margin = 0
+        self._observed = 0  # samples ever seen
         self._margin_ns = 0
 
     # ------------------------------------------------------------------ queries
@@ -111,10 +126,10 @@ class ProfileEstimator:
             self._account(old_b, old_d, -1)
         self._samples.append((batch_size, duration_ns))
         self._account(batch_size, duration_ns, +1)
-        if self._refit:
+        if self._refit and self._n >= self._min_samples:
             self._fit()
-        self._since_margin += 1
-        if self._n < 2 * self._margin_every or self._since_margin >= self._margin_every:
+        self._observed += 1
+        if self._observed < 2 * self._margin_every or self._observed % self._margin_every == 0:
             self._recompute_margin()
 
     def _account(self, b: int, d: int, sign: int) -> None:
@@ -140,7 +155,6 @@ class ProfileEstimator:
             self._profile = Profile(k_ns=k, c_ns=c, max_batch=self._profile.max_batch)
 
     def _recompute_margin(self) -> None:
-        self._since_margin = 0
         profile = self._profile
         residuals = sorted(max(0, d - profile.latency_ns(b)) for b, d in self._samples)
         if not residuals:
@@ -148,3 +162,46 @@ class ProfileEstimator:
             return
         rank = max(1, math.ceil(self._percentile * len(residuals)))
         self._margin_ns = residuals[rank - 1]
+
+
+class LoadEstimator:
+    """Arrival rate and typical deadline budget of one model, from arrivals only."""
+
+    __slots__ = ("_window", "_count", "_at", "_first", "_budget")
+
+    def __init__(self, window_ns: int) -> None:
+        """Raises ``ValueError`` when ``window_ns < 1``."""
+        if window_ns < 1:
+            raise ValueError(f"window_ns must be >= 1, got {window_ns}")
+        self._window = window_ns
+        self._count = 0.0  # decayed arrival count as of ``_at``
+        self._at = 0
+        self._first: int | None = None
+        self._budget: float | None = None
+
+    def arrived(self, now_ns: int, budget_ns: int) -> None:
+        """Count one arrival at ``now_ns`` whose deadline is ``budget_ns`` away."""
+        if self._first is None:
+            self._first = self._at = now_ns
+        elif now_ns > self._at:
+            self._count *= math.exp((self._at - now_ns) / self._window)
+            self._at = now_ns
+        self._count += 1.0
+        if self._budget is None:
+            self._budget = float(budget_ns)
+        else:
+            self._budget += (budget_ns - self._budget) * _BUDGET_ALPHA
+
+    def rate_per_ns(self, now_ns: int) -> float:
+        """Arrivals per nanosecond around ``now_ns`` (0.0 before the first)."""
+        if self._first is None:
+            return 0.0
+        window = self._window
+        seen = max(now_ns - self._first, window // _MIN_SEEN_PARTS, 1)
+        span = window * -math.expm1(-seen / window)  # the decayed time counted so far
+        return self._count * math.exp(min(0, self._at - now_ns) / window) / span
+
+    @property
+    def budget_ns(self) -> float | None:
+        """Typical ``deadline - arrival`` of recent requests; ``None`` before any."""
+        return self._budget

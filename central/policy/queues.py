@@ -14,8 +14,9 @@ predicted ``free_at``. Grouping by model set means a dispatch pushes one heap en
 many models a worker serves (a 1,000-GPU cluster where every GPU serves every model is one
 pool). Entries are invalidated lazily: an entry is live while its worker is still a member
 and still has that ``free_at``; ``top`` drops dead ones, and the heap is rebuilt when dead
-entries outnumber live ones by far. ``waiting`` is a heap the scheduler keeps of the
-candidates that wait for one of the pool's workers, by latest start.
+entries outnumber live ones by far. ``waiting`` and ``watch`` are heaps the scheduler
+keeps beside it: the candidates that wait for one of the pool's workers, by latest start,
+and the free time past which each candidate of the pool's models goes stale.
 
 Nothing here reads a clock; times are plain integers handed in.
 """
@@ -116,7 +117,7 @@ class WorkerState:
 class WorkerPool:
     """Live workers serving exactly ``models``, earliest predicted ``free_at`` first."""
 
-    __slots__ = ("models", "members", "_heap", "waiting")
+    __slots__ = ("models", "members", "_heap", "waiting", "watch")
 
     def __init__(self, models: tuple[str, ...]) -> None:
         self.models = models
@@ -124,6 +125,9 @@ class WorkerPool:
         self._heap: list[tuple[int, int]] = []  # (free_at, worker id), lazily invalidated
         # (latest start, tie-break, model, candidate version): owned by the scheduler.
         self.waiting: list[tuple[int, int, str, int]] = []
+        # (threshold, tie-break, model, candidate version): owned by the scheduler. A
+        # candidate must be recomputed once the pool's earliest free_at passes threshold.
+        self.watch: list[tuple[int, int, str, int]] = []
 
     def __len__(self) -> int:
         return len(self.members)

@@ -36,12 +36,11 @@ backwards. Invariants the tests check: every Dispatch has ``now < earliest <= la
 from __future__ import annotations
 
 import heapq
-import math
 from typing import Any
 
 from central.policy.bound import shed_floor, target_batch
 from central.policy.config import PolicyConfig
-from central.policy.profile import ProfileEstimator
+from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue, WorkerPool, WorkerState
 from central.policy.types import (
     Action,
@@ -61,7 +60,6 @@ from central.policy.types import (
 
 __all__ = ["SymphonyPolicy"]
 
-_BUDGET_ALPHA = 1.0 / 32.0  # weight of one request in the typical-budget EWMA
 _FLOOR_REFRESHES = 128  # shed floors are recomputed this often per rate window
 
 
@@ -69,19 +67,16 @@ class _Model:
     """Everything the policy knows about one model."""
 
     __slots__ = (
-        "name", "queue", "est", "pools", "rate_v", "rate_t", "budget_ns", "version",
-        "ready", "waiting", "batch", "latest_ns", "timer_at", "floor", "floor_at",
-        "floor_prof",
+        "name", "queue", "est", "pools", "load", "version", "ready", "waiting", "batch",
+        "latest_ns", "timer_at", "floor", "floor_at", "floor_prof",
     )  # fmt: skip
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, rate_window_ns: int) -> None:
         self.name = name
         self.queue = DeadlineQueue()
         self.est: ProfileEstimator | None = None  # None: no profile yet, unschedulable
         self.pools: list[WorkerPool] = []  # non-empty pools serving it
-        self.rate_v = 0.0  # decayed arrival count; rate = rate_v / window
-        self.rate_t = 0  # when rate_v was last decayed
-        self.budget_ns: float | None = None  # EWMA of deadline - arrival
+        self.load = LoadEstimator(rate_window_ns)
         self.version = 0  # bumped on every recompute: stale heap entries are skipped
         self.ready = False
         self.waiting = False  # ready, but none of its workers is about to be free
@@ -192,8 +187,8 @@ class SymphonyPolicy:
                 "c_ns": prof.c_ns if prof else None,
                 "max_batch": prof.max_batch if prof else None,
                 "margin_ns": margin,
-                "rate_rps": self._rate_per_ns(m, now) * 1e9,
-                "budget_ns": round(m.budget_ns) if m.budget_ns is not None else None,
+                "rate_rps": m.load.rate_per_ns(now) * 1e9,
+                "budget_ns": round(budget) if (budget := m.load.budget_ns) is not None else None,
                 "target_batch": self._target(m, now, prof) if prof else 0,
                 "candidate_batch": m.batch,
                 "ready": m.ready,
@@ -224,7 +219,6 @@ class SymphonyPolicy:
             self._drops.setdefault(reason, []).extend(r.request_id for r in requests)
 
     def _on_arrivals(self, requests: tuple[Request, ...], now: int) -> None:
-        window = self._cfg.rate_window_ns
         models, dirty = self._models, self._dirty
         for r in requests:
             m = models.get(r.model)
@@ -235,15 +229,7 @@ class SymphonyPolicy:
                 self._drop(DropReason.NO_WORKER, [r])
                 continue
             m.queue.push(r)
-            if m.rate_t != now:
-                m.rate_v *= math.exp((m.rate_t - now) / window)
-                m.rate_t = now
-            m.rate_v += 1.0
-            budget = r.deadline_ns - r.arrival_ns
-            if m.budget_ns is None:
-                m.budget_ns = float(budget)
-            else:
-                m.budget_ns += (budget - m.budget_ns) * _BUDGET_ALPHA
+            m.load.arrived(now, r.deadline_ns - r.arrival_ns)
             dirty[m.name] = None
 
     def _on_done(self, ev: BatchDone, now: int) -> None:
@@ -278,7 +264,7 @@ class SymphonyPolicy:
         for name in ev.models:
             m = self._models.get(name)
             if m is None:
-                m = self._models[name] = _Model(name)
+                m = self._models[name] = _Model(name, cfg.rate_window_ns)
             profile = cfg.profiles.get(name) or offered.get(name)
             if m.est is None and profile is not None:
                 # A worker's own measurement may be degenerate (k <= 0 on CPU CNNs).
@@ -370,9 +356,9 @@ class SymphonyPolicy:
             m = models[name]
             if m.version != version or not m.ready:
                 continue
-            w = self._earliest_worker(m)
-            if w is not None and w.free_at <= grant_by:
-                self._dispatch(m, w, now, dispatches)
+            worker = self._earliest_worker(m)
+            if worker is not None and worker.free_at <= grant_by:
+                self._dispatch(m, worker, now, dispatches)
                 continue
             m.waiting = True
             self._n_waiting += 1
@@ -456,9 +442,23 @@ class SymphonyPolicy:
             if now < t_ready:
                 m.timer_at = t_ready
                 heapq.heappush(self._timers, (t_ready, m.name))
+                # Once no worker can start before this, the batch cannot grow: ready.
+                self._watch(m, deadline - after - prof.latency_ns(batch + 1))
                 return False
         m.ready = True
+        self._watch(m, deadline - after - prof.latency_ns(1))  # past this, the head is doomed
         return True
+
+    def _watch(self, m: _Model, threshold: int) -> None:
+        """Recompute ``m`` once its pools' earliest free_at rises past ``threshold``."""
+        for pool in m.pools:
+            watch = pool.watch
+            self._seq += 1
+            heapq.heappush(watch, (threshold, self._seq, m.name, m.version))
+            if len(watch) > 4 * len(pool.models) + 64:
+                models = self._models
+                watch[:] = [e for e in watch if models[e[2]].version == e[3]]
+                heapq.heapify(watch)
 
     def _dispatch(self, m: _Model, w: WorkerState, now: int, out: list[Action]) -> None:
         assert m.est is not None  # a ready candidate has a profile
@@ -499,10 +499,11 @@ class SymphonyPolicy:
         after = pool.top()
         after_at = after.free_at if after is not None else free_at
         grant_by = now + self._cfg.dispatch_cost_ns
-        # A candidate starts at max(now + D, earliest free_at): only that can matter.
-        if max(before_at, grant_by) != max(after_at, grant_by):
-            for name in pool.models:
-                if self._models[name].queue:
+        if after_at > before_at:  # later starts: wake the candidates this makes stale
+            watch = pool.watch
+            while watch and watch[0][0] < after_at:
+                _, _, name, version = heapq.heappop(watch)
+                if self._models[name].version == version:
                     self._dirty[name] = None
         if after_at <= grant_by and pool.waiting:
             self._offering[pool] = None
@@ -518,21 +519,18 @@ class SymphonyPolicy:
                 best = top
         return best
 
-    def _rate_per_ns(self, m: _Model, now: int) -> float:
-        window = self._cfg.rate_window_ns
-        return m.rate_v * math.exp(min(0, m.rate_t - now) / window) / window
-
     def _target(self, m: _Model, now: int, prof: Profile) -> int:
         """Target batch from the measured rate and typical budget (``bound.target_batch``)."""
-        if m.budget_ns is None or m.est is None:
+        budget = m.load.budget_ns
+        if budget is None or m.est is None:
             return 0
         cfg = self._cfg
         overheads = cfg.dispatch_cost_ns + cfg.reply_cost_ns + cfg.timer_slack_ns
         return target_batch(
             prof,
-            rate_per_ns=self._rate_per_ns(m, now),
+            rate_per_ns=m.load.rate_per_ns(now),
             n_workers=sum(len(pool) for pool in m.pools),
-            budget_ns=m.budget_ns - overheads - m.est.margin_ns,
+            budget_ns=budget - overheads - m.est.margin_ns,
         )
 
     def _floor(self, m: _Model, now: int, prof: Profile) -> int:

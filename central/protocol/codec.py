@@ -71,6 +71,11 @@ def _count_tensors(msg: Message) -> int:
     if isinstance(msg, (Infer, Reply)):
         return len(msg.tensors)
     if isinstance(msg, (Payloads, Results)):
+        if len(msg.tensors) != len(msg.request_ids):
+            raise TypeError("one tensor list per request id")
+        for t in msg.tensors:
+            if not isinstance(t, tuple):
+                raise TypeError("per-request tensor descriptions must be arrays")
         return sum(len(t) for t in msg.tensors)
     return 0
 
@@ -81,10 +86,13 @@ def encode(msg: Message, buffers: Sequence[Frame] = ()) -> list[Frame]:
     Raises ``LocalProtocolError`` if the buffers do not match the tensor descriptions.
     """
     kind = msg.KIND
-    if _count_tensors(msg) != len(buffers):
+    try:
+        described = _count_tensors(msg)
+    except TypeError as exc:
+        raise LocalProtocolError(f"{type(msg).__name__}: {exc}") from None
+    if described != len(buffers):
         raise LocalProtocolError(
-            f"{type(msg).__name__}: {_count_tensors(msg)} tensors described, "
-            f"{len(buffers)} buffers given"
+            f"{type(msg).__name__}: {described} tensors described, {len(buffers)} buffers given"
         )
     fields = [getattr(msg, name) for name, _ in _FIELDS[kind]]
     header = msgpack.packb([VERSION, int(kind), *fields], use_bin_type=True)
@@ -145,7 +153,7 @@ def decode(
             f"{cls.__name__}: {len(values)} fields, expected {len(checkers)}"
         )
     for value, (name, typ) in zip(values, checkers):
-        if type(value) is not typ and not (typ is int and type(value) is bool):
+        if type(value) is not typ:
             raise RemoteProtocolError(
                 f"{cls.__name__}.{name}: expected {typ.__name__}, got {type(value).__name__}"
             )
@@ -154,8 +162,8 @@ def decode(
     if kind in _TENSOR_KINDS:
         try:
             expected = _count_tensors(msg)
-        except TypeError:
-            raise RemoteProtocolError(f"{cls.__name__}: malformed tensor descriptions") from None
+        except TypeError as exc:
+            raise RemoteProtocolError(f"{cls.__name__}: malformed tensor descriptions: {exc}") from None
         if expected != len(buffers):
             raise RemoteProtocolError(
                 f"{cls.__name__}: {expected} tensors described, {len(buffers)} frames sent"

@@ -58,6 +58,7 @@ from central.protocol import (
 
 from .clock import Clock, LatenessLog, PreciseTimer, Wakeups
 from .translate import (
+    FRONTEND_SHIFT,
     dispatch_to_messages,
     done_to_event,
     drop_to_messages,
@@ -116,6 +117,7 @@ class Scheduler:
         self._gpu: dict[int, tuple[_WorkerProc, int]] = {}  # worker id -> (proc, index)
         self._frontends: dict[int, bytes] = {}
         self._frontend_seen: dict[bytes, int] = {}
+        self._frontend_index: dict[bytes, int] = {}
         self._next_process = 1
         self._next_gpu = 0
         self._next_frontend = 1
@@ -185,7 +187,14 @@ class Scheduler:
                 self.counters["protocol_errors"] += 1
                 self._send(identity, Error(int(Status.BAD_REQUEST), str(exc)))
                 continue
-            self._handle_message(identity, msg, nbytes, now)
+            try:
+                self._handle_message(identity, msg, nbytes, now)
+            except (TypeError, ValueError, KeyError) as exc:
+                # a well-framed message with bad contents (e.g. a string where a budget
+                # belongs): the peer's fault; refuse it and keep serving the others
+                self.counters["protocol_errors"] += 1
+                log.warning("refused %s from %r: %s", type(msg).__name__, identity, exc)
+                self._send(identity, Error(int(Status.BAD_REQUEST), f"{type(msg).__name__}: {exc}"))
         self._after_turn()
 
     def _handle_message(self, identity: bytes, msg: Any, nbytes: int, now: int) -> None:
@@ -198,6 +207,13 @@ class Scheduler:
             ):
                 self._send(identity, Error(int(Status.BAD_REQUEST), "Requests: ragged fields"))
                 return
+            index = self._frontend_index.get(identity)
+            if index is None:
+                self._send(identity, Error(int(Status.BAD_REQUEST), "Requests from an unregistered frontend"))
+                return
+            if any(rid >> FRONTEND_SHIFT != index for rid in msg.request_ids):
+                self._send(identity, Error(int(Status.BAD_REQUEST), "request ids must carry your frontend index"))
+                return
             self._frontend_seen[identity] = now
             self._feed(requests_to_event(msg, now, self.config.one_way_ns), now)
         elif isinstance(msg, Done):
@@ -207,6 +223,10 @@ class Scheduler:
                 return
             proc.last_seen_ns = now
             worker_id = proc.gpu_ids[msg.gpu]
+            entry = self._dispatched.get(msg.batch_id)
+            if entry is None or entry[0].worker_id != worker_id:
+                self._send(identity, Error(int(Status.BAD_REQUEST), f"Done for batch {msg.batch_id}: not yours"))
+                return
             self._record_done(msg, worker_id)
             self._feed(done_to_event(msg, worker_id), now)
         elif isinstance(msg, Heartbeat):
@@ -221,6 +241,7 @@ class Scheduler:
             index = self._next_frontend
             self._next_frontend += 1
             self._frontends[index] = identity
+            self._frontend_index[identity] = index
             self._frontend_seen[identity] = now
             self._send(identity, FrontendRegistered(index, tuple(sorted(self._models))))
             self._send(identity, self._directory())
