@@ -143,6 +143,11 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         raise _fail(where, f"unknown sections {sorted(unknown)}; known: {sorted(known)}")
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
+    for section, keys in (("scheduler", {"address", "policy"}),
+                          ("frontend", {"address", "default_slo_ms"})):
+        extra = set(doc.get(section, {})) - keys
+        if extra:
+            raise _fail(where, f"[{section}]: unknown keys {sorted(extra)}; known: {sorted(keys)}")
     models = []
     for i, m in enumerate(doc.get("models", [])):
         if "name" not in m:
@@ -170,7 +175,10 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
             spec = next(m for m in models if m.name == name)
             if kind == "emulated" and (spec.k_ms is None or spec.c_ms is None):
                 raise _fail(where, f"emulated model {name!r} needs k_ms and c_ms")
-        if kind == "torch" and w.get("gpus", 1) != 1:
+        gpus = w.get("gpus", 1)
+        if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+            raise _fail(where, f"workers[{i}].gpus must be an integer >= 1, got {gpus!r}")
+        if kind == "torch" and gpus != 1:
             raise _fail(where, f"workers[{i}]: a torch worker drives exactly one device")
         workers.append(WorkerSpec(kind, wm, **{k: v for k, v in w.items()
                                                if k not in ("kind", "models")}))

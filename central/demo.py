@@ -27,7 +27,8 @@ def dilate(config: Any, factor: float, model: str) -> Any:
         return config
     models = tuple(
         dataclasses.replace(
-            m, k_ms=m.k_ms * factor, c_ms=m.c_ms * factor, slo_ms=(m.slo_ms or 100.0) * factor
+            m, k_ms=m.k_ms * factor, c_ms=m.c_ms * factor,
+            slo_ms=(m.slo_ms or config.default_slo_ms) * factor
         )
         if m.name == model
         else m

@@ -11,6 +11,7 @@ check that every payload reached the batch it was routed to. It is not a model.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ def parse_emulated_model(text: str) -> EmulatedModel:
         max_batch = int(parts[3]) if len(parts) == 4 else 64
     except ValueError:
         raise ValueError(f"emulated model {text!r}: K_MS and C_MS must be numbers") from None
-    if k_ms <= 0 or max_batch < 1:
+    if not (math.isfinite(k_ms) and math.isfinite(c_ms)) or k_ms <= 0 or max_batch < 1:
         raise ValueError(f"emulated model {text!r}: K_MS must be > 0 and MAX_BATCH >= 1")
     return EmulatedModel(parts[0], round(k_ms * 1e6), round(c_ms * 1e6), max_batch)
 

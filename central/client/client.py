@@ -65,7 +65,7 @@ def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None
         metas, buffers = arrays.pack(inputs)
     except LocalProtocolError as exc:
         raise BadRequest(str(exc)) from None
-    slo_ns = 0 if slo_ms is None else int(slo_ms * 1e6)
+    slo_ns = 0 if slo_ms is None else max(1, int(slo_ms * 1e6))  # 0 means "the default"
     return encode(Infer(tag, model, slo_ns, metas), buffers)
 
 

@@ -90,7 +90,11 @@ def pack(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[TensorMeta, ...], list
     metas: list[TensorMeta] = []
     buffers: list[memoryview | bytes] = []
     for name, value in arrays.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise LocalProtocolError(f"bad tensor name {name!r}: 1 to {MAX_NAME} characters")
         arr = np.asarray(value)
+        if arr.ndim > MAX_RANK:
+            raise LocalProtocolError(f"input {name!r}: rank {arr.ndim} > {MAX_RANK}")
         if arr.dtype == object or arr.dtype.kind in ("S", "U"):
             metas.append((name, "BYTES", tuple(int(d) for d in arr.shape)))
             buffers.append(encode_bytes(arr))
@@ -100,7 +104,7 @@ def pack(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[TensorMeta, ...], list
             raise LocalProtocolError(f"input {name!r}: dtype {dtype} is not supported")
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
         metas.append((name, dtype, tuple(int(d) for d in arr.shape)))
         buffers.append(memoryview(arr).cast("B") if arr.size else b"")
     return tuple(metas), buffers
@@ -134,9 +138,15 @@ def unpack(metas: Sequence[object], buffers: Sequence[bytes | memoryview]) -> di
         for d in shape:
             count *= d
         if dtype == "BYTES":
+            if count > len(buf) // 4:  # every element needs its 4-byte length at least
+                raise RemoteProtocolError(
+                    f"tensor {name!r}: {count} BYTES elements cannot fit in {len(buf)} bytes"
+                )
             arr = np.empty(count, dtype=object)
             arr[:] = decode_bytes(buf, count)
-            out[name] = arr.reshape(shape)
+            arr = arr.reshape(shape)
+            arr.flags.writeable = False
+            out[name] = arr
             continue
         np_dtype = np.dtype(dtype)
         if len(buf) != count * np_dtype.itemsize:

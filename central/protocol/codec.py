@@ -80,6 +80,10 @@ def _count_tensors(msg: Message) -> int:
     return 0
 
 
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
 def encode(msg: Message, buffers: Sequence[Frame] = ()) -> list[Frame]:
     """Frames for ``msg`` followed by its tensor ``buffers``.
 
@@ -135,15 +139,16 @@ def decode(
             max_array_len=limits.max_array_len,
             max_map_len=64,
             max_ext_len=0,
+            ext_hook=_refuse_ext,
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise RemoteProtocolError(f"undecodable header: {exc}") from None
     if not isinstance(obj, tuple) or len(obj) < 2:
         raise RemoteProtocolError("header is not [version, kind, ...]")
     version, kind = obj[0], obj[1]
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise RemoteProtocolError(f"protocol version {version!r}, this side speaks {VERSION}")
-    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, int) else None
+    cls = MESSAGE_TYPES.get(kind) if type(kind) is int else None
     if cls is None:
         raise RemoteProtocolError(f"unknown message kind {kind!r}")
     checkers = _FIELDS[kind]

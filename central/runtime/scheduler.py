@@ -189,7 +189,7 @@ class Scheduler:
                 continue
             try:
                 self._handle_message(identity, msg, nbytes, now)
-            except (TypeError, ValueError, KeyError) as exc:
+            except (TypeError, ValueError, KeyError, RemoteProtocolError) as exc:
                 # a well-framed message with bad contents (e.g. a string where a budget
                 # belongs): the peer's fault; refuse it and keep serving the others
                 self.counters["protocol_errors"] += 1

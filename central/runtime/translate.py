@@ -22,6 +22,7 @@ from central.policy.types import (
     Request,
     RequestsArrived,
 )
+from central.protocol.errors import RemoteProtocolError
 from central.protocol.messages import Done, DropRequests, Execute, GpuSpec, Requests, Route
 
 __all__ = [
@@ -72,10 +73,14 @@ def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsAr
 
 def done_to_event(msg: Done, worker_id: int) -> BatchDone:
     """Worker's Done (already on the scheduler clock) -> event."""
+    try:
+        status = BatchStatus(msg.status)
+    except ValueError:
+        raise RemoteProtocolError(f"Done: unknown batch status {msg.status}") from None
     return BatchDone(
         msg.batch_id,
         worker_id,
-        BatchStatus(msg.status),
+        status,
         msg.start_ns,
         msg.end_ns,
         msg.batch_size,

@@ -115,7 +115,6 @@ def test_received_numeric_arrays_are_read_only_views() -> None:
     assert not out.flags.writeable
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pack sends a 0-d array as shape (1,)")
 def test_zero_dimensional_numeric_array_keeps_its_shape() -> None:
     (meta,), _ = pack({"x": np.array(3.5, dtype=np.float32)})
     assert meta == ("x", "float32", ())
@@ -205,10 +204,6 @@ def test_pack_refuses_unsendable_arrays(value: np.ndarray) -> None:
         pack({"x": value})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pack accepts names and ranks that every peer's unpack refuses",
-)
 @pytest.mark.parametrize(
     "arrays",
     [
@@ -281,8 +276,8 @@ def test_unpack_refuses_size_mismatch(nbytes: int) -> None:
 @pytest.mark.parametrize(
     "frame, count, match",
     [
-        (kserve_bytes(b"a"), 2, "BYTES tensor truncated"),
-        (b"\x01\x00", 1, "BYTES tensor truncated"),  # a length prefix cut short
+        (kserve_bytes(b"a"), 2, "BYTES tensor truncated|cannot fit"),
+        (b"\x01\x00", 1, "BYTES tensor truncated|cannot fit"),  # a length prefix cut short
         (struct.pack("<I", 10) + b"abc", 1, "BYTES element runs past the frame"),
         (kserve_bytes(b"a", b"b"), 1, "BYTES tensor has trailing bytes"),
         (b"\x00", 0, "BYTES tensor has trailing bytes"),
@@ -293,11 +288,6 @@ def test_unpack_refuses_malformed_bytes_tensors(frame: bytes, count: int, match:
     refused([("s", "BYTES", (count,))], [frame], match)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: unpack allocates an object array of the peer-declared BYTES count "
-    "before checking the frame can hold it (MemoryError/ValueError, not a refusal)",
-)
 def test_unpack_refuses_bytes_count_the_frame_cannot_hold_before_allocating() -> None:
     # 2**62 elements: numpy refuses at once, so the test itself never allocates; a count
     # like 2**27 would instead allocate a 1 GiB object array for an empty frame

@@ -81,7 +81,7 @@ def test_max_batch_caps() -> None:
 def test_rejects_nonsense(kwargs: dict[str, int]) -> None:
     args: dict[str, int] = {"n_workers": 8, "k_ns": K, "c_ns": C, "slo_ns": SLO} | kwargs
     with pytest.raises(ValueError):
-        analytic_bound(**args)
+        analytic_bound(**args)  # type: ignore[arg-type]
 
 
 @settings(max_examples=200, deadline=None)

@@ -122,10 +122,6 @@ def test_bad_request_is_raised_before_anything_is_encoded() -> None:
     assert info.value.status is Status.BAD_REQUEST
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 0 < slo_ms < 1e-6 truncates to slo_ns == 0, i.e. the frontend default",
-)
 def test_build_never_turns_a_positive_slo_into_the_default() -> None:
     try:
         msg, _ = built(slo_ms=1e-7)
@@ -134,9 +130,6 @@ def test_build_never_turns_a_positive_slo_into_the_default() -> None:
     assert msg.slo_ns > 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: the SDK sends an input name the frontend always refuses"
-)
 def test_build_refuses_an_empty_input_name() -> None:
     with pytest.raises(BadRequest):
         _build(1, "m", {"": np.zeros(1, np.float32)}, None)

@@ -155,16 +155,14 @@ def test_torch_model_needs_no_profile() -> None:
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_torch_worker_with_other_than_one_gpu_is_refused(gpus: int) -> None:
     refused(f"[[models]]\nname = 'minilm'\n[[workers]]\nkind = 'torch'\nmodels = ['minilm']\n"
-            f"gpus = {gpus}\n", r"workers\[0\]: a torch worker drives exactly one device")
+            f"gpus = {gpus}\n", r"workers\[0\](: a torch worker drives exactly one device|\.gpus must be an integer >= 1)")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: unknown keys in [scheduler]/[frontend] are ignored")
 @pytest.mark.parametrize("section, key", [("scheduler", "adress"), ("frontend", "default_slo")])
 def test_unknown_scheduler_or_frontend_key_is_refused(section: str, key: str) -> None:
     refused(f"[{section}]\n{key} = 5\n", f"unknown keys \\['{key}'\\]")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an emulated worker with gpus < 1 is accepted")
 @pytest.mark.parametrize("gpus", [0, -1])
 def test_emulated_worker_needs_at_least_one_gpu(gpus: int) -> None:
     refused(EMULATED + f"[[workers]]\nkind = 'emulated'\nmodels = ['m']\ngpus = {gpus}\n", "gpus")
@@ -235,10 +233,6 @@ def test_dilate_by_one_is_the_identity() -> None:
     assert dilate(c, 1.0, "symphony") is c
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dilate scales a hard-coded 100 ms, not the config's default_slo_ms",
-)
 def test_dilate_without_model_slo_scales_the_configured_default() -> None:
     c = cfg("[frontend]\ndefault_slo_ms = 200\n[[models]]\nname = 'm'\nk_ms = 1.0\nc_ms = 2.0\n")
     assert dilate(c, 2.0, "m").model("m").slo_ms == pytest.approx(400.0)

@@ -56,10 +56,6 @@ def test_parse_bad_forms(text: str, match: str) -> None:
     assert repr(text) in str(info.value)  # the message quotes what was given
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-finite K_MS/C_MS escape as OverflowError or an unhelpful ValueError",
-)
 @pytest.mark.parametrize("text", ["m:inf:1", "m:1:inf", "m:nan:1"])
 def test_parse_refuses_non_finite_numbers(text: str) -> None:
     with pytest.raises(ValueError, match="emulated model"):

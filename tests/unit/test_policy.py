@@ -412,8 +412,10 @@ def test_worker_running_late_is_learnt() -> None:
 # ------------------------------------------------------------------ steady load
 
 
-def poisson_run(frac: float, seed: int, seconds: float = 4.0, n_workers: int = 8) -> Sim:
-    sim = make_sim(n_workers=n_workers)
+def poisson_run(
+    frac: float, seed: int, seconds: float = 4.0, n_workers: int = 8, **config: object
+) -> Sim:
+    sim = make_sim(n_workers, ("m",), **config)
     rate = frac * analytic_bound(n_workers, PROF.k_ns, PROF.c_ns, SLO).goodput_rps
     rng = random.Random(seed)
     t, rid = 0, 0
@@ -439,6 +441,7 @@ def test_steady_poisson_load_at_60_percent() -> None:
     met = sum(1 for v in sim.outcome.values() if v == "ok") / len(sim.requests)
     assert met >= 0.99
     assert sim.refused == 0
+    assert not sim.drops  # nothing doomed, nothing shed at this load
 
     sizes = [size for _, _, size in sim.starts]
     best = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO, overhead_ns=D + R + T).batch
@@ -472,6 +475,19 @@ def test_overload_sheds_heads_and_keeps_batches_large() -> None:
     goodput = sum(1 for v in sim.outcome.values() if v == "ok") / 2.0
     assert goodput >= 0.85 * best.goodput_rps
     assert any(d.reason == DropReason.SHED for _, d in sim.drops)
+
+
+def test_shedding_buys_back_goodput_at_capacity() -> None:
+    # Without shedding, a Poisson backlog makes heads old, old heads force small
+    # batches, small batches lower capacity: the queue never recovers. This is the
+    # evidence behind shed_fraction's default.
+    best = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO, overhead_ns=D + R + T)
+    goodput = {}
+    for fraction in (0.0, 0.95):
+        sim = poisson_run(1.0, seed=4, seconds=2.0, shed_fraction=fraction)
+        goodput[fraction] = sum(1 for v in sim.outcome.values() if v == "ok") / 2.0
+    assert goodput[0.0] < 0.6 * best.goodput_rps
+    assert goodput[0.95] > 0.9 * best.goodput_rps
 
 
 def test_seeded_runs_repeat_exactly() -> None:

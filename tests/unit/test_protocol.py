@@ -287,10 +287,6 @@ def test_msgpack_extension_types_are_refused(ext: object) -> None:
     _refused([_header(VERSION, int(Kind.ERROR), 4, ext)], "undecodable header")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: max_ext_len=0 lets zero-length ext types through into tuple fields",
-)
 def test_empty_msgpack_extension_nested_in_a_field_is_refused() -> None:
     header = _header(VERSION, int(Kind.FRONTEND_REGISTERED), 1, (msgpack.ExtType(5, b""),))
     with pytest.raises(RemoteProtocolError):

@@ -132,10 +132,6 @@ def test_done_becomes_batch_done_for_that_worker(status: BatchStatus) -> None:
     assert done_to_event(msg, worker_id=17) == BatchDone(42, 17, status, 1_000, 9_000, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unknown Done.status from a worker raises ValueError, not a refusal",
-)
 def test_done_with_unknown_status_is_the_peers_fault() -> None:
     with pytest.raises(RemoteProtocolError):
         done_to_event(Done(1, 0, 99, 0, 0, 1), worker_id=0)
