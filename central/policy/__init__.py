@@ -6,9 +6,9 @@ standard library and never reads a clock, sleeps, does I/O or draws randomness.
 """
 
 from central.policy.base import Policy, make_policy, policy_names
-from central.policy.bound import Bound, analytic_bound
+from central.policy.bound import Bound, analytic_bound, shed_floor, target_batch
 from central.policy.config import PolicyConfig
-from central.policy.profile import ProfileEstimator
+from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue
 from central.policy.scheduler import SymphonyPolicy
 from central.policy.types import (
@@ -37,6 +37,7 @@ __all__ = [
     "Drop",
     "DropReason",
     "Event",
+    "LoadEstimator",
     "Policy",
     "PolicyConfig",
     "Profile",
@@ -50,4 +51,6 @@ __all__ = [
     "analytic_bound",
     "make_policy",
     "policy_names",
+    "shed_floor",
+    "target_batch",
 ]

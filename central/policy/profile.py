@@ -1,7 +1,8 @@
 """What the scheduler measures about one model: its latency profile, margin and load.
 
-Theory of operation. ``ProfileEstimator`` refits ``l(b) = k*b + c``: it starts from an offline or configured ``Profile`` and
-learns from every successful batch the scheduler hears about (``observe(b, duration)``).
+Theory of operation. ``ProfileEstimator`` refits ``l(b) = k*b + c``: it starts from an
+offline or configured ``Profile`` and learns from every successful batch the scheduler
+hears about (``observe(b, duration)``).
 It keeps the last ``window`` samples in a ring and, beside it, the integer sums
 ``n, Σb, Σd, Σb², Σb·d`` of exactly those samples, so each refit is an O(1) closed-form
 least-squares solve in exact integer arithmetic (no float drift however long it runs).

@@ -539,7 +539,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
             max_size=100,
         )
     )
-    churn = draw(st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3))
+    churn = draw(
+        st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3)
+    )
     config = {
         "dispatch_cost_ns": draw(st.integers(0, 2 * MS)),
         "reply_cost_ns": draw(st.integers(0, MS)),
