@@ -59,6 +59,14 @@ class PolicyConfig:
     # Shed a head that would force a batch below ``shed_fraction * target`` when the
     # requests behind it would form a larger batch. 0 turns shedding off (the default).
     shed_fraction: float = 0.95
+    # The measured margin is capped at this fraction of the model's typical budget, so an
+    # overloaded stretch cannot inflate it past what any request affords (a deadlock:
+    # everything dropped, nothing measured, the margin never relearnt).
+    max_margin_fraction: float = 0.1
+    # A model that has run no batch for this long while its requests were being dropped
+    # as doomed has a stale profile (learnt while overloaded, say): it is reset to the
+    # initial profile so that batches run and the profile is relearnt from fresh timings.
+    stale_after_ns: int = 500_000_000
     # Time constant of the exponentially decayed arrival-rate estimate.
     rate_window_ns: int = 1_000_000_000
 
@@ -84,7 +92,9 @@ class PolicyConfig:
         _check_int("timer_slack_ns", self.timer_slack_ns, 0)
         _check_int("refit_window", self.refit_window, 2)
         _check_int("rate_window_ns", self.rate_window_ns, 1)
+        _check_int("stale_after_ns", self.stale_after_ns, 1)
         if not isinstance(self.refit, bool):
             raise ValueError(f"refit must be a bool, got {self.refit!r}")
         _check_fraction("margin_percentile", self.margin_percentile, open_low=True)
         _check_fraction("shed_fraction", self.shed_fraction, open_low=False)
+        _check_fraction("max_margin_fraction", self.max_margin_fraction, open_low=False)

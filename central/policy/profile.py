@@ -59,6 +59,7 @@ class ProfileEstimator:
         "_sizes",
         "_observed",
         "_margin_ns",
+        "_initial",
     )
 
     def __init__(
@@ -83,6 +84,7 @@ class ProfileEstimator:
         if min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {min_samples}")
         self._profile = profile
+        self._initial = profile
         self._window = window
         self._percentile = percentile
         self._refit = refit
@@ -115,6 +117,19 @@ class ProfileEstimator:
         return self._n
 
     # ----------------------------------------------------------------- learning
+
+    def reset(self) -> None:
+        """Forget every sample: back to the initial profile with no margin.
+
+        The scheduler calls it when the learned state has gone stale: a model that has
+        run no batch for a long while although requests kept coming (see
+        ``PolicyConfig.stale_after_ns``).
+        """
+        self._profile = self._initial
+        self._samples.clear()
+        self._n = self._sx = self._sy = self._sxx = self._sxy = 0
+        self._sizes.clear()
+        self._margin_ns = 0
 
     def observe(self, batch_size: int, duration_ns: int) -> None:
         """Learn from one successful batch; raises ``ValueError`` on impossible input."""

@@ -68,7 +68,7 @@ class _Model:
 
     __slots__ = (
         "name", "queue", "est", "pools", "load", "version", "ready", "waiting", "batch",
-        "latest_ns", "timer_at", "floor", "floor_at", "floor_prof",
+        "latest_ns", "timer_at", "floor", "floor_at", "floor_prof", "last_dispatch_ns",
     )  # fmt: skip
 
     def __init__(self, name: str, rate_window_ns: int) -> None:
@@ -86,6 +86,7 @@ class _Model:
         self.floor = 1  # cached shed floor
         self.floor_at = 0  # when it was computed
         self.floor_prof: Profile | None = None  # from which profile
+        self.last_dispatch_ns = 0  # when it last got a batch (0: never)
 
 
 class _Batch:
@@ -179,7 +180,7 @@ class SymphonyPolicy:
         models: dict[str, Any] = {}
         for name, m in self._models.items():
             prof = m.est.current() if m.est is not None else None
-            margin = m.est.margin_ns if m.est is not None else 0
+            margin = self._margin(m) if m.est is not None else 0
             models[name] = {
                 "queue": len(m.queue),
                 "workers": sum(len(pool) for pool in m.pools),
@@ -411,9 +412,16 @@ class SymphonyPolicy:
         cfg = self._cfg
         start = max(now + cfg.dispatch_cost_ns, w.free_at)
         prof = m.est.current()
-        after = cfg.reply_cost_ns + m.est.margin_ns  # what must follow the batch's end
+        after = cfg.reply_cost_ns + self._margin(m)  # what must follow the batch's end
         n = len(queue)
         doomed = queue.count_before(start + prof.latency_ns(1) + after)
+        if doomed == n and now - m.last_dispatch_ns > cfg.stale_after_ns and m.est.samples:
+            # Everything is doomed and nothing has run for a long while: what was learnt
+            # (under overload, say) is stale. Start again from the initial profile.
+            m.est.reset()
+            prof = m.est.current()
+            after = cfg.reply_cost_ns + self._margin(m)
+            doomed = queue.count_before(start + prof.latency_ns(1) + after)
         if cfg.shed_fraction > 0.0 and n - doomed > 2:
             # Shed the heads that would hold the batch below the floor, when enough
             # requests stand behind them to make a batch of at least the floor.
@@ -463,6 +471,7 @@ class SymphonyPolicy:
     def _dispatch(self, m: _Model, w: WorkerState, now: int, out: list[Action]) -> None:
         assert m.est is not None  # a ready candidate has a profile
         requests = m.queue.pop_front(m.batch)
+        m.last_dispatch_ns = now
         earliest = max(now + self._cfg.dispatch_cost_ns, w.free_at)
         expected = m.est.current().latency_ns(len(requests))
         batch_id = self._next_batch_id
@@ -519,6 +528,21 @@ class SymphonyPolicy:
                 best = top
         return best
 
+    def _margin(self, m: _Model) -> int:
+        """The margin to plan with: the measured one, capped at a fraction of the budget.
+
+        Uncapped, one overloaded stretch (durations inflated by CPU starvation) can push
+        the margin past what any request can afford; every request is then dropped, no
+        batch runs, no new timing arrives and the margin never comes down again. The cap
+        keeps batches flowing so the margin relearns from fresh timings.
+        """
+        assert m.est is not None
+        margin = m.est.margin_ns
+        budget = m.load.budget_ns
+        if budget is not None:
+            margin = min(margin, int(self._cfg.max_margin_fraction * budget))
+        return margin
+
     def _target(self, m: _Model, now: int, prof: Profile) -> int:
         """Target batch from the measured rate and typical budget (``bound.target_batch``)."""
         budget = m.load.budget_ns
@@ -530,7 +554,7 @@ class SymphonyPolicy:
             prof,
             rate_per_ns=m.load.rate_per_ns(now),
             n_workers=sum(len(pool) for pool in m.pools),
-            budget_ns=budget - overheads - m.est.margin_ns,
+            budget_ns=budget - overheads - self._margin(m),
         )
 
     def _floor(self, m: _Model, now: int, prof: Profile) -> int:

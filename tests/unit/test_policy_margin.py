@@ -1,0 +1,68 @@
+"""The measured margin cannot lock a model out after an overloaded stretch."""
+
+from __future__ import annotations
+
+from central.policy import PolicyConfig, make_policy
+from central.policy.types import (
+    BatchDone,
+    BatchStatus,
+    Dispatch,
+    Drop,
+    Profile,
+    Request,
+    RequestsArrived,
+    Tick,
+    WorkerJoined,
+)
+
+MS = 1_000_000
+PROFILE = Profile(1_082_000, 5_204_000)
+SLO = 25 * MS
+
+
+def _run_until_idle(policy, now: int, horizon: int, overrun_ns: int) -> tuple[int, list, list]:
+    """Follow next_wakeup_ns, completing every dispatched batch ``overrun_ns`` late."""
+    dispatched, dropped, pending = [], [], []
+    while True:
+        wake = policy.next_wakeup_ns()
+        nxt = min([t for t, _ in pending] + ([wake] if wake is not None else []), default=None)
+        if nxt is None or nxt > horizon:
+            return now, dispatched, dropped
+        now = max(now, nxt)
+        due = [p for p in pending if p[0] <= now]
+        pending = [p for p in pending if p[0] > now]
+        actions = []
+        for end, d in due:
+            actions += policy.handle(
+                BatchDone(d.batch_id, d.worker_id, BatchStatus.OK, end - d.expected_ns - overrun_ns,
+                          end, len(d.request_ids)), now)
+        actions += policy.handle(Tick(), now)
+        for a in actions:
+            if isinstance(a, Dispatch):
+                dispatched.append(a)
+                pending.append((a.earliest_ns + a.expected_ns + overrun_ns, a))
+            elif isinstance(a, Drop):
+                dropped.append(a)
+
+
+def test_an_inflated_margin_still_lets_batches_run_and_relearn() -> None:
+    policy = make_policy("symphony", PolicyConfig(profiles={"m": PROFILE}))
+    now = 0
+    policy.handle(WorkerJoined(0, ("m",)), now)
+    rid = 0
+    # an overloaded stretch: every batch overruns its plan by 15 ms
+    for _ in range(40):
+        rid += 1
+        policy.handle(RequestsArrived((Request(rid, "m", now + SLO, now),)), now)
+        now, _, _ = _run_until_idle(policy, now, now + 40 * MS, overrun_ns=15 * MS)
+        now += 40 * MS
+    assert policy.snapshot()["models"]["m"]["margin_ns"] <= 0.1 * SLO + 1
+    # load is back to normal: requests must still be served, not all dropped
+    served = 0
+    for _ in range(40):
+        rid += 1
+        policy.handle(RequestsArrived((Request(rid, "m", now + SLO, now),)), now)
+        now, dispatched, dropped = _run_until_idle(policy, now, now + 40 * MS, overrun_ns=0)
+        served += sum(len(d.request_ids) for d in dispatched)
+        now += 40 * MS
+    assert served == 40
