@@ -253,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=8.0, help="seconds of Poisson load (8)")
     s.add_argument("--load", type=float, default=0.6,
                    help="offered rate as a fraction of the analytic bound (0.6)")
-    s.add_argument("--dilation", type=float, default=1.0,
-                   help="multiply k, c and SLO by this factor (for slow machines; ratios unchanged)")
+    s.add_argument("--dilation", default="auto",
+                   help="multiply k, c and SLO by this factor; ratios are unchanged. 'auto' "
+                   "(default): 1 with 8 or more cores, else 4, since a few cores cannot carry "
+                   "the full-speed load's Python overheads (docs/benchmarks.md)")
     s.add_argument("--model", default="symphony", help="the emulated model to load (symphony)")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--no-real", action="store_true", help="skip the real-model requests")

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import io
 import json
+import os
 import tempfile
 import time
 from typing import Any
@@ -67,12 +68,25 @@ def _real_model_checks(address: str) -> dict[str, Any]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from central.client import query_stats
+    from central.client import BatonError, query_stats
     from central.client.load import LoadSpec, run_load, summarize
     from central.cluster import Cluster, free_port, load_config
     from central.policy.bound import analytic_bound
 
     config = load_config(args.config)
+    if args.dilation == "auto":
+        args.dilation = 1.0 if (os.cpu_count() or 1) >= 8 else 4.0
+        why = f" (auto: {os.cpu_count()} cores)"
+    else:
+        try:
+            args.dilation = float(args.dilation)
+        except ValueError:
+            print(f"baton demo: --dilation must be a number or 'auto', got {args.dilation!r}")
+            return 2
+        why = ""
+    if not args.dilation > 0:
+        print("baton demo: --dilation must be > 0")
+        return 2
     config = dilate(config, args.dilation, args.model)
     config = config.with_ports(free_port(), free_port())
     if args.no_real:
@@ -89,7 +103,10 @@ def run_demo(args: argparse.Namespace) -> int:
     rate = args.load * bound.goodput_rps
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="baton-demo-")
     print(f"Baton demo: {gpus} emulated GPUs, l(b) = {spec.k_ms:.3f} ms*b + {spec.c_ms:.3f} ms, "
-          f"SLO {spec.slo_ms:g} ms" + (f" (time-dilated x{args.dilation:g})" if args.dilation != 1 else ""))
+          f"SLO {spec.slo_ms:g} ms")
+    if args.dilation != 1:
+        print(f"  time-dilated x{args.dilation:g}{why}: k, c and SLO x{args.dilation:g} "
+              "(every ratio unchanged); --dilation 1 runs the full-speed profile")
     print(f"analytic bound: coordinated {bound.goodput_rps:.0f} req/s (b*={bound.batch}), "
           f"uncoordinated {uncoord.goodput_rps:.0f} req/s (b={uncoord.batch})")
     print(f"starting the cluster (logs in {log_dir}) ...", flush=True)
@@ -106,7 +123,12 @@ def run_demo(args: argparse.Namespace) -> int:
         summary = summarize(rec, spec.slo_ms, args.duration)
         sched = query_stats(config.scheduler_address, with_batches=True)
         sizes = [b[3] for b in sched.get("batches", []) if b[2] == args.model]
-        real = None if args.no_real else _real_model_checks(config.frontend_address)
+        real = None
+        if not args.no_real:
+            try:
+                real = _real_model_checks(config.frontend_address)
+            except BatonError as exc:
+                failures.append(f"a real-model request failed: {type(exc).__name__}: {exc}")
         fe = query_stats(config.frontend_address)
     finally:
         codes = cluster.stop()
