@@ -233,6 +233,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    # The benchmarks are a separate program (``python -m bench``): the serving code never
+    # imports them, so this hands over the process instead of importing ``bench``.
+    import os
+
+    argv = [sys.executable, "-m", "bench", *args.rest]
+    os.execv(sys.executable, argv)
+    return 127  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="baton",
@@ -322,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overhead-ms", type=float, default=0.0)
     s.add_argument("-n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     s.set_defaults(func=cmd_bound)
+
+    s = sub.add_parser("bench", help="benchmarks: sim, bound, live (see 'baton bench --help')",
+                       add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("stats", help="print a scheduler's or frontend's statistics as JSON")
     s.add_argument("--address", default="tcp://127.0.0.1:5550")

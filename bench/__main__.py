@@ -1,0 +1,33 @@
+"""``python -m bench`` (also ``baton bench``): Baton's benchmark programs.
+
+Subcommands: ``bound`` (analytic goodput bounds), ``live`` (live goodput vs the bounds on
+a real local cluster, ``bench/live_goodput.py``), and ``sim`` (the discrete-event policy
+lab, when present).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "bound": "bench.bound_table",
+        "live": "bench.live_goodput",
+        "sim": "bench.sim_table",
+    }
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: baton bench {bound,live,sim} [options]   ('baton bench sim --help' ...)")
+        print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
+        print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
+        print("  sim    simulated goodput of every policy (discrete-event simulator)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    module = importlib.import_module(commands[argv[0]])
+    return int(module.main(argv[1:]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
