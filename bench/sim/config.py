@@ -112,6 +112,7 @@ class Cluster:
 
     @property
     def n_workers(self) -> int:
+        """How many workers the cluster has (ids ``0 .. n_workers - 1``)."""
         return len(self.workers)
 
     @classmethod

@@ -14,11 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from central.policy.baselines import (
+    EagerPolicy,
+    NexusConfig,
+    NexusPolicy,
+    UncoordinatedConfig,
+    UncoordinatedPolicy,
+)
 from central.policy.config import PolicyConfig
 from central.policy.scheduler import SymphonyPolicy
 from central.policy.types import Action, Event
 
-__all__ = ["Policy", "make_policy", "policy_names"]
+__all__ = ["DEFAULT_POLICY", "Policy", "make_policy", "policy_names"]
 
 
 class Policy(Protocol):
@@ -39,7 +46,16 @@ class Policy(Protocol):
 
 _FACTORIES: dict[str, Callable[[PolicyConfig], Policy]] = {
     "symphony": SymphonyPolicy,
+    "uncoordinated": UncoordinatedPolicy,
+    "eager": EagerPolicy,
+    "nexus": NexusPolicy,
 }
+# The baselines that take their own knobs (a frozen dataclass), by policy name.
+_OPTIONS: dict[str, type] = {
+    "uncoordinated": UncoordinatedConfig,
+    "nexus": NexusConfig,
+}
+DEFAULT_POLICY = "symphony"
 
 
 def policy_names() -> tuple[str, ...]:
@@ -47,13 +63,25 @@ def policy_names() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def make_policy(name: str, config: PolicyConfig | None = None) -> Policy:
+def make_policy(
+    name: str = DEFAULT_POLICY, config: PolicyConfig | None = None, *, options: Any = None
+) -> Policy:
     """Build the policy called ``name`` with ``config`` (defaults when ``None``).
 
-    Raises ``ValueError`` naming the known policies when ``name`` is not one of them.
+    ``options`` are a baseline's own knobs (``UncoordinatedConfig`` for "uncoordinated",
+    ``NexusConfig`` for "nexus"); ``None`` means their defaults. Raises ``ValueError``
+    naming the known policies when ``name`` is not one of them, and when ``options`` is
+    given to a policy that takes none or is of the wrong type.
     """
     factory = _FACTORIES.get(name)
     if factory is None:
         known = ", ".join(policy_names())
         raise ValueError(f"unknown policy {name!r}; known policies: {known}")
-    return factory(config if config is not None else PolicyConfig())
+    config = config if config is not None else PolicyConfig()
+    if options is None:
+        return factory(config)
+    kind = _OPTIONS.get(name)
+    if kind is None or not isinstance(options, kind):
+        want = kind.__name__ if kind is not None else "no options"
+        raise ValueError(f"policy {name!r} takes {want}, got {type(options).__name__}")
+    return _FACTORIES[name](config, options)  # type: ignore[call-arg]
