@@ -141,6 +141,7 @@ def search_goodput(
     config: SimConfig | None = None,
     policy_config: PolicyConfig | None = None,
     log: Callable[[str], None] | None = None,
+    min_slos: float = 50.0,
 ) -> SearchResult:
     """Bisect on the mean rate for the highest one at which ``target`` of requests meet SLO.
 
@@ -148,6 +149,12 @@ def search_goodput(
     a ``trace_maker``-style function; by default arrivals split over the served models in
     proportion to their bounds. Raises ``ValueError`` when no model is served, or for a
     bad kind, ``requests < 100`` or ``target`` outside (0, 1].
+
+    Each probe's trace lasts at least ``min_slos`` times the longest SLO (more requests
+    than ``requests`` at high rates): workers keep serving for up to one SLO after the
+    last arrival, and over a trace only a few SLOs long that tail lets the goodput,
+    counted over the trace's span, exceed what the workers can sustain (seen: 1.06x the
+    bound at N=32, SLO 100 ms with 20,000 requests in 0.68 s).
     """
     served = [m for m in cluster.profiles if any(m in ms for ms in cluster.workers)]
     if not served:
@@ -165,9 +172,10 @@ def search_goodput(
         trace, served, weights=weights, cv=cv, csv_path=csv_path)
     bound = bound_rps(cluster)
     probes: list[Probe] = []
+    min_duration_s = min_slos * max(cluster.slo_ns.values()) / 1e9
 
     def probe(rate: float) -> Probe:
-        tr = make(rate, requests / rate, seed)
+        tr = make(rate, max(requests / rate, min_duration_s), seed)
         res = simulate_policy(policy, tr, cluster, config, policy_config)
         p = Probe(rate, res.attainment, res.goodput_rps, res.n_requests,
                   res.attainment >= target)
