@@ -62,7 +62,7 @@ class PolicyConfig:
     # The measured margin is capped at this fraction of the model's typical budget, so an
     # overloaded stretch cannot inflate it past what any request affords (a deadlock:
     # everything dropped, nothing measured, the margin never relearnt).
-    max_margin_fraction: float = 0.1
+    max_margin_fraction: float = 0.2
     # A model that has run no batch for this long while its requests were being dropped
     # as doomed has a stale profile (learnt while overloaded, say): it is reset to the
     # initial profile so that batches run and the profile is relearnt from fresh timings.

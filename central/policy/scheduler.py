@@ -60,6 +60,7 @@ from central.policy.types import (
 
 __all__ = ["SymphonyPolicy"]
 
+_MIN_OVERDUE_NS = 200_000  # an overdue worker is counted busy at least this much longer
 _FLOOR_REFRESHES = 128  # shed floors are recomputed this often per rate window
 
 
@@ -359,6 +360,12 @@ class SymphonyPolicy:
                 continue
             worker = self._earliest_worker(m)
             if worker is not None and worker.free_at <= grant_by:
+                if worker.timeline and self._planned_end(worker) <= now:
+                    # Overdue: its last batch should be over but no BatchDone came. It
+                    # may start the next one too late (TOO_LATE): count it busy a while.
+                    self._overdue(worker, now)
+                    self._dirty[name] = None
+                    continue
                 self._dispatch(m, worker, now, dispatches)
                 continue
             m.waiting = True
@@ -410,9 +417,11 @@ class SymphonyPolicy:
             self._drop(DropReason.NO_WORKER, queue.clear())
             return False
         cfg = self._cfg
-        start = max(now + cfg.dispatch_cost_ns, w.free_at)
         prof = m.est.current()
-        after = cfg.reply_cost_ns + self._margin(m)  # what must follow the batch's end
+        margin = self._margin(m)
+        after = cfg.reply_cost_ns + margin  # what must follow the batch's end
+        # A busy worker's last batch may overrun as much as ours: plan its end late too.
+        start = max(now + cfg.dispatch_cost_ns, w.free_at + (margin if w.timeline else 0))
         n = len(queue)
         doomed = queue.count_before(start + prof.latency_ns(1) + after)
         if doomed == n and now - m.last_dispatch_ns > cfg.stale_after_ns and m.est.samples:
@@ -451,10 +460,11 @@ class SymphonyPolicy:
                 m.timer_at = t_ready
                 heapq.heappush(self._timers, (t_ready, m.name))
                 # Once no worker can start before this, the batch cannot grow: ready.
-                self._watch(m, deadline - after - prof.latency_ns(batch + 1))
+                self._watch(m, deadline - after - margin - prof.latency_ns(batch + 1))
                 return False
         m.ready = True
-        self._watch(m, deadline - after - prof.latency_ns(1))  # past this, the head is doomed
+        # past this, the head is doomed
+        self._watch(m, deadline - after - margin - prof.latency_ns(1))
         return True
 
     def _watch(self, m: _Model, threshold: int) -> None:
@@ -518,6 +528,18 @@ class SymphonyPolicy:
             self._offering[pool] = None
         if free_at - self._cfg.dispatch_cost_ns > now:
             heapq.heappush(self._grants, (free_at - self._cfg.dispatch_cost_ns, w.wid, free_at))
+
+    def _planned_end(self, w: WorkerState) -> int:
+        """When busy ``w``'s last dispatched batch was planned to end (no margin, no bump)."""
+        last = self._inflight.get(w.timeline[-1])
+        return last.earliest + last.expected if last is not None else w.free_at
+
+    def _overdue(self, w: WorkerState, now: int) -> None:
+        """Count overdue ``w`` busy for one more margin (of its last batch's model) past now + D."""
+        last = self._inflight.get(w.timeline[-1])
+        est = self._models[last.model].est if last is not None else None
+        bump = self._margin(self._models[last.model]) if est is not None and last else 0
+        self._set_free_at(w, now + self._cfg.dispatch_cost_ns + max(bump, _MIN_OVERDUE_NS), now)
 
     def _earliest_worker(self, m: _Model) -> WorkerState | None:
         """The live worker serving ``m`` that frees up first."""

@@ -731,3 +731,19 @@ def test_baselines_import_only_the_allowed_standard_library(path: pathlib.Path) 
     doc = ast.get_docstring(tree)
     assert doc and len(doc) > 100, f"{path.name} needs a theory-of-operation docstring"
     assert "__all__" in path.read_text() and len(path.read_text().splitlines()) <= 600
+
+
+@pytest.mark.parametrize(("fill_spare", "floor"), [(True, 0.99), (False, 0.98)])
+def test_nexus_serves_trivial_poisson_load(fill_spare: bool, floor: float) -> None:
+    # 20 req/s on 4 GPUs (bound ~2,700): the plan is b = 1 on a long duty cycle, so two
+    # arrivals in one cycle used to drop the second (95% Poisson). A slot now grows into
+    # its cycle's idle time, and fill_spare spreads the load over the spare GPUs (without
+    # it one GPU carries everything and a burst beyond the cycle's idle time still drops).
+    sim = make_sim("nexus", n_workers=4, options=NexusConfig(fill_spare=fill_spare))
+    rng = random.Random(3)
+    t = 0
+    for rid in range(1500):
+        t += round(rng.expovariate(20 / 1e9))
+        sim.arrive(t, rid)
+    finish(sim)
+    assert sim.attainment() >= floor

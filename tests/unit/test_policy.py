@@ -587,3 +587,38 @@ def test_random_scenarios_keep_the_invariants(sc: dict[str, object]) -> None:
         # True durations match the profile: every plan holds and every batch is on time.
         assert sim.refused == 0
         assert "late" not in sim.outcome.values()
+
+
+def test_overdue_worker_is_not_granted_while_another_is_nearly_free() -> None:
+    # Worker 0's batch should have ended but no BatchDone came (it runs late): a new
+    # batch must not be granted to it (it would start late and be refused, TOO_LATE);
+    # worker 1, busy a little longer but on schedule, takes it. Simulator finding, CV 0.1.
+    policy = SymphonyPolicy(PolicyConfig(profiles={"m": PROF}, refit=False))
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    policy.handle(WorkerJoined(1, ("m",)), 0)
+    big = 1_000 * MS
+    [a] = policy.handle(RequestsArrived(tuple(Request(i, "m", big, 0) for i in range(64))), 0)
+    [b] = policy.handle(
+        RequestsArrived(tuple(Request(100 + i, "m", big, MS) for i in range(64))), MS)
+    assert isinstance(a, Dispatch) and a.worker_id == 0
+    assert isinstance(b, Dispatch) and b.worker_id == 1
+    now = a.earliest_ns + a.expected_ns + 100_000  # worker 0 overdue, no BatchDone
+    burst = tuple(Request(200 + i, "m", now + big, now) for i in range(64))
+    actions = policy.handle(RequestsArrived(burst), now)
+    assert not [x for x in actions if isinstance(x, Dispatch)]
+    granted: list[Dispatch] = []
+    while not granted:
+        wake = policy.next_wakeup_ns()
+        assert wake is not None
+        now = max(now, wake)
+        granted = [x for x in policy.handle(Tick(), now) if isinstance(x, Dispatch)]
+    assert granted[0].worker_id == 1
+    # once worker 0 reports, it is offered again
+    end = a.earliest_ns + a.expected_ns + 2 * MS
+    policy.handle(BatchDone(a.batch_id, 0, BatchStatus.OK, a.earliest_ns, max(end, now), 64),
+                  max(end, now))
+    later = max(end, now) + MS
+    [c] = [x for x in policy.handle(RequestsArrived(tuple(
+        Request(300 + i, "m", later + big, later) for i in range(64))), later)
+        if isinstance(x, Dispatch)]
+    assert c.worker_id == 0

@@ -56,7 +56,10 @@ def test_an_inflated_margin_still_lets_batches_run_and_relearn() -> None:
         policy.handle(RequestsArrived((Request(rid, "m", now + SLO, now),)), now)
         now, _, _ = _run_until_idle(policy, now, now + 40 * MS, overrun_ns=15 * MS)
         now += 40 * MS
-    assert policy.snapshot()["models"]["m"]["margin_ns"] <= 0.1 * SLO + 1
+    # the cap (max_margin_fraction, 0.2 of the typical budget since the simulator showed
+    # 0.1 too tight for CV 0.1 noise: p99 overrun 4.4 ms > 2.5 ms at SLO 25) still holds
+    cap = PolicyConfig().max_margin_fraction
+    assert policy.snapshot()["models"]["m"]["margin_ns"] <= cap * SLO + 1
     # load is back to normal: requests must still be served, not all dropped
     served = 0
     for _ in range(40):

@@ -22,6 +22,9 @@ backends; this policy plays all three on metadata.
   skipped; the next cycle starts ``d`` after this one started (later when batches overran).
   A GPU with nothing queued sleeps and, when work comes, starts at its next cycle
   boundary: a request waits for its model's slot, as in Nexus.
+* **Slot growth** (our addition, §11 of ``docs/policy.md``): a slot whose queue holds more
+  than its planned batch may run up to what the cycle's idle time (duty less every
+  slot's planned busy time) allows, so the cycle still ends on time.
 * **Early drop** (Nexus §6.3): at a slot, heads that would miss their deadline in a batch
   of ``min(queue, b_i)`` started now are dropped (``DEADLINE``) until the head fits.
 
@@ -72,7 +75,7 @@ class NexusConfig:
     # Scale every demand up until the plan fills the live workers (spare GPUs as headroom).
     fill_spare: bool = True
     # The largest scale factor ``fill_spare`` may use.
-    max_headroom: float = 4.0
+    max_headroom: float = 64.0
     # A model with nothing queued and a lower rate than this is left out of the plan.
     min_rate_rps: float = 0.1
     # Re-plan early when a model's measured rate exceeds the rate its plan assumed by this
@@ -319,6 +322,14 @@ class NexusPolicy(BaselinePolicy):
         prof = m.est.current()
         after = self._after(m)
         earliest = max(now + self._cfg.dispatch_cost_ns, w.free_at)
+        # A slot may grow into its cycle's idle time (duty less every slot's planned
+        # batch): the cycle still ends on time, so no other slot is delayed. Without it a
+        # low-rate share (b = 1, long cycle) drops every second Poisson arrival of a cycle.
+        idle = w.duty - sum(self._m[n].est.current().latency_ns(b)  # type: ignore[union-attr]
+                            for n, b in w.slots if self._m[n].est is not None)
+        if idle > 0 and len(queue) > cap:
+            cap = min(prof.max_batch, max(cap, (prof.latency_ns(cap) + idle - prof.c_ns)
+                                          // prof.k_ns))
         taken = 0
         while queue:
             n = min(len(queue), cap)
