@@ -422,15 +422,20 @@ class SymphonyPolicy:
         after = cfg.reply_cost_ns + margin  # what must follow the batch's end
         # A busy worker's last batch may overrun as much as ours: plan its end late too.
         start = max(now + cfg.dispatch_cost_ns, w.free_at + (margin if w.timeline else 0))
+        # Doomed: it cannot make it even with no margin. The margin sizes batches and
+        # places the deferral point; a request only it rules out still has a chance.
+        start0 = max(now + cfg.dispatch_cost_ns, w.free_at)
         n = len(queue)
-        doomed = queue.count_before(start + prof.latency_ns(1) + after)
+        doomed = queue.count_before(start0 + prof.latency_ns(1) + cfg.reply_cost_ns)
         if doomed == n and now - m.last_dispatch_ns > cfg.stale_after_ns and m.est.samples:
             # Everything is doomed and nothing has run for a long while: what was learnt
             # (under overload, say) is stale. Start again from the initial profile.
             m.est.reset()
             prof = m.est.current()
-            after = cfg.reply_cost_ns + self._margin(m)
-            doomed = queue.count_before(start + prof.latency_ns(1) + after)
+            margin = self._margin(m)
+            after = cfg.reply_cost_ns + margin
+            start = max(now + cfg.dispatch_cost_ns, w.free_at + (margin if w.timeline else 0))
+            doomed = queue.count_before(start0 + prof.latency_ns(1) + cfg.reply_cost_ns)
         if cfg.shed_fraction > 0.0 and n - doomed > 2:
             # Shed the heads that would hold the batch below the floor, when enough
             # requests stand behind them to make a batch of at least the floor.
@@ -449,6 +454,14 @@ class SymphonyPolicy:
                 return False
         deadline = queue.deadline_at(0)
         by_deadline = _fit(prof, deadline - start - after)
+        if by_deadline == 0:
+            # Only the margin rules the head out: send it alone, now (seen live: a lone
+            # request deferred to its last moment, then the margin grew before the tick).
+            m.batch = 1
+            m.latest_ns = deadline - cfg.reply_cost_ns - prof.latency_ns(1)
+            m.ready = True
+            self._watch(m, m.latest_ns)
+            return True
         batch = m.batch = min(by_deadline, n, prof.max_batch)
         m.latest_ns = deadline - after - prof.latency_ns(batch)
         if batch == n and batch < by_deadline and batch < prof.max_batch:
