@@ -16,6 +16,7 @@
 # Thread counts are left to the caller (torch.set_num_threads is never called).
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -56,7 +57,7 @@ class ServedModel(Protocol):
         ...
 
 
-class _BatchedModel(Generic[Prepared]):
+class _BatchedModel(abc.ABC, Generic[Prepared]):
     """Shared request checking, chunking to max_batch and inference_mode."""
 
     name: str
@@ -66,11 +67,13 @@ class _BatchedModel(Generic[Prepared]):
     def __init__(self, device: str) -> None:
         self.device = torch.device(device)
 
+    @abc.abstractmethod
     def _prepare(self, value: np.ndarray) -> Prepared:
-        raise NotImplementedError
+        """One request's checked, decoded input."""
 
+    @abc.abstractmethod
     def _forward(self, items: list[Prepared]) -> list[Outputs]:
-        raise NotImplementedError
+        """One batched forward pass: one output dict per item."""
 
     def _prepare_request(self, inputs: Inputs) -> Prepared:
         if not isinstance(inputs, dict):

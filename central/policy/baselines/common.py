@@ -23,6 +23,7 @@ Nothing here reads a clock or does I/O; every time is an integer nanosecond hand
 
 from __future__ import annotations
 
+import abc
 import collections
 from typing import Any
 
@@ -104,7 +105,7 @@ class _Batch:
         self.expected = expected
 
 
-class BaselinePolicy:
+class BaselinePolicy(abc.ABC):
     """Skeleton of a sans-I/O baseline; subclasses fill in the hooks."""
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
@@ -147,9 +148,9 @@ class BaselinePolicy:
         self._out = []
         return actions
 
-    def next_wakeup_ns(self) -> int | None:  # pragma: no cover - every subclass overrides
+    @abc.abstractmethod
+    def next_wakeup_ns(self) -> int | None:
         """When the policy next needs a ``Tick``; ``None`` when nothing is pending."""
-        raise NotImplementedError
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for stats: per model queue/profile/rate, per worker timeline."""
@@ -193,24 +194,25 @@ class BaselinePolicy:
     def _new_worker(self, wid: int, now: int) -> BaselineWorker:
         return BaselineWorker(wid, now)
 
+    @abc.abstractmethod
     def _arrivals(self, admitted: list[tuple[BaselineModel, Request]], now: int) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Subclass hook."""
 
+    @abc.abstractmethod
     def _freed(self, w: BaselineWorker, model: BaselineModel, now: int) -> None:
         """``w``'s ``free_at`` was recomputed after a ``BatchDone`` of ``model``."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def _joined(self, w: BaselineWorker, old: tuple[str, ...], now: int) -> None:
         """``w`` now serves ``w.models`` (it served ``old`` before; () when new)."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def _lost(self, w: BaselineWorker, old: tuple[str, ...], now: int) -> None:
         """``w`` (which served ``old``) is gone; its batches are already forgotten."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def _advance(self, now: int) -> None:
         """Decide: fire due timers, form and dispatch batches (into ``self._out``)."""
-        raise NotImplementedError  # pragma: no cover
 
     # ---------------------------------------------------------------- events
 
