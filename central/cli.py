@@ -74,7 +74,14 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
         reply_cost_ns=int(args.reply_cost_us * 1e3),
     )
-    config = SchedulerConfig(address=args.address, policy=args.policy, policy_config=pconf)
+    config = SchedulerConfig(
+        address=args.address,
+        policy=args.policy,
+        policy_config=pconf,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        stats_pub=args.stats_pub,
+    )
     sched = Scheduler(config)
     log.info("scheduler on %s, policy %s", args.address, args.policy)
     return _run_role(sched.serve)
@@ -91,6 +98,8 @@ def cmd_frontend(args: argparse.Namespace) -> int:
         slo_ms=slo,
         client_allowance_ms=args.client_allowance_ms,
         name=args.name or "",
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
     )
     return _run_role(Frontend(config).serve)
 
@@ -243,6 +252,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def _metrics_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve Prometheus metrics at http://HOST:N/metrics (default: off; "
+                   "0 picks a free port); docs/metrics.md lists them")
+    s.add_argument("--metrics-host", default="127.0.0.1",
+                   help="the metrics endpoint's listen address (127.0.0.1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="baton",
@@ -285,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "set it near the p99 you measure (2000)")
     s.add_argument("--reply-cost-us", type=float, default=1500.0,
                    help="batch end to result at the frontend (1500)")
+    _metrics_args(s)
+    s.add_argument("--stats-pub", metavar="ADDR",
+                   help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "
+                   "[b'stats', json] every 250 ms for dashboards (default: off)")
     s.set_defaults(func=cmd_scheduler)
 
     s = sub.add_parser("frontend", help="run a frontend alone")
@@ -295,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--client-allowance-ms", type=float, default=0.5,
                    help="time for the client hops, taken off each request's budget (0.5)")
     s.add_argument("--name", help="unique frontend name (default: host and pid)")
+    _metrics_args(s)
     s.set_defaults(func=cmd_frontend)
 
     s = sub.add_parser("worker", help="run a worker alone (emulated GPUs or torch models)")
@@ -337,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
+
+    from central.dashboard.cli import add_top_parser
+
+    add_top_parser(sub)
 
     s = sub.add_parser("stats", help="print a scheduler's or frontend's statistics as JSON")
     s.add_argument("--address", default="tcp://127.0.0.1:5550")

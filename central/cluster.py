@@ -10,6 +10,7 @@ run`` use when no file is given.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -40,10 +41,13 @@ EMBEDDED_DEFAULT = """\
 [scheduler]
 address = "tcp://127.0.0.1:5550"
 policy = "symphony"
+metrics_port = 9550                  # Prometheus: http://127.0.0.1:9550/metrics
+stats_pub = "tcp://127.0.0.1:5551"   # live stats for 'baton dashboard'
 
 [frontend]
 address = "tcp://127.0.0.1:5560"
 default_slo_ms = 100
+metrics_port = 9560                  # Prometheus: http://127.0.0.1:9560/metrics
 
 [[models]]
 name = "symphony"
@@ -103,6 +107,9 @@ class ClusterConfig:
     models: tuple[ModelSpec, ...] = ()
     workers: tuple[WorkerSpec, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    scheduler_metrics_port: int | None = None  # None: no /metrics on the scheduler
+    stats_pub: str | None = None  # the scheduler's stats PUB bind address; None: off
+    frontend_metrics_port: int | None = None  # None: no /metrics on the frontend
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -114,16 +121,28 @@ class ClusterConfig:
     def gpu_count(self) -> int:
         return sum(w.gpus for w in self.workers)
 
-    def with_ports(self, scheduler_port: int, frontend_port: int) -> ClusterConfig:
-        """The same cluster on other loopback ports (tests, ``make run``)."""
-        return ClusterConfig(
-            f"tcp://127.0.0.1:{scheduler_port}",
-            self.policy,
-            f"tcp://127.0.0.1:{frontend_port}",
-            self.default_slo_ms,
-            self.models,
-            self.workers,
-            self.extra,
+    def with_ports(
+        self,
+        scheduler_port: int,
+        frontend_port: int,
+        *,
+        scheduler_metrics_port: int | None = None,
+        frontend_metrics_port: int | None = None,
+        stats_pub_port: int | None = None,
+    ) -> ClusterConfig:
+        """The same cluster on other loopback ports (tests, ``make run``).
+
+        The metrics endpoints and the stats PUB socket are **off** in the copy unless
+        their ports are given: a moved cluster must never collide with the fixed ports
+        of another one (the embedded default's 9550, 9560 and 5551).
+        """
+        return dataclasses.replace(
+            self,
+            scheduler_address=f"tcp://127.0.0.1:{scheduler_port}",
+            frontend_address=f"tcp://127.0.0.1:{frontend_port}",
+            scheduler_metrics_port=scheduler_metrics_port,
+            frontend_metrics_port=frontend_metrics_port,
+            stats_pub=None if stats_pub_port is None else f"tcp://127.0.0.1:{stats_pub_port}",
         )
 
 
@@ -143,8 +162,8 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         raise _fail(where, f"unknown sections {sorted(unknown)}; known: {sorted(known)}")
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
-    for section, keys in (("scheduler", {"address", "policy"}),
-                          ("frontend", {"address", "default_slo_ms"})):
+    for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub"}),
+                          ("frontend", {"address", "default_slo_ms", "metrics_port"})):
         extra = set(doc.get(section, {})) - keys
         if extra:
             raise _fail(where, f"[{section}]: unknown keys {sorted(extra)}; known: {sorted(keys)}")
@@ -189,7 +208,27 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         float(fe.get("default_slo_ms", 100.0)),
         tuple(models),
         tuple(workers),
+        scheduler_metrics_port=_port(where, "scheduler", sched.get("metrics_port")),
+        stats_pub=_address(where, "scheduler", "stats_pub", sched.get("stats_pub")),
+        frontend_metrics_port=_port(where, "frontend", fe.get("metrics_port")),
     )
+
+
+def _port(where: str, section: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise _fail(where, f"[{section}].metrics_port must be a port 0-65535, got {value!r}")
+    return value
+
+
+def _address(where: str, section: str, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "://" not in value:
+        raise _fail(where, f"[{section}].{key} must be an address like 'tcp://host:port', "
+                    f"got {value!r}")
+    return value
 
 
 def load_config(path: str | None) -> ClusterConfig:
@@ -244,12 +283,18 @@ class Cluster:
         c = self.config
         sched = ["scheduler", "--address", c.scheduler_address, "--policy", c.policy,
                  *self._policy_args]
+        if c.scheduler_metrics_port is not None:
+            sched += ["--metrics-port", str(c.scheduler_metrics_port)]
+        if c.stats_pub:
+            sched += ["--stats-pub", c.stats_pub]
         for m in c.models:
             if m.k_ms is not None and m.c_ms is not None:
                 sched += ["--profile", f"{m.name}:{m.k_ms}:{m.c_ms}:{m.max_batch}"]
         self._spawn("scheduler", sched)
         fe = ["frontend", "--scheduler", c.scheduler_address, "--address", c.frontend_address,
               "--default-slo-ms", str(c.default_slo_ms)]
+        if c.frontend_metrics_port is not None:
+            fe += ["--metrics-port", str(c.frontend_metrics_port)]
         for m in c.models:
             if m.slo_ms is not None:
                 fe += ["--slo", f"{m.name}={m.slo_ms}"]

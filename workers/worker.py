@@ -67,7 +67,7 @@ class WorkerConfig:
     # plan's latest start already keeps the reply cost and the profile margin in hand,
     # so a start this late still usually meets the head's deadline, while a refusal
     # fails the whole batch for certain. 0 gives Clockwork's strict window.
-    late_tolerance_ns: int = 500_000
+    late_tolerance_ns: int = 2_000_000
     # ... or this fraction of the batch's expected duration, whichever is larger: the
     # window protects the head's deadline, but the rest of the batch has later ones, and
     # a refusal fails them all for certain. Measured: at 60% load one refused batch in

@@ -10,6 +10,10 @@ the clients. A ``DropRequests`` is answered at once. Every accepted request ends
 exactly one ``Reply``: the lifecycle table ``TRANSITIONS`` says which moves are legal and
 an illegal one raises (our bug). A sweep answers FAILED for anything left without an
 answer well past its deadline, so nothing hangs whatever fails downstream.
+
+Observability (docs/metrics.md): per-model counters and an accept-to-reply latency
+histogram are bumped as requests are accepted and answered; an optional asyncio HTTP
+server renders them for ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -53,12 +57,17 @@ from central.protocol import (
 )
 from central.protocol import arrays
 from central.runtime.clock import Clock
+from central.runtime.metrics import Family, Histogram, MetricsServer, render
 from central.runtime.translate import make_request_id
 from central.runtime.zmqio import Reader, close_all
 
-__all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS"]
+__all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS", "UNKNOWN_MODEL_LABEL"]
 
 log = logging.getLogger("baton.frontend")
+
+# The ``model`` label of a reply to a request naming a model this frontend does not serve:
+# client-chosen names must not become label values (unbounded series).
+UNKNOWN_MODEL_LABEL = "(unknown)"
 
 
 class Phase(enum.Enum):
@@ -94,6 +103,8 @@ class FrontendConfig:
     max_pending: int = 200_000  # beyond this, new requests are REJECTED (overload)
     answer_grace_ns: int = 2_000_000_000  # past deadline + grace with no answer: FAILED
     client_limits: Limits = DEFAULT_LIMITS
+    metrics_host: str = "127.0.0.1"  # where GET /metrics listens
+    metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
 
 
 @dataclass(slots=True)
@@ -147,6 +158,12 @@ class Frontend:
         self.registered = asyncio.Event()
         self._allowance_ns = int(config.client_allowance_ms * 1e6)
         self.latencies: deque[int] = deque(maxlen=100_000)  # accept -> OK reply, ns
+        # per-model accounting for /metrics (docs/metrics.md)
+        self.model_accepted: dict[str, int] = {}
+        self.model_replies: dict[tuple[str, str], int] = {}  # (model, status) -> replies
+        self.model_within_slo: dict[str, int] = {}
+        self.latency_hist: dict[tuple[str, str], Histogram] = {}  # (model, status)
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def client_address(self) -> str:
@@ -171,11 +188,20 @@ class Frontend:
         tasks = [asyncio.ensure_future(self._sweep_loop()),
                  asyncio.ensure_future(self._heartbeat_loop())]
         try:
+            if self.config.metrics_port is not None:
+                self.metrics_server = MetricsServer(
+                    self.config.metrics_host, self.config.metrics_port, self.render_metrics
+                )
+                await self.metrics_server.start()
+                log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
+                         self.metrics_server.port)
             await stop.wait()
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
             for r in readers:
                 r.close()
             socks = [clients, sched]
@@ -213,6 +239,9 @@ class Frontend:
     def _accept(self, client: bytes, msg: Infer, buffers: list[Any], now: int) -> None:
         def refuse(status: Status, text: str) -> None:
             self.counters[status.name.lower()] += 1
+            model = msg.model if msg.model in self._models else UNKNOWN_MODEL_LABEL
+            key = (model, status.name)
+            self.model_replies[key] = self.model_replies.get(key, 0) + 1
             self._send_client(client, Reply(msg.tag, int(status), text, ()))
 
         if self._index is None:
@@ -247,6 +276,7 @@ class Frontend:
         )
         self.counters["accepted"] += 1
         self.counters["payload_bytes_in"] += size
+        self.model_accepted[msg.model] = self.model_accepted.get(msg.model, 0) + 1
         ids, models, budgets, sizes = self._meta
         ids.append(rid)
         models.append(msg.model)
@@ -382,11 +412,18 @@ class Frontend:
         self._move(p, Phase.ANSWERED)
         del self._pending[rid]
         self.counters[status.name.lower()] += 1
+        now = self._clock()
+        key = (p.model, status.name)
+        self.model_replies[key] = self.model_replies.get(key, 0) + 1
+        hist = self.latency_hist.get(key)
+        if hist is None:
+            hist = self.latency_hist[key] = Histogram()
+        hist.observe((now - p.received_ns) / 1e9)
         if status is Status.OK:
-            now = self._clock()
             self.latencies.append(now - p.received_ns)
             if now <= p.deadline_ns:
                 self.counters["ok_within_slo"] += 1
+                self.model_within_slo[p.model] = self.model_within_slo.get(p.model, 0) + 1
         self._send_client(p.client, Reply(p.tag, int(status), error, metas), buffers)
 
     def _reply_status(self, rid: int, status: Status, text: str, now: int) -> None:
@@ -439,6 +476,46 @@ class Frontend:
             "workers": len(self._workers),
             "latency_ms": _percentiles(self.latencies),
         }
+
+
+    def metric_families(self) -> list[Family]:
+        """The frontend's Prometheus families (docs/metrics.md lists each)."""
+        fams: list[Family] = []
+
+        def fam(name: str, kind: str, text: str) -> Family:
+            f = Family(name, kind, text)
+            fams.append(f)
+            return f
+
+        f = fam("baton_frontend_requests_accepted_total", "counter",
+                "Infer requests accepted (validated, given an id), per model.")
+        for model, n in sorted(self.model_accepted.items()):
+            f.add(n, model=model)
+        f = fam("baton_frontend_replies_total", "counter",
+                "Replies to Infer requests, accepted or refused, per model and status.")
+        for (model, status), n in sorted(self.model_replies.items()):
+            f.add(n, model=model, status=status)
+        f = fam("baton_frontend_requests_within_slo_total", "counter",
+                "OK replies sent by the request's deadline, per model.")
+        for model, n in sorted(self.model_within_slo.items()):
+            f.add(n, model=model)
+        f = fam("baton_frontend_request_latency_seconds", "histogram",
+                "Accepted requests: acceptance to the reply's send, per model and status.")
+        for (model, status), h in sorted(self.latency_hist.items()):
+            f.add(h, model=model, status=status)
+        fam("baton_frontend_requests_pending", "gauge",
+            "Accepted requests not yet answered.").add(len(self._pending))
+        fam("baton_frontend_payload_bytes_total", "counter",
+            "Tensor payload bytes of accepted requests.").add(self.counters["payload_bytes_in"])
+        fam("baton_frontend_metadata_messages_total", "counter",
+            "Requests messages sent to the scheduler.").add(self.counters["metadata_messages"])
+        fam("baton_frontend_workers", "gauge",
+            "Worker processes with an open data connection.").add(len(self._workers))
+        return fams
+
+    def render_metrics(self) -> str:
+        """The Prometheus text (format 0.0.4) that ``GET /metrics`` returns."""
+        return render(self.metric_families())
 
 
 def _percentiles(samples: deque[int]) -> dict[str, float]:

@@ -10,6 +10,11 @@ them to workers directly; ``bytes_in`` in the stats lets tests prove it.
 
 Liveness: workers and frontends send heartbeats; a worker silent for
 ``worker_timeout_ns`` is reported to the policy as lost (its GPUs get no more batches).
+
+Observability (docs/metrics.md): per-model counters and histograms are bumped as events
+happen (an increment or a bisect each); ``metric_families`` turns them into Prometheus
+families for the optional ``/metrics`` endpoint, and an optional PUB socket publishes
+``stats()`` plus the batches finished since the last publish every ``stats_interval_ns``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from central.policy import PolicyConfig, make_policy
 from central.policy.types import (
     Action,
     BatchDone,
+    BatchStatus,
     Dispatch,
     Drop,
     DropReason,
@@ -57,6 +63,7 @@ from central.protocol import (
 )
 
 from .clock import Clock, LatenessLog, PreciseTimer, Wakeups
+from .metrics import BATCH_SIZE_BUCKETS, Family, Histogram, MetricsServer, render
 from .translate import (
     FRONTEND_SHIFT,
     dispatch_to_messages,
@@ -84,6 +91,11 @@ class SchedulerConfig:
     worker_timeout_ns: int = 3_000_000_000
     spin_ns: int = 1_000_000  # timer spin window where no kernel timer is available
     batch_log: int = 20_000  # recent batch records kept for Gantt charts
+    metrics_host: str = "127.0.0.1"  # where GET /metrics listens
+    metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
+    stats_pub: str | None = None  # PUB bind address for [b"stats", json]; None: off
+    stats_interval_ns: int = 250_000_000  # how often the PUB socket publishes
+    busy_window_ns: int = 10_000_000_000  # window of the busy-ratio gauge
 
 
 @dataclass
@@ -141,6 +153,19 @@ class Scheduler:
         self.batch_sizes: dict[int, int] = {}
         self.busy_ns: dict[int, int] = {}
         self._started_ns = clock()
+        # per-model accounting for /metrics (docs/metrics.md says what each measures)
+        self._arrivals: dict[int, tuple[str, int]] = {}  # queued rid -> (model, arrival)
+        self.model_requests: dict[str, int] = {}
+        self.model_drops: dict[tuple[str, str], int] = {}  # (model, reason) -> requests
+        self.model_batches: dict[str, int] = {}
+        self.model_batched_requests: dict[str, int] = {}
+        self.model_done: dict[tuple[str, str], list[int]] = {}  # (model, status) -> [b, r]
+        self.batch_size_hist: dict[str, Histogram] = {}
+        self.queue_hist: dict[str, Histogram] = {}
+        self.exec_hist: dict[str, Histogram] = {}
+        self._batches_logged = 0  # batch records ever appended (the PUB's cursor)
+        self._metrics_server: MetricsServer | None = None
+        self._pub: zmq.Socket | None = None
 
     # ------------------------------------------------------------------ serving
 
@@ -156,11 +181,31 @@ class Scheduler:
         wakeups = Wakeups(clock=self._clock, spin_ns=self.config.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
         self._reader = Reader(sock, self._on_messages)
-        liveness = asyncio.ensure_future(self._liveness_loop())
+        tasks = [asyncio.ensure_future(self._liveness_loop())]
         try:
+            if self.config.stats_pub:
+                pub = self._ctx.socket(zmq.PUB)
+                self._pub = pub
+                pub.setsockopt(zmq.LINGER, 0)
+                pub.setsockopt(zmq.SNDHWM, 16)  # a slow dashboard loses snapshots, not us
+                pub.bind(self.config.stats_pub)
+                tasks.append(asyncio.ensure_future(self._publish_loop(pub)))
+            if self.config.metrics_port is not None:
+                self._metrics_server = MetricsServer(
+                    self.config.metrics_host, self.config.metrics_port, self.render_metrics
+                )
+                await self._metrics_server.start()
+                log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
+                         self._metrics_server.port)
             await stop.wait()
         finally:
-            liveness.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._metrics_server is not None:
+                await self._metrics_server.close()
+            if self._pub is not None:
+                close_all([self._pub])
             self._timer.arm(None)
             wakeups.close()
             self._reader.close()
@@ -215,6 +260,9 @@ class Scheduler:
                 self._send(identity, Error(int(Status.BAD_REQUEST), "request ids must carry your frontend index"))
                 return
             self._frontend_seen[identity] = now
+            for rid, model in zip(msg.request_ids, msg.models):
+                self._arrivals[rid] = (model, now)
+                self.model_requests[model] = self.model_requests.get(model, 0) + 1
             self._feed(requests_to_event(msg, now, self.config.one_way_ns), now)
         elif isinstance(msg, Done):
             proc = self._procs.get(identity)
@@ -308,9 +356,14 @@ class Scheduler:
             b = len(action.request_ids)
             self.batch_sizes[b] = self.batch_sizes.get(b, 0) + 1
             self._dispatched[action.batch_id] = (action, now)
+            self._account_dispatch(action, now)
         elif isinstance(action, Drop):
             self.counters["dropped"] += len(action.request_ids)
             self.drops_by_reason[action.reason.name] += len(action.request_ids)
+            for rid in action.request_ids:
+                model = self._arrivals.pop(rid, ("", 0))[0]
+                key = (model, action.reason.name)
+                self.model_drops[key] = self.model_drops.get(key, 0) + 1
             for fe, drop in drop_to_messages(action).items():
                 identity = self._frontends.get(fe)
                 if identity is not None:
@@ -323,6 +376,20 @@ class Scheduler:
         self.busy_ns[worker_id] = self.busy_ns.get(worker_id, 0) + max(0, msg.end_ns - msg.start_ns)
         if entry is not None:
             action, sent = entry
+            model = action.model
+            try:
+                status_name = BatchStatus(msg.status).name
+            except ValueError:
+                status_name = str(msg.status)
+            done = self.model_done.setdefault((model, status_name), [0, 0])
+            done[0] += 1
+            done[1] += msg.batch_size
+            if msg.status in (BatchStatus.OK, BatchStatus.FAILED):  # it ran (not refused)
+                hist = self.exec_hist.get(model)
+                if hist is None:
+                    hist = self.exec_hist[model] = Histogram()
+                hist.observe(max(0, msg.end_ns - msg.start_ns) / 1e9)
+            self._batches_logged += 1
             self.batches.append(
                 (
                     msg.batch_id,
@@ -418,3 +485,147 @@ class Scheduler:
         if with_batches:
             out["batches"] = [list(b) for b in self.batches]
         return out
+
+    # ---------------------------------------------------------------- metrics
+
+    def _account_dispatch(self, action: Dispatch, now: int) -> None:
+        model = action.model
+        self.model_batches[model] = self.model_batches.get(model, 0) + 1
+        n = len(action.request_ids)
+        self.model_batched_requests[model] = self.model_batched_requests.get(model, 0) + n
+        sizes = self.batch_size_hist.get(model)
+        if sizes is None:
+            sizes = self.batch_size_hist[model] = Histogram(BATCH_SIZE_BUCKETS)
+        sizes.observe(n)
+        queue = self.queue_hist.get(model)
+        if queue is None:
+            queue = self.queue_hist[model] = Histogram()
+        for rid in action.request_ids:
+            arrival = self._arrivals.pop(rid, None)
+            if arrival is not None:
+                queue.observe(max(0, now - arrival[1]) / 1e9)
+
+    def recent_batches(self, count: int) -> list[list[Any]]:
+        """The last ``count`` batch records (fewer if the log holds fewer), oldest first."""
+        count = min(count, len(self.batches))
+        out = [list(self.batches[-i]) for i in range(count, 0, -1)]
+        return out
+
+    async def _publish_loop(self, pub: zmq.Socket) -> None:
+        cursor = self._batches_logged
+        while True:
+            await asyncio.sleep(self.config.stats_interval_ns / 1e9)
+            new = self._batches_logged - cursor
+            cursor = self._batches_logged
+            snap = self.stats(with_batches=False)
+            snap["recent_batches"] = self.recent_batches(new)
+            try:
+                pub.send_multipart([b"stats", json.dumps(snap).encode()], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # HWM with a stalled subscriber: skip this one
+                log.debug("stats publish skipped: %s", exc)
+
+    def _busy_ratios(self, now: int) -> dict[int, float]:
+        """Per worker: the fraction of the last ``busy_window_ns`` covered by batches that
+        finished (a batch still running is not counted), from the batch log."""
+        window = self.config.busy_window_ns
+        since = now - window
+        busy: dict[int, int] = {gid: 0 for gid in self._gpu}
+        for i in range(len(self.batches) - 1, -1, -1):
+            rec = self.batches[i]
+            start, end = rec[7], rec[8]
+            if end < since - window:  # the log is in finish order; allow for stragglers
+                break
+            overlap = min(end, now) - max(start, since)
+            if overlap > 0 and rec[1] in busy:
+                busy[rec[1]] += overlap
+        return {gid: min(1.0, ns / window) for gid, ns in busy.items()}
+
+    def metric_families(self) -> list[Family]:
+        """The scheduler's Prometheus families (docs/metrics.md lists each)."""
+        now = self._clock()
+        fams: list[Family] = []
+
+        def fam(name: str, kind: str, text: str) -> Family:
+            f = Family(name, kind, text)
+            fams.append(f)
+            return f
+
+        f = fam("baton_scheduler_requests_total", "counter",
+                "Requests whose metadata reached the scheduler, per model.")
+        for model, n in sorted(self.model_requests.items()):
+            f.add(n, model=model)
+        f = fam("baton_scheduler_requests_dropped_total", "counter",
+                "Requests the scheduler dropped before they ran, per model and reason.")
+        for (model, reason), n in sorted(self.model_drops.items()):
+            f.add(n, model=model, reason=reason)
+        f = fam("baton_scheduler_batches_total", "counter",
+                "Batches dispatched (Execute sent), per model.")
+        for model, n in sorted(self.model_batches.items()):
+            f.add(n, model=model)
+        f = fam("baton_scheduler_batched_requests_total", "counter",
+                "Requests dispatched in batches, per model.")
+        for model, n in sorted(self.model_batched_requests.items()):
+            f.add(n, model=model)
+        f = fam("baton_scheduler_batches_done_total", "counter",
+                "Batches a worker reported Done, per model and batch status.")
+        g = fam("baton_scheduler_executed_requests_total", "counter",
+                "Requests in batches a worker reported Done, per model and batch status.")
+        for (model, status), (nb, nr) in sorted(self.model_done.items()):
+            f.add(nb, model=model, status=status)
+            g.add(nr, model=model, status=status)
+        f = fam("baton_scheduler_batch_size", "histogram",
+                "Requests per dispatched batch, per model.")
+        for model, h in sorted(self.batch_size_hist.items()):
+            f.add(h, model=model)
+        f = fam("baton_scheduler_queue_seconds", "histogram",
+                "Per request: scheduler receipt of its metadata to the dispatch of its batch.")
+        for model, h in sorted(self.queue_hist.items()):
+            f.add(h, model=model)
+        f = fam("baton_scheduler_execution_seconds", "histogram",
+                "Per batch that ran (OK or FAILED): end_ns - start_ns from its Done.")
+        for model, h in sorted(self.exec_hist.items()):
+            f.add(h, model=model)
+        f = fam("baton_scheduler_worker_busy_seconds_total", "counter",
+                "Per worker: sum of its finished batches' execution times.")
+        for gid, ns in sorted(self.busy_ns.items()):
+            f.add(ns / 1e9, worker=str(gid))
+        f = fam("baton_scheduler_worker_busy_ratio", "gauge",
+                "Per live worker: fraction of the last busy_window executing finished batches.")
+        for gid, ratio in sorted(self._busy_ratios(now).items()):
+            proc, index = self._gpu[gid]
+            f.add(ratio, worker=str(gid), process=proc.name, gpu=str(index))
+        models = self.policy.snapshot().get("models", {})
+        gauges = (
+            ("baton_scheduler_model_profile_k_seconds", "k_ns",
+             "The policy's current profile slope k of l(b) = k*b + c, per model."),
+            ("baton_scheduler_model_profile_c_seconds", "c_ns",
+             "The policy's current profile intercept c of l(b) = k*b + c, per model."),
+            ("baton_scheduler_model_margin_seconds", "margin_ns",
+             "The policy's safety margin on batch latency, per model."),
+        )
+        for name, key, text in gauges:
+            f = fam(name, "gauge", text)
+            for model, m in sorted(models.items()):
+                if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
+                    f.add(m[key] / 1e9, model=model)
+        f = fam("baton_scheduler_model_queue_length", "gauge",
+                "Requests queued at the policy, per model.")
+        for model, m in sorted(models.items()):
+            if isinstance(m, dict) and isinstance(m.get("queue"), int):
+                f.add(m["queue"], model=model)
+        fam("baton_scheduler_workers", "gauge", "Live workers (GPUs).").add(len(self._gpu))
+        fam("baton_scheduler_frontends", "gauge",
+            "Frontend registrations.").add(len(self._frontends))
+        fam("baton_scheduler_protocol_errors_total", "counter",
+            "Messages refused as malformed.").add(self.counters["protocol_errors"])
+        fam("baton_scheduler_uptime_seconds", "gauge",
+            "Seconds since the scheduler started.").add((now - self._started_ns) / 1e9)
+        f = fam("baton_scheduler_timer_lateness_seconds", "gauge",
+                "Lateness of the scheduler's timer wake-ups over the recent log.")
+        for q, label in ((0.5, "0.5"), (0.99, "0.99"), (1.0, "1")):
+            f.add(self.lateness.percentile(q) / 1e9, quantile=label)
+        return fams
+
+    def render_metrics(self) -> str:
+        """The Prometheus text (format 0.0.4) that ``GET /metrics`` returns."""
+        return render(self.metric_families())

@@ -193,14 +193,20 @@ def test_load_config_refuses_a_missing_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ ports
 
 
-def test_with_ports_changes_only_the_two_addresses() -> None:
+def test_with_ports_changes_the_two_addresses_and_turns_metrics_off() -> None:
     c = load_config(None)
     moved = c.with_ports(41000, 41001)
     assert moved.scheduler_address == "tcp://127.0.0.1:41000"
     assert moved.frontend_address == "tcp://127.0.0.1:41001"
+    # the fixed metrics/stats ports of the original would collide: off unless given
     assert moved == dataclasses.replace(
-        c, scheduler_address="tcp://127.0.0.1:41000", frontend_address="tcp://127.0.0.1:41001"
+        c, scheduler_address="tcp://127.0.0.1:41000", frontend_address="tcp://127.0.0.1:41001",
+        scheduler_metrics_port=None, frontend_metrics_port=None, stats_pub=None,
     )
+    given = c.with_ports(41000, 41001, scheduler_metrics_port=41002,
+                         frontend_metrics_port=41003, stats_pub_port=41004)
+    assert (given.scheduler_metrics_port, given.frontend_metrics_port, given.stats_pub) == (
+        41002, 41003, "tcp://127.0.0.1:41004")
     assert c.scheduler_address == "tcp://127.0.0.1:5550"  # the original is untouched
 
 

@@ -1,0 +1,61 @@
+"""``baton top``: argument parsing and start-up; textual is imported only when it runs.
+
+Also runnable on its own: ``python -m central.dashboard.cli --poll tcp://127.0.0.1:5550``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+__all__ = ["add_top_parser", "run", "main"]
+
+DEFAULT_STATS = "tcp://127.0.0.1:5551"
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stats", default=DEFAULT_STATS, metavar="ADDR",
+                   help=f"the scheduler's stats PUB address (default {DEFAULT_STATS})")
+    p.add_argument("--poll", default=None, metavar="ADDR",
+                   help="instead, poll the scheduler's ROUTER address (no --stats-pub needed)")
+    p.add_argument("--interval", type=float, default=0.25, metavar="S",
+                   help="seconds between screen refreshes (and polls with --poll)")
+
+
+def add_top_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``top`` to ``baton``'s subcommands; returns its parser (``func`` set to ``run``)."""
+    p = subparsers.add_parser("top", help="live terminal dashboard of a running scheduler")
+    _configure(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Show the dashboard until 'q'; returns the exit code."""
+    if args.interval <= 0:
+        print("baton top: --interval must be positive", file=sys.stderr)
+        return 2
+    from .app import TopApp
+    from .source import PollSource, StatsSource
+
+    source: Any
+    if args.poll:
+        source = PollSource(args.poll, interval_s=args.interval)
+    else:
+        source = StatsSource(args.stats)
+    try:
+        code = TopApp(source, args.interval).run()
+    finally:
+        source.close()
+    return int(code or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="baton top", description="live terminal dashboard")
+    _configure(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
