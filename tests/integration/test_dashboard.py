@@ -68,7 +68,8 @@ def loaded_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         models=tuple(m for m in config.models if m.name == "symphony"),
         workers=(WorkerSpec("emulated", ("symphony",), gpus=GPUS),),
     ).with_ports(free_port(), free_port())
-    pub = f"tcp://127.0.0.1:{free_port()}" if _has_stats_pub() else None
+    assert _has_stats_pub(), "baton scheduler --help lists no --stats-pub"
+    pub = f"tcp://127.0.0.1:{free_port()}"
     cluster = Cluster(
         config,
         log_dir=str(tmp_path_factory.mktemp("dashboard")),
@@ -106,8 +107,8 @@ def _busy(lines: list[str]) -> bool:
 def test_headless_app_shows_model_and_worker_rows(loaded_cluster: Running, mode: str) -> None:
     from central.dashboard.app import TopApp
 
-    if mode == "pub" and not loaded_cluster.stats_pub:
-        pytest.skip("this scheduler has no --stats-pub yet")
+    if mode == "pub":
+        assert loaded_cluster.stats_pub, "the scheduler must offer --stats-pub"
     source = loaded_cluster.source() if mode == "pub" else PollSource(
         loaded_cluster.cluster.config.scheduler_address
     )
