@@ -487,22 +487,18 @@ class Frontend:
             fams.append(f)
             return f
 
-        f = fam("baton_frontend_requests_accepted_total", "counter",
-                "Infer requests accepted (validated, given an id), per model.")
-        for model, n in sorted(self.model_accepted.items()):
-            f.add(n, model=model)
-        f = fam("baton_frontend_replies_total", "counter",
-                "Replies to Infer requests, accepted or refused, per model and status.")
-        for (model, status), n in sorted(self.model_replies.items()):
-            f.add(n, model=model, status=status)
-        f = fam("baton_frontend_requests_within_slo_total", "counter",
-                "OK replies sent by the request's deadline, per model.")
-        for model, n in sorted(self.model_within_slo.items()):
-            f.add(n, model=model)
-        f = fam("baton_frontend_request_latency_seconds", "histogram",
-                "Accepted requests: acceptance to the reply's send, per model and status.")
-        for (model, status), h in sorted(self.latency_hist.items()):
-            f.add(h, model=model, status=status)
+        fam("baton_frontend_requests_accepted_total", "counter",
+            "Infer requests accepted (validated, given an id), per model.").add_all(
+            self.model_accepted, "model")
+        fam("baton_frontend_replies_total", "counter",
+            "Replies to Infer requests, accepted or refused, per model and status.").add_all(
+            self.model_replies, "model", "status")
+        fam("baton_frontend_requests_within_slo_total", "counter",
+            "OK replies sent by the request's deadline, per model.").add_all(
+            self.model_within_slo, "model")
+        fam("baton_frontend_request_latency_seconds", "histogram",
+            "Accepted requests: acceptance to the reply's send, per model and status.").add_all(
+            self.latency_hist, "model", "status")
         fam("baton_frontend_requests_pending", "gauge",
             "Accepted requests not yet answered.").add(len(self._pending))
         fam("baton_frontend_payload_bytes_total", "counter",

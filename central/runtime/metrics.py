@@ -19,7 +19,7 @@ import math
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "CONTENT_TYPE",
@@ -100,6 +100,13 @@ class Family:
 
     def add(self, value: float | Histogram, **labels: str) -> Family:
         self.samples.append((labels, value))
+        return self
+
+    def add_all(self, values: Mapping[Any, float | Histogram], *label_names: str) -> Family:
+        """One sample per entry, in key order; a tuple key fills several labels."""
+        for key, value in sorted(values.items()):
+            parts = key if isinstance(key, tuple) else (key,)
+            self.add(value, **{n: str(v) for n, v in zip(label_names, parts)})
         return self
 
 

@@ -230,7 +230,7 @@ class Scheduler:
                 msg, _ = decode(body, DEFAULT_LIMITS)
             except RemoteProtocolError as exc:
                 self.counters["protocol_errors"] += 1
-                self._send(identity, Error(int(Status.BAD_REQUEST), str(exc)))
+                self._refuse(identity, str(exc))
                 continue
             try:
                 self._handle_message(identity, msg, nbytes, now)
@@ -239,7 +239,7 @@ class Scheduler:
                 # belongs): the peer's fault; refuse it and keep serving the others
                 self.counters["protocol_errors"] += 1
                 log.warning("refused %s from %r: %s", type(msg).__name__, identity, exc)
-                self._send(identity, Error(int(Status.BAD_REQUEST), f"{type(msg).__name__}: {exc}"))
+                self._refuse(identity, f"{type(msg).__name__}: {exc}")
         self._after_turn()
 
     def _handle_message(self, identity: bytes, msg: Any, nbytes: int, now: int) -> None:
@@ -250,14 +250,14 @@ class Scheduler:
             if not (
                 len(msg.request_ids) == len(msg.models) == len(msg.budgets_ns) == len(msg.sizes)
             ):
-                self._send(identity, Error(int(Status.BAD_REQUEST), "Requests: ragged fields"))
+                self._refuse(identity, "Requests: ragged fields")
                 return
             index = self._frontend_index.get(identity)
             if index is None:
-                self._send(identity, Error(int(Status.BAD_REQUEST), "Requests from an unregistered frontend"))
+                self._refuse(identity, "Requests from an unregistered frontend")
                 return
             if any(rid >> FRONTEND_SHIFT != index for rid in msg.request_ids):
-                self._send(identity, Error(int(Status.BAD_REQUEST), "request ids must carry your frontend index"))
+                self._refuse(identity, "request ids must carry your frontend index")
                 return
             self._frontend_seen[identity] = now
             for rid, model in zip(msg.request_ids, msg.models):
@@ -267,13 +267,13 @@ class Scheduler:
         elif isinstance(msg, Done):
             proc = self._procs.get(identity)
             if proc is None or not 0 <= msg.gpu < len(proc.gpu_ids):
-                self._send(identity, Error(int(Status.BAD_REQUEST), "Done from unknown worker"))
+                self._refuse(identity, "Done from unknown worker")
                 return
             proc.last_seen_ns = now
             worker_id = proc.gpu_ids[msg.gpu]
             entry = self._dispatched.get(msg.batch_id)
             if entry is None or entry[0].worker_id != worker_id:
-                self._send(identity, Error(int(Status.BAD_REQUEST), f"Done for batch {msg.batch_id}: not yours"))
+                self._refuse(identity, f"Done for batch {msg.batch_id}: not yours")
                 return
             self._record_done(msg, worker_id)
             self._feed(done_to_event(msg, worker_id), now)
@@ -297,10 +297,7 @@ class Scheduler:
         elif isinstance(msg, StatsQuery):
             self._send(identity, StatsReply(msg.tag, json.dumps(self.stats(msg.tag & 1 == 1))))
         else:
-            self._send(
-                identity,
-                Error(int(Status.BAD_REQUEST), f"{type(msg).__name__} is not for the scheduler"),
-            )
+            self._refuse(identity, f"{type(msg).__name__} is not for the scheduler")
 
     def _register_worker(self, identity: bytes, msg: RegisterWorker, now: int) -> None:
         old = self._procs.pop(identity, None)
@@ -406,6 +403,10 @@ class Scheduler:
             )
 
     # --------------------------------------------------------------- plumbing
+
+    def _refuse(self, identity: bytes, text: str) -> None:
+        """Tell a peer its message was refused (its fault); it stays connected."""
+        self._send(identity, Error(int(Status.BAD_REQUEST), text))
 
     def _send(self, identity: bytes, msg: Any) -> None:
         assert self._sock is not None
@@ -550,22 +551,18 @@ class Scheduler:
             fams.append(f)
             return f
 
-        f = fam("baton_scheduler_requests_total", "counter",
-                "Requests whose metadata reached the scheduler, per model.")
-        for model, n in sorted(self.model_requests.items()):
-            f.add(n, model=model)
-        f = fam("baton_scheduler_requests_dropped_total", "counter",
-                "Requests the scheduler dropped before they ran, per model and reason.")
-        for (model, reason), n in sorted(self.model_drops.items()):
-            f.add(n, model=model, reason=reason)
-        f = fam("baton_scheduler_batches_total", "counter",
-                "Batches dispatched (Execute sent), per model.")
-        for model, n in sorted(self.model_batches.items()):
-            f.add(n, model=model)
-        f = fam("baton_scheduler_batched_requests_total", "counter",
-                "Requests dispatched in batches, per model.")
-        for model, n in sorted(self.model_batched_requests.items()):
-            f.add(n, model=model)
+        fam("baton_scheduler_requests_total", "counter",
+            "Requests whose metadata reached the scheduler, per model.").add_all(
+            self.model_requests, "model")
+        fam("baton_scheduler_requests_dropped_total", "counter",
+            "Requests the scheduler dropped before they ran, per model and reason.").add_all(
+            self.model_drops, "model", "reason")
+        fam("baton_scheduler_batches_total", "counter",
+            "Batches dispatched (Execute sent), per model.").add_all(
+            self.model_batches, "model")
+        fam("baton_scheduler_batched_requests_total", "counter",
+            "Requests dispatched in batches, per model.").add_all(
+            self.model_batched_requests, "model")
         f = fam("baton_scheduler_batches_done_total", "counter",
                 "Batches a worker reported Done, per model and batch status.")
         g = fam("baton_scheduler_executed_requests_total", "counter",
@@ -573,18 +570,15 @@ class Scheduler:
         for (model, status), (nb, nr) in sorted(self.model_done.items()):
             f.add(nb, model=model, status=status)
             g.add(nr, model=model, status=status)
-        f = fam("baton_scheduler_batch_size", "histogram",
-                "Requests per dispatched batch, per model.")
-        for model, h in sorted(self.batch_size_hist.items()):
-            f.add(h, model=model)
-        f = fam("baton_scheduler_queue_seconds", "histogram",
-                "Per request: scheduler receipt of its metadata to the dispatch of its batch.")
-        for model, h in sorted(self.queue_hist.items()):
-            f.add(h, model=model)
-        f = fam("baton_scheduler_execution_seconds", "histogram",
-                "Per batch that ran (OK or FAILED): end_ns - start_ns from its Done.")
-        for model, h in sorted(self.exec_hist.items()):
-            f.add(h, model=model)
+        fam("baton_scheduler_batch_size", "histogram",
+            "Requests per dispatched batch, per model.").add_all(
+            self.batch_size_hist, "model")
+        fam("baton_scheduler_queue_seconds", "histogram",
+            "Per request: scheduler receipt of its metadata to the dispatch of its batch.").add_all(
+            self.queue_hist, "model")
+        fam("baton_scheduler_execution_seconds", "histogram",
+            "Per batch that ran (OK or FAILED): end_ns - start_ns from its Done.").add_all(
+            self.exec_hist, "model")
         f = fam("baton_scheduler_worker_busy_seconds_total", "counter",
                 "Per worker: sum of its finished batches' execution times.")
         for gid, ns in sorted(self.busy_ns.items()):
