@@ -73,6 +73,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         profiles=profiles,
         dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
         reply_cost_ns=int(args.reply_cost_us * 1e3),
+        timer_slack_ns=int(args.timer_slack_us * 1e3),
     )
     config = SchedulerConfig(
         address=args.address,
@@ -302,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "set it near the p99 you measure (2000)")
     s.add_argument("--reply-cost-us", type=float, default=1500.0,
                    help="batch end to result at the frontend (1500)")
+    s.add_argument("--timer-slack-us", type=float, default=1000.0,
+                   help="how late this process's wake-ups may be: a batch deferred to grow "
+                   "goes out this much before its last moment; set it near the p99 timer "
+                   "lateness that `baton stats` reports (1000)")
     _metrics_args(s)
     s.add_argument("--stats-pub", metavar="ADDR",
                    help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "

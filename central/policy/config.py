@@ -67,6 +67,10 @@ class PolicyConfig:
     # as doomed has a stale profile (learnt while overloaded, say): it is reset to the
     # initial profile so that batches run and the profile is relearnt from fresh timings.
     stale_after_ns: int = 500_000_000
+    # A candidate that could grow is deferred only when batches of its current size could
+    # not carry this many times the measured arrival rate on its fair share of workers;
+    # lighter load goes at once, not at the last moment. 0: always defer (pure Symphony).
+    defer_headroom: float = 2.0
     # Time constant of the exponentially decayed arrival-rate estimate.
     rate_window_ns: int = 1_000_000_000
 
@@ -93,6 +97,12 @@ class PolicyConfig:
         _check_int("refit_window", self.refit_window, 2)
         _check_int("rate_window_ns", self.rate_window_ns, 1)
         _check_int("stale_after_ns", self.stale_after_ns, 1)
+        if (
+            not isinstance(self.defer_headroom, (int, float))
+            or isinstance(self.defer_headroom, bool)
+            or not 0.0 <= self.defer_headroom < float("inf")
+        ):
+            raise ValueError(f"defer_headroom must be a finite number >= 0, got {self.defer_headroom!r}")
         if not isinstance(self.refit, bool):
             raise ValueError(f"refit must be a bool, got {self.refit!r}")
         _check_fraction("margin_percentile", self.margin_percentile, open_low=True)

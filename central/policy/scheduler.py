@@ -197,13 +197,8 @@ class SymphonyPolicy:
                 "waiting": m.waiting,
             }
         workers: dict[int, Any] = {
-            wid: {
-                "alive": w.alive,
-                "models": list(w.models),
-                "free_at_ns": w.free_at,
-                "busy": w.alive and w.free_at > now,
-                "inflight": len(w.timeline),
-            }
+            wid: {"alive": w.alive, "models": list(w.models), "free_at_ns": w.free_at,
+                  "busy": w.alive and w.free_at > now, "inflight": len(w.timeline)}
             for wid, w in self._workers.items()
         }
         return {
@@ -469,7 +464,7 @@ class SymphonyPolicy:
                 deadline - after - prof.latency_ns(batch + 1)
                 - cfg.dispatch_cost_ns - cfg.timer_slack_ns
             )  # fmt: skip
-            if now < t_ready:
+            if now < t_ready and self._worth_waiting(m, now, prof, batch):
                 m.timer_at = t_ready
                 heapq.heappush(self._timers, (t_ready, m.name))
                 # Once no worker can start before this, the batch cannot grow: ready.
@@ -479,6 +474,15 @@ class SymphonyPolicy:
         # past this, the head is doomed
         self._watch(m, deadline - after - margin - prof.latency_ns(1))
         return True
+
+    def _worth_waiting(self, m: _Model, now: int, prof: Profile, batch: int) -> bool:
+        """Deferral bets the head on the timer; it pays only when the load needs batches
+        above ``batch``: not if ``batch`` carries ``defer_headroom`` x the arrival rate on
+        ``m``'s fair share of workers (a pool serving j models counts 1/j per worker)."""
+        headroom = self._cfg.defer_headroom
+        share = sum(len(pool) / len(pool.models) for pool in m.pools)
+        rate = m.load.rate_per_ns(now)
+        return headroom <= 0.0 or headroom * rate * prof.latency_ns(batch) > share * batch
 
     def _watch(self, m: _Model, threshold: int) -> None:
         """Recompute ``m`` once its pools' earliest free_at rises past ``threshold``."""
@@ -564,13 +568,9 @@ class SymphonyPolicy:
         return best
 
     def _margin(self, m: _Model) -> int:
-        """The margin to plan with: the measured one, capped at a fraction of the budget.
-
-        Uncapped, one overloaded stretch (durations inflated by CPU starvation) can push
-        the margin past what any request can afford; every request is then dropped, no
-        batch runs, no new timing arrives and the margin never comes down again. The cap
-        keeps batches flowing so the margin relearns from fresh timings.
-        """
+        """The measured margin, capped at a fraction of the budget: uncapped, one overloaded
+        stretch can push it past what any request affords, and then no batch runs, no new
+        timing arrives and it never comes down (the cap keeps batches flowing)."""
         assert m.est is not None
         margin = m.est.margin_ns
         budget = m.load.budget_ns
@@ -585,12 +585,9 @@ class SymphonyPolicy:
             return 0
         cfg = self._cfg
         overheads = cfg.dispatch_cost_ns + cfg.reply_cost_ns + cfg.timer_slack_ns
-        return target_batch(
-            prof,
-            rate_per_ns=m.load.rate_per_ns(now),
-            n_workers=sum(len(pool) for pool in m.pools),
-            budget_ns=budget - overheads - self._margin(m),
-        )
+        return target_batch(prof, rate_per_ns=m.load.rate_per_ns(now),
+                            n_workers=sum(len(pool) for pool in m.pools),
+                            budget_ns=budget - overheads - self._margin(m))
 
     def _floor(self, m: _Model, now: int, prof: Profile) -> int:
         """``m``'s shed floor, cached: the rate and budget it rests on move slowly."""

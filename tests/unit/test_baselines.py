@@ -652,6 +652,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "dispatch_cost_ns": draw(st.integers(0, 2 * MS)),
         "reply_cost_ns": draw(st.integers(0, MS)),
         "timer_slack_ns": draw(st.integers(0, MS)),
+        "defer_headroom": draw(st.sampled_from([0.0, 2.0])),
         "refit": draw(st.booleans()),
     }
     name = draw(st.sampled_from(BASELINES))

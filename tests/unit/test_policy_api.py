@@ -39,6 +39,7 @@ def test_config_defaults() -> None:
     assert cfg.refit is True and cfg.refit_window == 256
     assert cfg.margin_percentile == 0.99
     assert cfg.shed_fraction == 0.95
+    assert cfg.defer_headroom == 2.0
     assert dict(cfg.profiles) == {}
 
 
@@ -66,6 +67,9 @@ def test_config_keeps_a_read_only_copy_of_profiles() -> None:
         ("margin_percentile", 1.5),
         ("shed_fraction", -0.1),
         ("shed_fraction", 2.0),
+        ("defer_headroom", -1.0),
+        ("defer_headroom", float("inf")),
+        ("defer_headroom", True),
         ("profiles", {"m": Profile(0, 1)}),
         ("profiles", {"m": Profile(1, 1, max_batch=0)}),
         ("profiles", {"": Profile(1, 1)}),
