@@ -101,6 +101,9 @@ def cmd_frontend(args: argparse.Namespace) -> int:
         name=args.name or "",
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        kserve_host=args.kserve_host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
     )
     return _run_role(Frontend(config).serve)
 
@@ -153,6 +156,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting {len(config.workers)} worker process(es), {config.gpu_count} GPU(s)...")
     cluster.start()
     print(f"serving: frontend {config.frontend_address}, scheduler {config.scheduler_address}")
+    if config.http_port is not None or config.grpc_port is not None:
+        http = f"http://127.0.0.1:{config.http_port}" if config.http_port is not None else "off"
+        grpc = f"127.0.0.1:{config.grpc_port}" if config.grpc_port is not None else "off"
+        print(f"KServe v2: HTTP {http}, gRPC {grpc}")
     print("models: " + ", ".join(m.name for m in config.models) + ". Ctrl-C to stop.")
     stopping = False
 
@@ -321,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--client-allowance-ms", type=float, default=0.5,
                    help="time for the client hops, taken off each request's budget (0.5)")
     s.add_argument("--name", help="unique frontend name (default: host and pid)")
+    s.add_argument("--http-port", type=int, metavar="PORT",
+                   help="serve KServe v2 over HTTP here (tritonclient.http, curl); 0 picks "
+                   "a free port (default: off)")
+    s.add_argument("--grpc-port", type=int, metavar="PORT",
+                   help="serve KServe v2 over gRPC here (tritonclient.grpc, perf_analyzer, "
+                   "Client('grpc://...')); 0 picks a free port (default: off)")
+    s.add_argument("--kserve-host", default="127.0.0.1",
+                   help="interface for the HTTP and gRPC endpoints (127.0.0.1)")
     _metrics_args(s)
     s.set_defaults(func=cmd_frontend)
 

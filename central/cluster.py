@@ -48,6 +48,8 @@ stats_pub = "tcp://127.0.0.1:5551"   # live stats for 'baton dashboard'
 address = "tcp://127.0.0.1:5560"
 default_slo_ms = 100
 metrics_port = 9560                  # Prometheus: http://127.0.0.1:9560/metrics
+http_port = 8000                     # KServe v2 over HTTP (tritonclient.http, curl)
+grpc_port = 8001                     # KServe v2 over gRPC (tritonclient.grpc, perf_analyzer)
 
 [[models]]
 name = "symphony"
@@ -110,6 +112,8 @@ class ClusterConfig:
     scheduler_metrics_port: int | None = None  # None: no /metrics on the scheduler
     stats_pub: str | None = None  # the scheduler's stats PUB bind address; None: off
     frontend_metrics_port: int | None = None  # None: no /metrics on the frontend
+    http_port: int | None = None  # KServe v2 over HTTP on the frontend; None: off
+    grpc_port: int | None = None  # KServe v2 over gRPC on the frontend; None: off
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -129,12 +133,15 @@ class ClusterConfig:
         scheduler_metrics_port: int | None = None,
         frontend_metrics_port: int | None = None,
         stats_pub_port: int | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
     ) -> ClusterConfig:
         """The same cluster on other loopback ports (tests, ``make run``).
 
-        The metrics endpoints and the stats PUB socket are **off** in the copy unless
-        their ports are given: a moved cluster must never collide with the fixed ports
-        of another one (the embedded default's 9550, 9560 and 5551).
+        The metrics endpoints, the stats PUB socket and the KServe endpoints are **off**
+        in the copy unless their ports are given: a moved cluster must never collide with
+        the fixed ports of another one (the embedded default's 9550, 9560, 5551, 8000
+        and 8001).
         """
         return dataclasses.replace(
             self,
@@ -143,6 +150,8 @@ class ClusterConfig:
             scheduler_metrics_port=scheduler_metrics_port,
             frontend_metrics_port=frontend_metrics_port,
             stats_pub=None if stats_pub_port is None else f"tcp://127.0.0.1:{stats_pub_port}",
+            http_port=http_port,
+            grpc_port=grpc_port,
         )
 
 
@@ -163,7 +172,8 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
     for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub"}),
-                          ("frontend", {"address", "default_slo_ms", "metrics_port"})):
+                          ("frontend", {"address", "default_slo_ms", "metrics_port",
+                                        "http_port", "grpc_port"})):
         extra = set(doc.get(section, {})) - keys
         if extra:
             raise _fail(where, f"[{section}]: unknown keys {sorted(extra)}; known: {sorted(keys)}")
@@ -211,14 +221,16 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         scheduler_metrics_port=_port(where, "scheduler", sched.get("metrics_port")),
         stats_pub=_address(where, "scheduler", "stats_pub", sched.get("stats_pub")),
         frontend_metrics_port=_port(where, "frontend", fe.get("metrics_port")),
+        http_port=_port(where, "frontend", fe.get("http_port"), "http_port"),
+        grpc_port=_port(where, "frontend", fe.get("grpc_port"), "grpc_port"),
     )
 
 
-def _port(where: str, section: str, value: Any) -> int | None:
+def _port(where: str, section: str, value: Any, key: str = "metrics_port") -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
-        raise _fail(where, f"[{section}].metrics_port must be a port 0-65535, got {value!r}")
+        raise _fail(where, f"[{section}].{key} must be a port 0-65535, got {value!r}")
     return value
 
 
@@ -295,6 +307,10 @@ class Cluster:
               "--default-slo-ms", str(c.default_slo_ms)]
         if c.frontend_metrics_port is not None:
             fe += ["--metrics-port", str(c.frontend_metrics_port)]
+        if c.http_port is not None:
+            fe += ["--http-port", str(c.http_port)]
+        if c.grpc_port is not None:
+            fe += ["--grpc-port", str(c.grpc_port)]
         for m in c.models:
             if m.slo_ms is not None:
                 fe += ["--slo", f"{m.name}={m.slo_ms}"]
@@ -336,7 +352,10 @@ class Cluster:
                 s = query_stats(self.config.scheduler_address, timeout_s=1.0)
                 if len(s["workers"]) >= want and s["frontends"] >= 1:
                     fe = query_stats(self.config.frontend_address, timeout_s=1.0)
-                    if fe["workers"] >= len(self.config.workers):
+                    described = set(fe.get("described_models", ())) >= set(fe["models"])
+                    kserve = ((self.config.http_port is None or fe.get("http_port"))
+                              and (self.config.grpc_port is None or fe.get("grpc_port")))
+                    if fe["workers"] >= len(self.config.workers) and described and kserve:
                         return
             except Unavailable:
                 pass

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from central.protocol.messages import GpuSpec
+from central.protocol.messages import GpuSpec, ModelSignature
 from central.runtime.clock import Clock
 
 from .executor import Inputs, Outcome
@@ -93,6 +93,14 @@ class EmulatedExecutor:
         profiles = tuple((m.name, m.k_ns, m.c_ns, m.max_batch) for m in self.models.values())
         names = tuple(self.models)
         return tuple((g, names, profiles) for g in range(self.gpu_count))
+
+    def signatures(self) -> tuple[ModelSignature, ...]:
+        # Any numeric tensors are accepted; "x" is the advertised one (KServe metadata).
+        return tuple(
+            (m.name, m.max_batch, (("x", "float32", (-1,)),),
+             (("sum", "float64", (1,)), ("count", "int64", (1,))))
+            for m in self.models.values()
+        )
 
     def validate(self, model: str, inputs: Inputs) -> None:
         if model not in self.models:

@@ -15,7 +15,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from central.protocol.messages import GpuSpec
+from central.protocol.messages import GpuSpec, ModelSignature
 
 __all__ = ["Executor", "Inputs", "Outcome"]
 
@@ -30,6 +30,10 @@ class Executor(Protocol):
 
     def gpu_specs(self) -> tuple[GpuSpec, ...]:
         """Per GPU: (index, models, profiles as (model, k_ns, c_ns, max_batch))."""
+        ...
+
+    def signatures(self) -> tuple[ModelSignature, ...]:
+        """Per model: (name, max_batch, inputs, outputs) as TensorMetas, -1 = variable."""
         ...
 
     def validate(self, model: str, inputs: Inputs) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from central.protocol.messages import GpuSpec
+from central.protocol.messages import GpuSpec, ModelSignature
 
 from .executor import Inputs, Outcome
 from .profiler import fit_linear, profile_batches
@@ -82,6 +82,12 @@ class TorchExecutor:
     def gpu_specs(self) -> tuple[GpuSpec, ...]:
         profiles = tuple((m, k, c, mb) for m, (k, c, mb) in self.profiles.items())
         return ((0, tuple(self.models), profiles),)
+
+    def signatures(self) -> tuple[ModelSignature, ...]:
+        return tuple(
+            (name, int(m.max_batch), tuple(m.inputs), tuple(m.outputs))
+            for name, m in self.models.items()
+        )
 
     def validate(self, model: str, inputs: Inputs) -> None:
         served = self.models.get(model)

@@ -30,11 +30,13 @@ import zmq
 from central.policy.types import BatchStatus
 from central.protocol import (
     DEFAULT_LIMITS,
+    DescribeModels,
     Done,
     Error,
     Execute,
     Heartbeat,
     HeartbeatAck,
+    ModelsDescribed,
     Payloads,
     RegisterWorker,
     RemoteProtocolError,
@@ -211,6 +213,9 @@ class Worker:
                 msg, buffers = decode(body, DEFAULT_LIMITS)
             except RemoteProtocolError as exc:
                 self._send_data(identity, Error(int(Status.BAD_REQUEST), str(exc)))
+                continue
+            if isinstance(msg, DescribeModels):
+                self._send_data(identity, ModelsDescribed(msg.tag, self.executor.signatures()))
                 continue
             if not isinstance(msg, Payloads):
                 self._send_data(identity, Error(int(Status.BAD_REQUEST), "expected Payloads"))

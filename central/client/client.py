@@ -90,15 +90,31 @@ def _parse(frames: list[Any]) -> tuple[int, dict[str, np.ndarray] | BatonError]:
 
 
 class Client:
-    """A blocking client: ``Client("tcp://127.0.0.1:5560").infer(model, inputs)``."""
+    """A blocking client: ``Client("tcp://127.0.0.1:5560").infer(model, inputs)``.
+
+    ``Client("grpc://host:port")`` speaks KServe v2 over gRPC to a frontend started with
+    ``--grpc-port`` instead (needs the ``grpc`` extra); ``infer`` and its errors are the
+    same, ``stats`` is ZMQ only.
+    """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0) -> None:
+        self._tags = itertools.count(1)
+        self._grace_s = grace_s
+        self._grpc: Any = None
+        if address.startswith("grpc://"):
+            try:
+                from .grpc_client import GrpcTransport
+            except ImportError as exc:
+                raise ImportError(
+                    f"grpc:// addresses need grpcio and tritonclient ({exc}); "
+                    "pip install 'baton-serve[grpc]'"
+                ) from None
+            self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s)
+            return
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(_zmq_address(address))
-        self._tags = itertools.count(1)
-        self._grace_s = grace_s
 
     def infer(
         self,
@@ -113,6 +129,8 @@ class Client:
         Raises ``BadRequest``, ``Rejected``, ``DeadlineExceeded``, ``Unavailable`` or
         ``InferenceFailed`` (all ``BatonError``).
         """
+        if self._grpc is not None:
+            return self._grpc.infer(model, inputs, slo_ms, timeout_s)
         tag = next(self._tags)
         self._sock.send_multipart(_build(tag, model, inputs, slo_ms), copy=False)
         wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
@@ -120,6 +138,8 @@ class Client:
 
     def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The frontend's statistics snapshot."""
+        if self._grpc is not None:
+            raise ValueError("stats() needs the frontend's ZMQ address (tcp://...), not grpc://")
         tag = next(self._tags)
         self._sock.send_multipart(encode(StatsQuery(tag)))
         out = self._wait(tag, timeout_s)
@@ -139,7 +159,10 @@ class Client:
             return result
 
     def close(self) -> None:
-        self._sock.close(linger=0)
+        if self._grpc is not None:
+            self._grpc.close()
+        else:
+            self._sock.close(linger=0)
 
     def __enter__(self) -> Client:
         return self

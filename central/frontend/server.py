@@ -27,13 +27,14 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import zmq
 
 from central.policy.types import DropReason
 from central.protocol import (
     DEFAULT_LIMITS,
+    DescribeModels,
     DropRequests,
     Error,
     FrontendRegistered,
@@ -41,6 +42,7 @@ from central.protocol import (
     HeartbeatAck,
     Infer,
     Limits,
+    ModelsDescribed,
     Payloads,
     RegisterFrontend,
     RemoteProtocolError,
@@ -105,11 +107,20 @@ class FrontendConfig:
     client_limits: Limits = DEFAULT_LIMITS
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
+    # KServe v2 (Open Inference Protocol) endpoints; None: off, 0: any free port.
+    kserve_host: str = "127.0.0.1"
+    http_port: int | None = None
+    grpc_port: int | None = None
+
+
+# An in-process client (the KServe gateway): called once with the terminal Reply and its
+# output buffers, instead of a ZMQ identity to send them to.
+AnswerFn = Callable[[Reply, Sequence[Any]], None]
 
 
 @dataclass(slots=True)
 class _Pending:
-    client: bytes
+    client: bytes | AnswerFn
     tag: int
     model: str
     metas: tuple[Any, ...]
@@ -164,6 +175,10 @@ class Frontend:
         self.model_within_slo: dict[str, int] = {}
         self.latency_hist: dict[tuple[str, str], Histogram] = {}  # (model, status)
         self.metrics_server: MetricsServer | None = None
+        self.signatures: dict[str, Any] = {}  # model -> ModelSignature, from the workers
+        self.http_server: Any = None  # kserve_http.HttpServer when --http-port is given
+        self.grpc_server: Any = None  # kserve_grpc.GrpcServer when --grpc-port is given
+        self._flush_soon = False
 
     @property
     def client_address(self) -> str:
@@ -195,6 +210,7 @@ class Frontend:
                 await self.metrics_server.start()
                 log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
                          self.metrics_server.port)
+            await self._start_kserve()
             await stop.wait()
         finally:
             for t in tasks:
@@ -202,6 +218,9 @@ class Frontend:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.metrics_server is not None:
                 await self.metrics_server.close()
+            for server in (self.http_server, self.grpc_server):
+                if server is not None:
+                    await server.close()
             for r in readers:
                 r.close()
             socks = [clients, sched]
@@ -212,6 +231,29 @@ class Frontend:
             for rid in list(self._pending):
                 self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
             close_all(socks)
+
+    async def _start_kserve(self) -> None:
+        """Start the KServe v2 HTTP and gRPC endpoints that the config asks for."""
+        cfg = self.config
+        if cfg.http_port is None and cfg.grpc_port is None:
+            return
+        from central import __version__
+        from central.frontend.kserve import Gateway
+
+        gateway = Gateway(self, __version__)
+        limit = cfg.client_limits.max_total_bytes
+        if cfg.http_port is not None:
+            from central.frontend.kserve_http import HttpServer
+
+            self.http_server = HttpServer(gateway, cfg.kserve_host, cfg.http_port, limit)
+            await self.http_server.start()
+            log.info("KServe v2 HTTP on http://%s:%d", cfg.kserve_host, self.http_server.port)
+        if cfg.grpc_port is not None:
+            from central.frontend.kserve_grpc import GrpcServer
+
+            self.grpc_server = GrpcServer(gateway, cfg.kserve_host, cfg.grpc_port, limit)
+            await self.grpc_server.start()
+            log.info("KServe v2 gRPC on %s:%d", cfg.kserve_host, self.grpc_server.port)
 
     # ---------------------------------------------------------------- clients
 
@@ -236,7 +278,39 @@ class Frontend:
                 )
         self._flush_meta()
 
-    def _accept(self, client: bytes, msg: Infer, buffers: list[Any], now: int) -> None:
+    def submit(
+        self, model: str, metas: tuple[Any, ...], buffers: list[Any], slo_ns: int,
+        answer: AnswerFn,
+    ) -> None:
+        """Accept one request from an in-process client (the KServe gateway).
+
+        ``answer`` is called exactly once with the terminal ``Reply`` (and its output
+        buffers), possibly before this returns (a refusal). Must run on the serving loop.
+        """
+        self._accept(answer, Infer(0, model, slo_ns, metas), buffers, self._clock())
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_local)
+
+    def _flush_local(self) -> None:
+        self._flush_soon = False
+        self._flush_meta()
+
+    def model_signature(self, model: str) -> Any:
+        """``(name, max_batch, inputs, outputs)`` as a worker described it, or None."""
+        return self.signatures.get(model)
+
+    @property
+    def models(self) -> frozenset[str]:
+        """Models some live worker serves now, as the scheduler last said."""
+        return frozenset(self._models)
+
+    @property
+    def ready(self) -> bool:
+        """Registered with a scheduler that knows at least one served model."""
+        return self._index is not None and bool(self._models)
+
+    def _accept(self, client: bytes | AnswerFn, msg: Infer, buffers: list[Any], now: int) -> None:
         def refuse(status: Status, text: str) -> None:
             self.counters[status.name.lower()] += 1
             model = msg.model if msg.model in self._models else UNKNOWN_MODEL_LABEL
@@ -365,7 +439,13 @@ class Frontend:
             sock.setsockopt(zmq.RCVHWM, 0)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
             sock.connect(addr)
-            self._workers[pid] = (addr, sock, Reader(sock, self._on_results, copy=False))
+            reader = Reader(sock, self._on_results, copy=False)
+            self._workers[pid] = (addr, sock, reader)
+            try:  # learn its models' inputs and outputs (KServe metadata)
+                sock.send_multipart(encode(DescribeModels(pid)), zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.warning("could not ask worker %d for its models: %s", pid, exc)
+            reader.poke()
 
     # ----------------------------------------------------------------- workers
 
@@ -380,6 +460,11 @@ class Frontend:
                 continue
             if isinstance(msg, Error):
                 log.error("worker refused a message: %s", msg.message)
+                continue
+            if isinstance(msg, ModelsDescribed):
+                for sig in msg.models:
+                    if isinstance(sig, tuple) and len(sig) == 4 and isinstance(sig[0], str):
+                        self.signatures.setdefault(sig[0], sig)
                 continue
             if not isinstance(msg, Results):
                 continue
@@ -431,7 +516,13 @@ class Frontend:
         if p is not None:
             self._answer(rid, p, status, text, (), [])
 
-    def _send_client(self, client: bytes, msg: Any, buffers: Sequence[Any] = ()) -> None:
+    def _send_client(self, client: bytes | AnswerFn, msg: Any, buffers: Sequence[Any] = ()) -> None:
+        if not isinstance(client, bytes):
+            try:
+                client(msg, buffers)
+            except Exception:  # the gateway's bug must not take the frontend down
+                log.exception("in-process client failed on its answer")
+            return
         assert self._clients is not None
         try:
             self._clients.send_multipart([client, *encode(msg, buffers)], zmq.NOBLOCK, copy=False)
@@ -475,6 +566,9 @@ class Frontend:
             "models": sorted(self._models),
             "workers": len(self._workers),
             "latency_ms": _percentiles(self.latencies),
+            "described_models": sorted(self.signatures),
+            "http_port": self.http_server.port if self.http_server is not None else None,
+            "grpc_port": self.grpc_server.port if self.grpc_server is not None else None,
         }
 
 

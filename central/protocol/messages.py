@@ -23,6 +23,9 @@ __all__ = [
     "Status",
     "TensorMeta",
     "GpuSpec",
+    "ModelSignature",
+    "DescribeModels",
+    "ModelsDescribed",
     "RegisterWorker",
     "WorkerRegistered",
     "RegisterFrontend",
@@ -66,6 +69,8 @@ class Kind(enum.IntEnum):
     DONE = 14
     PAYLOADS = 20
     RESULTS = 21
+    DESCRIBE_MODELS = 22
+    MODELS_DESCRIBED = 23
     INFER = 30
     REPLY = 31
     ERROR = 40
@@ -87,6 +92,10 @@ class Status(enum.IntEnum):
 # (name, dtype, shape): dtype is a numpy dtype string ("float32", "uint8", ...) or
 # "BYTES" (length-prefixed byte strings, as in KServe v2's binary tensor extension).
 TensorMeta = tuple[str, str, tuple[int, ...]]
+
+# (model, max_batch, inputs, outputs): what a model takes and gives, for KServe metadata.
+# Inputs and outputs are TensorMetas whose shape marks a variable dimension with -1.
+ModelSignature = tuple[str, int, tuple[TensorMeta, ...], tuple[TensorMeta, ...]]
 
 # (gpu index within the worker process, models served, profiles as
 # (model, k_ns, c_ns, max_batch) tuples from the worker's offline measurements)
@@ -254,6 +263,23 @@ class Results:
 
 
 @dataclass(frozen=True, slots=True)
+class DescribeModels:
+    """frontend -> worker data socket: which inputs and outputs do your models have?"""
+
+    KIND: ClassVar[Kind] = Kind.DESCRIBE_MODELS
+    tag: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsDescribed:
+    """worker -> frontend: the signature of every model the worker process serves."""
+
+    KIND: ClassVar[Kind] = Kind.MODELS_DESCRIBED
+    tag: int
+    models: tuple[ModelSignature, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Infer:
     """client -> frontend: one inference request; input frames follow the header."""
 
@@ -316,6 +342,8 @@ Message = (
     | Done
     | Payloads
     | Results
+    | DescribeModels
+    | ModelsDescribed
     | Infer
     | Reply
     | Error
@@ -340,6 +368,8 @@ MESSAGE_TYPES: dict[int, type] = {
         Done,
         Payloads,
         Results,
+        DescribeModels,
+        ModelsDescribed,
         Infer,
         Reply,
         Error,

@@ -23,8 +23,8 @@ from central.demo import dilate
 DILATION = 12.0
 
 
-def _cluster(config: ClusterConfig, tmp: Path) -> Iterator[Cluster]:
-    config = config.with_ports(free_port(), free_port())
+def _cluster(config: ClusterConfig, tmp: Path, **ports: int) -> Iterator[Cluster]:
+    config = config.with_ports(free_port(), free_port(), **ports)
     cluster = Cluster(config, log_dir=str(tmp))
     cluster.start()
     try:
@@ -47,3 +47,12 @@ def emulated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
 def default_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The embedded default: 8 emulated GPUs plus a CPU torch worker (real models)."""
     yield from _cluster(load_config(None), tmp_path_factory.mktemp("default"))
+
+
+@pytest.fixture(scope="module")
+def kserve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The embedded default (dilated emulated GPUs and the CPU torch worker) with the
+    frontend's KServe v2 HTTP and gRPC endpoints on free ports."""
+    config = dilate(load_config(None), DILATION, "symphony")
+    yield from _cluster(config, tmp_path_factory.mktemp("kserve"),
+                        http_port=free_port(), grpc_port=free_port())

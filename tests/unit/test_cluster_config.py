@@ -202,11 +202,15 @@ def test_with_ports_changes_the_two_addresses_and_turns_metrics_off() -> None:
     assert moved == dataclasses.replace(
         c, scheduler_address="tcp://127.0.0.1:41000", frontend_address="tcp://127.0.0.1:41001",
         scheduler_metrics_port=None, frontend_metrics_port=None, stats_pub=None,
+        http_port=None, grpc_port=None,
     )
+    assert (c.http_port, c.grpc_port) == (8000, 8001)  # the embedded default serves KServe
     given = c.with_ports(41000, 41001, scheduler_metrics_port=41002,
-                         frontend_metrics_port=41003, stats_pub_port=41004)
-    assert (given.scheduler_metrics_port, given.frontend_metrics_port, given.stats_pub) == (
-        41002, 41003, "tcp://127.0.0.1:41004")
+                         frontend_metrics_port=41003, stats_pub_port=41004,
+                         http_port=41005, grpc_port=41006)
+    assert (given.scheduler_metrics_port, given.frontend_metrics_port, given.stats_pub,
+            given.http_port, given.grpc_port) == (41002, 41003, "tcp://127.0.0.1:41004",
+                                                  41005, 41006)
     assert c.scheduler_address == "tcp://127.0.0.1:5550"  # the original is untouched
 
 
@@ -242,3 +246,10 @@ def test_dilate_by_one_is_the_identity() -> None:
 def test_dilate_without_model_slo_scales_the_configured_default() -> None:
     c = cfg("[frontend]\ndefault_slo_ms = 200\n[[models]]\nname = 'm'\nk_ms = 1.0\nc_ms = 2.0\n")
     assert dilate(c, 2.0, "m").model("m").slo_ms == pytest.approx(400.0)
+
+
+def test_kserve_ports_are_validated_and_passed_to_the_frontend() -> None:
+    with pytest.raises(ValueError, match=r"\[frontend\]\.grpc_port"):
+        parse_config('[frontend]\ngrpc_port = "8001"\n')
+    c = parse_config("[frontend]\nhttp_port = 18000\ngrpc_port = 18001\n")
+    assert (c.http_port, c.grpc_port) == (18000, 18001)

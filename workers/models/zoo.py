@@ -47,6 +47,9 @@ Prepared = TypeVar("Prepared")
 class ServedModel(Protocol):
     name: str
     max_batch: int
+    # (name, dtype, shape) per input and output; -1 marks a variable dimension
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
 
     def validate(self, inputs: Inputs) -> None:
         """Raise ValueError, saying what is wrong, if run() would reject this request."""
@@ -104,6 +107,8 @@ class MobileNetV2Classifier(_BatchedModel[np.ndarray]):
 
     name = "mobilenet_v2"
     input_name = "image"
+    inputs = (("image", "uint8", (-1,)),)  # encoded image bytes (or an RGB [H, W, 3] array)
+    outputs = (("class_ids", "int64", (5,)), ("scores", "float32", (5,)), ("labels", "BYTES", (5,)))
     top_k = 5
 
     def __init__(self, model: MobileNetV2, device: str = "cpu", max_batch: int = 32) -> None:
@@ -161,6 +166,8 @@ class MiniLMEmbedder(_BatchedModel[str]):
 
     name = "minilm"
     input_name = "text"
+    inputs = (("text", "BYTES", (1,)),)
+    outputs = (("embedding", "float32", (384,)),)
 
     def __init__(self, model: MiniLM, tokenizer: Tokenizer, device: str = "cpu", max_batch: int = 32) -> None:
         super().__init__(device)
