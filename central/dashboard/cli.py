@@ -12,6 +12,7 @@ from typing import Any, Sequence
 __all__ = ["add_top_parser", "run", "main"]
 
 DEFAULT_STATS = "tcp://127.0.0.1:5551"
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5560"
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help=f"the scheduler's stats PUB address (default {DEFAULT_STATS})")
     p.add_argument("--poll", default=None, metavar="ADDR",
                    help="instead, poll the scheduler's ROUTER address (no --stats-pub needed)")
+    p.add_argument("--frontend", default=DEFAULT_FRONTEND, metavar="ADDR",
+                   help="a frontend's client address, polled each second for p50/p99 "
+                   f"latency (default {DEFAULT_FRONTEND}; '' for none)")
     p.add_argument("--interval", type=float, default=0.25, metavar="S",
                    help="seconds between screen refreshes (and polls with --poll)")
 
@@ -37,13 +41,15 @@ def run(args: argparse.Namespace) -> int:
         print("baton top: --interval must be positive", file=sys.stderr)
         return 2
     from .app import TopApp
-    from .source import PollSource, StatsSource
+    from .source import FrontendLatency, PollSource, StatsSource
 
     source: Any
     if args.poll:
         source = PollSource(args.poll, interval_s=args.interval)
     else:
         source = StatsSource(args.stats)
+    if args.frontend:
+        source = FrontendLatency(source, args.frontend)
     try:
         code = TopApp(source, args.interval).run()
     finally:

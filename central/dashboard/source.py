@@ -6,7 +6,8 @@ as an argument, so unit tests feed it synthetic snapshots. ``StatsSource`` SUBsc
 the scheduler's ``[b"stats", json]`` messages (each carries the batches finished since
 the previous one in ``recent_batches``); ``PollSource`` asks the scheduler's ROUTER with
 ``query_stats(with_batches=True)`` from a background thread, for schedulers without the
-PUB socket. Neither ever blocks the caller's loop.
+PUB socket. Neither ever blocks the caller's loop. ``FrontendLatency`` wraps either and
+adds each model's p50/p99 latency, which only a frontend can measure.
 
 Rates are deltas of cumulative counters over a sliding window (``rate_window_ns``); the
 scheduler's counters are global, so per-model counts are accumulated here from batch
@@ -18,6 +19,7 @@ time seen`` (the policy's ``now_ns`` or a batch end): exact on one host, close e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -32,6 +34,7 @@ __all__ = [
     "Tracker",
     "StatsSource",
     "PollSource",
+    "FrontendLatency",
 ]
 
 UNREACHABLE_AFTER_NS = 2_000_000_000  # no stats for longer than this: say so
@@ -65,6 +68,8 @@ class Reading:
     totals: dict[str, float]  # offered_rps, dispatched_rps, dropped_rps over the window
     batches: dict[int, list[list[Any]]]  # worker id -> recent batch records, by end time
     mode: str  # "pub" or "poll"
+    # model -> (p50 ms, p99 ms) of recent OK replies, from a frontend (``FrontendLatency``)
+    latency: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def unreachable(self) -> bool:
@@ -308,3 +313,52 @@ class PollSource:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+
+
+class FrontendLatency:
+    """Wrap a source: add each model's recent p50/p99 latency, polled from a frontend.
+
+    The scheduler never sees client latency; the frontend measures accept-to-reply time
+    for every request, so ``baton top`` asks it (``StatsQuery`` on its client socket)
+    every ``interval_s`` from a background thread. An unreachable frontend leaves the
+    latency columns at "-" and changes nothing else.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        address: str,
+        *,
+        interval_s: float = 1.0,
+        query: Callable[..., dict[str, Any]] | None = None,
+    ) -> None:
+        if query is None:
+            from central.client import query_stats as query
+        self._source = source
+        self._query = query
+        self._address = address
+        self._interval_s = interval_s
+        self._latency: dict[str, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="baton-top-latency", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stats = self._query(self._address, timeout_s=1.0)
+                lat = stats.get("model_latency_ms") or {}
+                self._latency = {
+                    m: (float(v["p50"]), float(v["p99"])) for m, v in lat.items()
+                }
+            except Exception:  # unreachable or garbled: no latency, nothing else changes
+                self._latency = {}
+            self._stop.wait(self._interval_s)
+
+    def poll(self) -> Reading:
+        return dataclasses.replace(self._source.poll(), latency=dict(self._latency))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self._source.close()

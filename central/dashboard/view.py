@@ -3,9 +3,10 @@
 Theory of operation: ``model_rows`` and ``worker_rows`` turn a reading into rows of
 cells (strings, already formatted) plus sort keys; ``render`` lays them out in at most
 ``width`` x ``height`` characters: a status line, the model table, the worker table, and a
-key-help footer. Every number is the scheduler's view: it cannot see client latency
-(p50/p99 show "-" unless a snapshot carries them) and counts drops globally, so a model's
-drops and SLO share include drops only when it is the only model.
+key-help footer. Every number is the scheduler's view except p50/p99 latency, which
+only a frontend measures (``Reading.latency``; "-" when no frontend answers). The
+scheduler counts drops globally, so a model's drops and SLO share include drops only
+when it is the only model.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ HELP = [
     "Models: offer/s = arrivals/s (~ marks the policy's estimate when",
     "  several models share the counter); good/s = requests in batches",
     "  that ran OK inside their window; SLO% = those / (batched + dropped)",
-    "  over the last 2 s, the scheduler's view (client latency is not",
-    "  visible to it: p50/p99 show '-'); batch = mean batch size; k, c:",
+    "  over the last 2 s, the scheduler's view; p50/p99 = frontend accept",
+    "  to reply ms, last 5 s ('-': no frontend); batch = mean batch; k, c:",
     "  the profile l(b) = k*b + c. Drops are global: shown for one model only.",
     "Workers: busy = fraction of the last 1 s running batches; run =",
     "  batches in flight; timeline: '█' a batch ran, 'x' it failed, '·' idle.",
@@ -110,7 +111,7 @@ def model_rows(r: Reading) -> list[Row]:
         if m.offered_rps is not None and not m.offered_exact:
             offer = "~" + offer
         slo = None if m.slo_fraction is None else 100.0 * m.slo_fraction
-        p50, p99 = pm.get("p50_ms"), pm.get("p99_ms")  # only if a scheduler ever reports them
+        p50, p99 = r.latency.get(name, (None, None))  # from a frontend, when one answers
         cells = [
             name, offer, _num(m.goodput_rps, ".1f"), _num(slo, ".1f"), _num(p50, ".1f"),
             _num(p99, ".1f"), _num(m.mean_batch, ".1f"), _num(m.drops, "d"),

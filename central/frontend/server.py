@@ -169,6 +169,8 @@ class Frontend:
         self.registered = asyncio.Event()
         self._allowance_ns = int(config.client_allowance_ms * 1e6)
         self.latencies: deque[int] = deque(maxlen=100_000)  # accept -> OK reply, ns
+        # per model: (answered_ns, latency_ns) of recent OK replies, for `baton top`
+        self.model_latencies: dict[str, deque[tuple[int, int]]] = {}
         # per-model accounting for /metrics (docs/metrics.md)
         self.model_accepted: dict[str, int] = {}
         self.model_replies: dict[tuple[str, str], int] = {}  # (model, status) -> replies
@@ -506,6 +508,10 @@ class Frontend:
         hist.observe((now - p.received_ns) / 1e9)
         if status is Status.OK:
             self.latencies.append(now - p.received_ns)
+            recent = self.model_latencies.get(p.model)
+            if recent is None:
+                recent = self.model_latencies[p.model] = deque(maxlen=4096)
+            recent.append((now, now - p.received_ns))
             if now <= p.deadline_ns:
                 self.counters["ok_within_slo"] += 1
                 self.model_within_slo[p.model] = self.model_within_slo.get(p.model, 0) + 1
@@ -566,11 +572,26 @@ class Frontend:
             "models": sorted(self._models),
             "workers": len(self._workers),
             "latency_ms": _percentiles(self.latencies),
+            "model_latency_ms": self._recent_latency(),
             "described_models": sorted(self.signatures),
             "http_port": self.http_server.port if self.http_server is not None else None,
             "grpc_port": self.grpc_server.port if self.grpc_server is not None else None,
         }
 
+
+    def _recent_latency(self, window_ns: int = 5_000_000_000) -> dict[str, dict[str, float]]:
+        """Per model: p50/p99 accept-to-reply ms of OK replies in the last ``window_ns``."""
+        since = self._clock() - window_ns
+        out: dict[str, dict[str, float]] = {}
+        for model, recent in self.model_latencies.items():
+            lat = sorted(x for t, x in recent if t >= since)
+            if lat:
+                out[model] = {
+                    "p50": lat[(len(lat) - 1) // 2] / 1e6,
+                    "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1e6,
+                    "n": len(lat),
+                }
+        return out
 
     def metric_families(self) -> list[Family]:
         """The frontend's Prometheus families (docs/metrics.md lists each)."""

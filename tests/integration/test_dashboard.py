@@ -25,7 +25,7 @@ import pytest
 
 from central.client.load import LoadSpec, run_load
 from central.cluster import Cluster, WorkerSpec, free_port, load_config
-from central.dashboard.source import PollSource, StatsSource
+from central.dashboard.source import FrontendLatency, PollSource, StatsSource
 from central.demo import dilate
 
 pytestmark = pytest.mark.integration
@@ -55,9 +55,10 @@ class Running:
         return PollSource(self.cluster.config.scheduler_address)
 
     def top_args(self) -> list[str]:
+        fe = ["--frontend", self.cluster.config.frontend_address]
         if self.stats_pub:
-            return ["--stats", self.stats_pub]
-        return ["--poll", self.cluster.config.scheduler_address]
+            return ["--stats", self.stats_pub, *fe]
+        return ["--poll", self.cluster.config.scheduler_address, *fe]
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,12 @@ def _rows_ok(lines: list[str]) -> bool:
     return bool(model) and all(workers)
 
 
+def _latency_shown(lines: list[str]) -> bool:
+    """The model row's p50 and p99 columns hold numbers (from the frontend)."""
+    row = re.search(r"^symphony\s+\S+\s+\S+\s+\S+\s+(\d+\.\d)\s+(\d+\.\d)\s", "\n".join(lines), re.M)
+    return bool(row) and float(row.group(1)) <= float(row.group(2))
+
+
 def _busy(lines: list[str]) -> bool:
     """Rows present and some worker's timeline shows a batch."""
     return _rows_ok(lines) and "█" in "\n".join(lines)
@@ -109,15 +116,16 @@ def test_headless_app_shows_model_and_worker_rows(loaded_cluster: Running, mode:
 
     if mode == "pub":
         assert loaded_cluster.stats_pub, "the scheduler must offer --stats-pub"
-    source = loaded_cluster.source() if mode == "pub" else PollSource(
+    inner = loaded_cluster.source() if mode == "pub" else PollSource(
         loaded_cluster.cluster.config.scheduler_address
     )
+    source = FrontendLatency(inner, loaded_cluster.cluster.config.frontend_address, interval_s=0.25)
 
     async def drive() -> list[str]:
         app = TopApp(source, 0.25)
         async with app.run_test(size=(80, 24)) as pilot:
             deadline = time.monotonic() + 15.0
-            while not _busy(app.lines) and time.monotonic() < deadline:
+            while not (_busy(app.lines) and _latency_shown(app.lines)) and time.monotonic() < deadline:
                 await pilot.pause(0.25)
             seen = list(app.lines)
             await pilot.press("s")
@@ -135,6 +143,7 @@ def test_headless_app_shows_model_and_worker_rows(loaded_cluster: Running, mode:
     finally:
         source.close()
     assert _busy(lines), "\n".join(lines)
+    assert _latency_shown(lines), "\n".join(lines)
     assert len(lines) == 24 and all(len(ln) <= 80 for ln in lines)
     assert "unreachable" not in lines[0]
     assert lines[0].startswith(mode)

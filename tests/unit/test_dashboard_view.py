@@ -174,3 +174,51 @@ def test_scheduler_restart_starts_over() -> None:
     t.update(snap(1.0, 5), 2 * S)
     t.update(snap(2.0, 15), 3 * S)
     assert t.reading(3 * S).totals["offered_rps"] == 10.0
+
+
+def test_frontend_latency_fills_the_p50_p99_columns() -> None:
+    import time as _time
+
+    from central.dashboard.source import FrontendLatency
+
+    class Fixed:
+        closed = False
+
+        def __init__(self, reading: Any) -> None:
+            self.reading = reading
+
+        def poll(self) -> Any:
+            return self.reading
+
+        def close(self) -> None:
+            self.closed = True
+
+    answers = [{"model_latency_ms": {"m": {"p50": 12.5, "p99": 40.25, "n": 9}}}]
+
+    def query(address: str, timeout_s: float) -> dict[str, Any]:
+        assert address == "tcp://fe:1"
+        if not answers:
+            raise OSError("unreachable")
+        return answers.pop()
+
+    tracker = Tracker("tcp://sched:1", 0, mode="pub")
+    tracker.update(snap(1.0, 10, batches=[batch(1, 0, "m", 4, 10 * MS, 20 * MS)], now_ns=30 * MS), S)
+    inner = Fixed(tracker.reading(S))
+    src = FrontendLatency(inner, "tcp://fe:1", interval_s=0.01, query=query)
+    try:
+        deadline = _time.monotonic() + 2.0
+        got = src.poll()
+        while got.latency.get("m") != (12.5, 40.25) and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+            got = src.poll()
+        assert got.latency["m"] == (12.5, 40.25)
+        row = next(cells for cells, _ in model_rows(got) if cells[0] == "m")
+        assert row[4] == "12.5" and row[5] in ("40.2", "40.3")  # formatted to 0.1 ms
+        deadline = _time.monotonic() + 2.0
+        while src.poll().latency and _time.monotonic() < deadline:  # the frontend went away
+            _time.sleep(0.01)
+        assert src.poll().latency == {}
+        assert next(c for c, _ in model_rows(src.poll()) if c[0] == "m")[4:6] == ["-", "-"]
+    finally:
+        src.close()
+    assert inner.closed
