@@ -1,8 +1,9 @@
 """``python -m bench`` (also ``baton bench``): Baton's benchmark programs.
 
 Subcommands: ``bound`` (analytic goodput bounds), ``live`` (live goodput vs the bounds on
-a real local cluster, ``bench/live_goodput.py``), and ``sim`` (the discrete-event policy
-lab, when present).
+a real local cluster, ``bench/live_goodput.py``), ``sim`` (the discrete-event policy
+lab), ``replay`` (one trace on Baton and its peers, ``bench/replay.py``) and
+``perf-analyzer`` (``bench/perf_analyzer.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ def main(argv: list[str] | None = None) -> int:
         "bound": "bench.bound_table",
         "live": "bench.live_goodput",
         "sim": "bench.sim_table",
+        "replay": "bench.replay",
+        "perf-analyzer": "bench.perf_analyzer",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim} [options]   ('baton bench sim --help' ...)")
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer} [options]"
+              "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
         print("  sim    simulated goodput of every policy (discrete-event simulator)")
+        print("  replay one trace replayed live on Baton and its peers, side by side")
+        print("  perf-analyzer  Triton's perf_analyzer against Baton's KServe gRPC endpoint")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 

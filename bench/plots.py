@@ -206,6 +206,7 @@ def gantt(
     path: str | Path,
     *,
     title: str = "Batches per worker",
+    clock: str = "simulated",
 ) -> None:
     """One panel per policy: a row per worker, a bar per batch coloured by its size.
 
@@ -235,7 +236,7 @@ def gantt(
                      f"{(sum(d['size']) / len(starts)) if starts else 0:.1f}{run} "
                      f"(window from {d['window_start_ms']:.0f} ms into the run)")
         ax.grid(True, axis="x", alpha=0.3)
-    axes[-1].set_xlabel("simulated time in the window (ms)")
+    axes[-1].set_xlabel(f"{clock} time in the window (ms)")
     sm = _mappable(cmap, norm)
     bar = fig.colorbar(sm, ax=list(axes), label="batch size (requests)", pad=0.01, aspect=30)
     lows = [math.ceil(e) for e in edges[:-1]]

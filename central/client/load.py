@@ -50,6 +50,20 @@ def poisson_times(rate_rps: float, duration_s: float, seed: int) -> np.ndarray:
     return (t[t < duration_s] * 1e9).astype(np.int64)
 
 
+_progress: Any = None  # a shared counter of answered requests (run_load's ``progress``)
+
+
+def _count_answer() -> None:
+    if _progress is not None:
+        with _progress.get_lock():
+            _progress.value += 1
+
+
+def _set_progress(counter: Any) -> None:
+    global _progress
+    _progress = counter
+
+
 async def _send_all(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.ndarray:
     # records: planned, sent, done (ns, absolute monotonic, at the client's socket), status
     rec = np.zeros((len(offsets), 4), dtype=np.int64)
@@ -65,6 +79,7 @@ async def _send_all(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.nd
         rec[i, 1] = sent
         rec[i, 2] = received
         rec[i, 3] = int(result.status) if isinstance(result, BatonError) else int(Status.OK)
+        _count_answer()
 
     try:
         for i, off in enumerate(offsets):
@@ -95,16 +110,27 @@ def _sender(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.ndarray:
     return uvloop.run(_send_all(spec, offsets, start_ns))
 
 
-def run_load(spec: LoadSpec) -> np.ndarray:
+def run_load(
+    spec: LoadSpec, offsets: np.ndarray | None = None, progress: Any = None
+) -> np.ndarray:
     """Run the load; returns records ``[planned_ns, sent_ns, done_ns, status]`` per request.
 
-    A status of -1 means no answer arrived before the run ended (a hang: a bug).
+    ``offsets`` (sorted ns from the start) replaces the Poisson arrivals, to replay a
+    trace; ``progress`` is a ``multiprocessing.Value("q")`` (spawn context) bumped once
+    per answered request, for a progress bar. A status of -1 means no answer arrived
+    before the run ended (a hang: a bug).
     """
-    offsets = poisson_times(spec.rate_rps, spec.duration_s, spec.seed)
+    if offsets is None:
+        offsets = poisson_times(spec.rate_rps, spec.duration_s, spec.seed)
     if spec.senders <= 1:
-        return _sender(spec, offsets, time.monotonic_ns() + 200_000_000)
+        _set_progress(progress)
+        try:
+            return _sender(spec, offsets, time.monotonic_ns() + 200_000_000)
+        finally:
+            _set_progress(None)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(spec.senders, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(spec.senders, mp_context=ctx, initializer=_set_progress,
+                             initargs=(progress,)) as pool:
         # warm the processes first so start-up cost does not eat the schedule
         list(pool.map(_noop, range(spec.senders)))
         start = time.monotonic_ns() + 500_000_000
