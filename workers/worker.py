@@ -123,6 +123,8 @@ class Worker:
         self._early: dict[int, list[tuple[bytes, Payloads, list[Any], int]]] = {}
         self._registered: asyncio.Event | None = None  # created in serve()
         self._heartbeat_s = 0.25
+        self._sched_seen_ns = 0
+        self._register_msg: RegisterWorker | None = None  # built in serve()
         self.counters = {"batches": 0, "requests": 0, "too_late": 0, "too_early": 0,
                          "bad_requests": 0, "failed": 0}
         self.recent: deque[tuple[int, int, int, int]] = deque(maxlen=10000)
@@ -131,6 +133,7 @@ class Worker:
         """Connect, register, serve until ``stop``; closes every socket on the way out."""
         ctrl = self._ctx.socket(zmq.DEALER)
         ctrl.setsockopt(zmq.LINGER, 0)
+        ctrl.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
         ctrl.setsockopt(zmq.IDENTITY, f"w-{self.name}".encode())
         ctrl.connect(self.config.scheduler)
         data = self._ctx.socket(zmq.ROUTER)
@@ -150,8 +153,9 @@ class Worker:
         ctrl_reader = Reader(ctrl, self._on_ctrl)
         data_reader = Reader(data, self._on_data, copy=False)
         self._ctrl_reader, self._data_reader = ctrl_reader, data_reader
+        self._register_msg = RegisterWorker(self.name, advertise, self.executor.gpu_specs())
         self._send_ctrl(Heartbeat(self._clock()))
-        self._send_ctrl(RegisterWorker(self.name, advertise, self.executor.gpu_specs()))
+        self._send_ctrl(self._register_msg)
         tasks = [asyncio.ensure_future(self._gpu_loop(g)) for g in range(self.executor.gpu_count)]
         tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
         tasks.append(asyncio.ensure_future(self._orphan_sweep()))
@@ -181,7 +185,14 @@ class Worker:
                 self._on_execute(msg, now)
             elif isinstance(msg, HeartbeatAck):
                 self.offset.observe(msg.echo_sent_ns, msg.scheduler_ns, now)
+                self._sched_seen_ns = now
+                if not msg.registered and self._registered is not None and self._registered.is_set():
+                    # the scheduler restarted, or declared us dead: join again (soft state)
+                    log.warning("the scheduler no longer knows this worker: registering again")
+                    self._registered.clear()
+                    self._send_ctrl(self._register_msg)
             elif isinstance(msg, WorkerRegistered):
+                self._sched_seen_ns = now
                 self._heartbeat_s = msg.heartbeat_interval_ns / 1e9
                 assert self._registered is not None
                 self._registered.set()
@@ -417,8 +428,9 @@ class Worker:
         assert self._ctrl is not None
         try:
             self._ctrl.send_multipart(encode(msg), zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.warning("send %s to scheduler failed: %s", type(msg).__name__, exc)
+        except zmq.ZMQError as exc:  # not connected: heartbeats and registration retry
+            level = logging.DEBUG if isinstance(msg, (Heartbeat, RegisterWorker)) else logging.WARNING
+            log.log(level, "send %s to scheduler failed: %s", type(msg).__name__, exc)
         if self._ctrl_reader is not None:
             self._ctrl_reader.poke()  # a send can swallow the descriptor's read edge
 
@@ -432,8 +444,13 @@ class Worker:
             self._data_reader.poke()
 
     async def _heartbeat_loop(self) -> None:
+        """Heartbeats from the serving loop itself (a wedged loop sends none); while not
+        registered, registration is retried at the same pace."""
         while True:
             self._send_ctrl(Heartbeat(self._clock()))
+            if self._registered is not None and not self._registered.is_set():
+                assert self._register_msg is not None
+                self._send_ctrl(self._register_msg)
             await asyncio.sleep(self._heartbeat_s)
 
     async def _orphan_sweep(self) -> None:

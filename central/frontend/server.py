@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import logging
 import os
@@ -80,7 +81,8 @@ class Phase(enum.Enum):
 
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.SHIPPED, Phase.ANSWERED}),
-    Phase.SHIPPED: frozenset({Phase.ANSWERED}),
+    # SHIPPED -> SHIPPED: the scheduler re-dispatched it after its worker was lost
+    Phase.SHIPPED: frozenset({Phase.SHIPPED, Phase.ANSWERED}),
     Phase.ANSWERED: frozenset(),
 }
 
@@ -107,6 +109,13 @@ class FrontendConfig:
     client_limits: Limits = DEFAULT_LIMITS
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
+    heartbeat_interval_s: float = 0.25  # to the scheduler; re-registration at this pace
+    # No word from the scheduler for this long: it is lost. Requests it holds (metadata
+    # only) are answered UNAVAILABLE at once; the frontend keeps trying to register.
+    scheduler_timeout_s: float = 2.0
+    # On SIGTERM: stop accepting, let in-flight requests finish for up to this long,
+    # answer the rest UNAVAILABLE, exit.
+    drain_timeout_s: float = 5.0
     # KServe v2 (Open Inference Protocol) endpoints; None: off, 0: any free port.
     kserve_host: str = "127.0.0.1"
     http_port: int | None = None
@@ -128,6 +137,7 @@ class _Pending:
     received_ns: int
     deadline_ns: int
     phase: Phase = Phase.QUEUED
+    worker: int = -1  # the worker process it was last shipped to (its results only count)
 
 
 class Frontend:
@@ -178,6 +188,8 @@ class Frontend:
         self.latency_hist: dict[tuple[str, str], Histogram] = {}  # (model, status)
         self.metrics_server: MetricsServer | None = None
         self.signatures: dict[str, Any] = {}  # model -> ModelSignature, from the workers
+        self._sched_seen_ns = 0  # when the scheduler last said anything
+        self.draining = False  # SIGTERM: no new requests, in-flight ones may finish
         self.http_server: Any = None  # kserve_http.HttpServer when --http-port is given
         self.grpc_server: Any = None  # kserve_grpc.GrpcServer when --grpc-port is given
         self._flush_soon = False
@@ -196,12 +208,12 @@ class Frontend:
         clients.bind(self.config.client_bind)
         sched = self._ctx.socket(zmq.DEALER)
         sched.setsockopt(zmq.LINGER, 0)
+        sched.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
         sched.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
         sched.connect(self.config.scheduler)
         self._clients, self._sched = clients, sched
         readers = [Reader(clients, self._on_clients, copy=False), Reader(sched, self._on_sched)]
         self._client_reader, self._sched_reader = readers
-        self._send_sched(RegisterFrontend(self.name))
         tasks = [asyncio.ensure_future(self._sweep_loop()),
                  asyncio.ensure_future(self._heartbeat_loop())]
         try:
@@ -214,6 +226,7 @@ class Frontend:
                          self.metrics_server.port)
             await self._start_kserve()
             await stop.wait()
+            await self._drain()
         finally:
             for t in tasks:
                 t.cancel()
@@ -233,6 +246,23 @@ class Frontend:
             for rid in list(self._pending):
                 self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
             close_all(socks)
+
+    async def _drain(self) -> None:
+        """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish."""
+        self.draining = True
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        if self._pending:
+            log.info("draining: %d requests in flight", len(self._pending))
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = len(self._pending)
+        if left:
+            log.warning("drain timed out: %d requests answered UNAVAILABLE", left)
+
+    @property
+    def registered_index(self) -> int | None:
+        """This frontend's index at the scheduler, None while not registered."""
+        return self._index
 
     async def _start_kserve(self) -> None:
         """Start the KServe v2 HTTP and gRPC endpoints that the config asks for."""
@@ -320,8 +350,11 @@ class Frontend:
             self.model_replies[key] = self.model_replies.get(key, 0) + 1
             self._send_client(client, Reply(msg.tag, int(status), text, ()))
 
+        if self.draining:
+            refuse(Status.UNAVAILABLE, "the frontend is shutting down")
+            return
         if self._index is None:
-            refuse(Status.UNAVAILABLE, "the frontend is not connected to a scheduler yet")
+            refuse(Status.UNAVAILABLE, "the frontend is not connected to a scheduler")
             return
         if msg.model not in self._models:
             known = ", ".join(sorted(self._models)) or "none"
@@ -363,14 +396,18 @@ class Frontend:
         ids, models, budgets, sizes = self._meta
         if not ids:
             return
-        self._send_sched(Requests(tuple(ids), tuple(models), tuple(budgets), tuple(sizes)))
-        self.counters["metadata_messages"] += 1
         self._meta = ([], [], [], [])
+        self.counters["metadata_messages"] += 1
+        if not self._send_sched(Requests(tuple(ids), tuple(models), tuple(budgets), tuple(sizes))):
+            now = self._clock()
+            for rid in ids:  # the scheduler is unreachable: say so now, not at the sweep
+                self._reply_status(rid, Status.UNAVAILABLE, "the scheduler is unreachable", now)
 
     # -------------------------------------------------------------- scheduler
 
     def _on_sched(self, batch: list[Sequence[bytes]]) -> None:
         now = self._clock()
+        self._sched_seen_ns = now
         for frames in batch:
             try:
                 msg, _ = decode(frames, DEFAULT_LIMITS)
@@ -389,14 +426,29 @@ class Frontend:
             elif isinstance(msg, WorkerDirectory):
                 self._update_workers(msg)
             elif isinstance(msg, FrontendRegistered):
+                # The latest wins: the scheduler maps this identity to its latest index too.
                 self._index = msg.frontend_index
                 self._models = set(msg.models)
                 self.registered.set()
                 log.info("registered as frontend %d", msg.frontend_index)
             elif isinstance(msg, HeartbeatAck):
-                pass
+                if not msg.registered and self._index is not None:
+                    self._scheduler_lost("the scheduler no longer knows this frontend", now)
+                    self._send_sched(RegisterFrontend(self.name))
             elif isinstance(msg, Error):
                 log.error("scheduler refused a message: %s", msg.message)
+
+    def _scheduler_lost(self, why: str, now: int) -> None:
+        """Forget the registration; answer what only the scheduler knew about."""
+        if self._index is None:
+            return
+        log.warning("scheduler lost (%s): re-registering", why)
+        self._index = None
+        self.registered.clear()
+        queued = [rid for rid, p in self._pending.items() if p.phase is Phase.QUEUED]
+        for rid in queued:  # its metadata died with the scheduler's soft state
+            self._reply_status(rid, Status.UNAVAILABLE, f"scheduler lost: {why}", now)
+        # shipped requests stay: their workers still answer (or the sweep does)
 
     def _route(self, msg: Route, now: int) -> None:
         worker = self._workers.get(msg.process_id)
@@ -405,16 +457,18 @@ class Frontend:
         buffers: list[Any] = []
         for rid in msg.request_ids:
             p = self._pending.get(rid)
-            if p is None or p.phase is not Phase.QUEUED:
+            if p is None or p.phase is Phase.ANSWERED:
                 continue  # answered already (e.g. by the sweep)
             if worker is None:
                 self._reply_status(rid, Status.UNAVAILABLE, "routed to an unknown worker", now)
                 continue
+            # QUEUED, or SHIPPED to a worker since declared lost: (re)ship. The payload
+            # stays here until the answer, so a re-dispatch can send it again.
             self._move(p, Phase.SHIPPED)
+            p.worker = msg.process_id
             ids.append(rid)
             metas.append(p.metas)
             buffers.extend(p.buffers)
-            p.buffers = []  # shipped: the worker has them now
         if ids and worker is not None:
             payloads = Payloads(msg.batch_id, msg.gpu, tuple(ids), tuple(metas))
             try:
@@ -441,7 +495,7 @@ class Frontend:
             sock.setsockopt(zmq.RCVHWM, 0)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
             sock.connect(addr)
-            reader = Reader(sock, self._on_results, copy=False)
+            reader = Reader(sock, functools.partial(self._on_results, pid), copy=False)
             self._workers[pid] = (addr, sock, reader)
             try:  # learn its models' inputs and outputs (KServe metadata)
                 sock.send_multipart(encode(DescribeModels(pid)), zmq.NOBLOCK)
@@ -451,7 +505,7 @@ class Frontend:
 
     # ----------------------------------------------------------------- workers
 
-    def _on_results(self, batch: list[Sequence[Any]]) -> None:
+    def _on_results(self, pid: int, batch: list[Sequence[Any]]) -> None:
         now = self._clock()
         for frames in batch:
             body = [frames[0].bytes, *(f.buffer for f in frames[1:])]
@@ -478,8 +532,8 @@ class Frontend:
                 chunk = buffers[pos : pos + n]
                 pos += n
                 p = self._pending.get(rid)
-                if p is None:
-                    continue
+                if p is None or p.worker != pid:
+                    continue  # answered already, or fenced: it was re-dispatched elsewhere
                 try:
                     code = Status(status)
                 except ValueError:
@@ -537,14 +591,18 @@ class Frontend:
         if self._client_reader is not None:
             self._client_reader.poke()  # a send can swallow the descriptor's read edge
 
-    def _send_sched(self, msg: Any) -> None:
+    def _send_sched(self, msg: Any) -> bool:
+        """Send to the scheduler now; False when it is not connected (nothing queues)."""
         assert self._sched is not None
+        sent = True
         try:
             self._sched.send_multipart(encode(msg), zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.warning("send %s to scheduler failed: %s", type(msg).__name__, exc)
+            sent = False
+            log.debug("send %s to scheduler failed: %s", type(msg).__name__, exc)
         if self._sched_reader is not None:
             self._sched_reader.poke()
+        return sent
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -558,9 +616,17 @@ class Frontend:
                 self._reply_status(rid, Status.FAILED, f"no answer from {where} in time", now)
 
     async def _heartbeat_loop(self) -> None:
+        timeout_ns = int(self.config.scheduler_timeout_s * 1e9)
         while True:
-            self._send_sched(Heartbeat(self._clock()))
-            await asyncio.sleep(1.0)
+            now = self._clock()
+            if self._index is None:
+                self._send_sched(RegisterFrontend(self.name))
+            elif now - self._sched_seen_ns > timeout_ns:
+                silent = (now - self._sched_seen_ns) / 1e9
+                self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
+                continue
+            self._send_sched(Heartbeat(now))
+            await asyncio.sleep(self.config.heartbeat_interval_s)
 
     def stats(self) -> dict[str, Any]:
         """Counters and the number of requests in flight, JSON-able."""

@@ -163,6 +163,9 @@ class HeartbeatAck:
     KIND: ClassVar[Kind] = Kind.HEARTBEAT_ACK
     echo_sent_ns: int  # the Heartbeat's sent_ns, unchanged
     scheduler_ns: int  # scheduler clock when it answered
+    # 1: the scheduler knows the sender as registered; 0: it does not (it restarted, or
+    # declared the sender dead): the sender must register again.
+    registered: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ LEGAL = {
     (Phase.QUEUED, Phase.SHIPPED),  # routed: payload pushed to a worker
     (Phase.QUEUED, Phase.ANSWERED),  # dropped, refused or swept before it ran
     (Phase.SHIPPED, Phase.ANSWERED),  # the worker's result (or a failure) relayed
+    (Phase.SHIPPED, Phase.SHIPPED),  # re-dispatched after its worker was declared lost
 }
 
 
