@@ -339,8 +339,8 @@ class Frontend:
 
     @property
     def ready(self) -> bool:
-        """Registered with a scheduler that knows at least one served model."""
-        return self._index is not None and bool(self._models)
+        """Registered with a scheduler that knows a served model, and not draining."""
+        return self._index is not None and bool(self._models) and not self.draining
 
     def _accept(self, client: bytes | AnswerFn, msg: Infer, buffers: list[Any], now: int) -> None:
         def refuse(status: Status, text: str) -> None:
