@@ -19,15 +19,17 @@ def main(argv: list[str] | None = None) -> int:
         "sim": "bench.sim_table",
         "replay": "bench.replay",
         "perf-analyzer": "bench.perf_analyzer",
+        "overload": "bench.overload",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
         print("  sim    simulated goodput of every policy (discrete-event simulator)")
         print("  replay one trace replayed live on Baton and its peers, side by side")
         print("  perf-analyzer  Triton's perf_analyzer against Baton's KServe gRPC endpoint")
+        print("  overload  goodput at 1x, 1.5x, 2x and 3x capacity (no congestion collapse)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 
