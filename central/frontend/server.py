@@ -298,7 +298,12 @@ class Frontend:
                 msg, buffers = decode(body, self.config.client_limits)
             except RemoteProtocolError as exc:
                 self.counters["bad_request"] += 1
-                self._send_client(identity, Error(int(Status.BAD_REQUEST), str(exc)))
+                tag = getattr(exc, "tag", None)
+                if tag is not None and getattr(exc, "kind", None) == Infer.KIND:
+                    # the tag was readable: the client's call ends now, as BAD_REQUEST
+                    self._send_client(identity, Reply(tag, int(Status.BAD_REQUEST), str(exc), ()))
+                else:
+                    self._send_client(identity, Error(int(Status.BAD_REQUEST), str(exc)))
                 continue
             if isinstance(msg, Infer):
                 self._accept(identity, msg, buffers, now)
@@ -494,7 +499,12 @@ class Frontend:
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
-            sock.connect(addr)
+            try:
+                sock.connect(addr)
+            except zmq.ZMQError as exc:  # a peer-supplied address: refuse it, keep the rest
+                log.error("worker %d advertises an unusable data address %r: %s", pid, addr, exc)
+                sock.close(linger=0)
+                continue
             reader = Reader(sock, functools.partial(self._on_results, pid), copy=False)
             self._workers[pid] = (addr, sock, reader)
             try:  # learn its models' inputs and outputs (KServe metadata)

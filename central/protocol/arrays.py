@@ -7,8 +7,14 @@ already is contiguous) and a ``(name, dtype, shape)`` description. A byte-string
 layout of KServe v2's binary tensor extension, so the HTTP frontend can pass it through.
 
 ``unpack`` validates everything the peer controls: names, the dtype whitelist, the rank,
-non-negative dims and that the frame length equals what the shape implies. Violations
-raise ``RemoteProtocolError``; arrays received are read-only views of the frames.
+non-negative dims, that the shape is one numpy can represent, that the frame length
+equals what the shape implies, and for BYTES at most ``MAX_BYTES_ELEMENTS`` elements
+(each element costs a Python object and a loop step, so an unbounded count would let a
+few hundred megabytes of 5-byte elements stall the receiver's event loop for tens of
+seconds and cost it gigabytes). Violations raise ``RemoteProtocolError`` and nothing
+else: a peer's bytes never surface as a ``ValueError`` or ``TypeError`` from numpy.
+Numeric arrays received are read-only views of the frames; nothing is allocated for a
+size that is only claimed (the frame length is checked first).
 
 This is the one protocol module that imports numpy (the SDK has numpy anyway).
 """
@@ -16,6 +22,7 @@ This is the one protocol module that imports numpy (the SDK has numpy anyway).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence as SequenceABC
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,7 +30,15 @@ import numpy as np
 from .errors import LocalProtocolError, RemoteProtocolError
 from .messages import TensorMeta
 
-__all__ = ["pack", "unpack", "ALLOWED_DTYPES", "MAX_RANK", "encode_bytes", "decode_bytes"]
+__all__ = [
+    "pack",
+    "unpack",
+    "ALLOWED_DTYPES",
+    "MAX_RANK",
+    "MAX_BYTES_ELEMENTS",
+    "encode_bytes",
+    "decode_bytes",
+]
 
 ALLOWED_DTYPES = frozenset(
     {
@@ -44,6 +59,9 @@ ALLOWED_DTYPES = frozenset(
 )
 MAX_RANK = 8
 MAX_NAME = 256
+# BYTES elements in one tensor: decoding one costs ~0.5 us and a Python object, so this
+# bounds a single tensor's decode to ~30 ms however the frame is cut.
+MAX_BYTES_ELEMENTS = 1 << 16
 _LEN = struct.Struct("<I")
 
 
@@ -110,11 +128,20 @@ def pack(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[TensorMeta, ...], list
     return tuple(metas), buffers
 
 
-def unpack(metas: Sequence[object], buffers: Sequence[bytes | memoryview]) -> dict[str, np.ndarray]:
+def unpack(
+    metas: Sequence[object],
+    buffers: Sequence[bytes | memoryview],
+    *,
+    max_bytes_elements: int = MAX_BYTES_ELEMENTS,
+) -> dict[str, np.ndarray]:
     """Rebuild named arrays from peer-supplied descriptions and frames, validating both.
 
-    Raises ``RemoteProtocolError`` naming the first problem found.
+    Raises ``RemoteProtocolError`` naming the first problem found, and no other error.
     """
+    if not isinstance(metas, SequenceABC) or isinstance(metas, (str, bytes)) or not isinstance(
+        buffers, SequenceABC
+    ):
+        raise RemoteProtocolError("tensor descriptions and frames must be sequences")
     if len(metas) != len(buffers):
         raise RemoteProtocolError(f"{len(metas)} tensor descriptions, {len(buffers)} frames")
     out: dict[str, np.ndarray] = {}
@@ -126,7 +153,7 @@ def unpack(metas: Sequence[object], buffers: Sequence[bytes | memoryview]) -> di
             raise RemoteProtocolError(f"bad tensor name {name!r}")
         if name in out:
             raise RemoteProtocolError(f"tensor {name!r} given twice")
-        if dtype not in ALLOWED_DTYPES:
+        if type(dtype) is not str or dtype not in ALLOWED_DTYPES:  # a dict is unhashable
             raise RemoteProtocolError(f"tensor {name!r}: dtype {dtype!r} is not supported")
         if (
             not isinstance(shape, tuple)
@@ -142,16 +169,30 @@ def unpack(metas: Sequence[object], buffers: Sequence[bytes | memoryview]) -> di
                 raise RemoteProtocolError(
                     f"tensor {name!r}: {count} BYTES elements cannot fit in {len(buf)} bytes"
                 )
+            if count > max_bytes_elements:
+                raise RemoteProtocolError(
+                    f"tensor {name!r}: {count} BYTES elements > limit {max_bytes_elements}"
+                )
             arr = np.empty(count, dtype=object)
             arr[:] = decode_bytes(buf, count)
-            arr = arr.reshape(shape)
-            arr.flags.writeable = False
-            out[name] = arr
+            out[name] = _reshaped(arr, shape, name)
+            out[name].flags.writeable = False
             continue
         np_dtype = np.dtype(dtype)
         if len(buf) != count * np_dtype.itemsize:
             raise RemoteProtocolError(
                 f"tensor {name!r}: {len(buf)} bytes for shape {shape} of {dtype}"
             )
-        out[name] = np.frombuffer(buf, dtype=np_dtype).reshape(shape)
+        out[name] = _reshaped(np.frombuffer(buf, dtype=np_dtype), shape, name)
     return out
+
+
+def _reshaped(flat: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    # A zero-size tensor can still have a dimension numpy refuses (>= 2**63, or sizes
+    # whose product overflows): the peer's fault, refused like any bad shape.
+    try:
+        return flat.reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise RemoteProtocolError(
+            f"tensor {name!r}: shape {shape} is not representable: {exc}"
+        ) from None
