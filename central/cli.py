@@ -104,6 +104,8 @@ def cmd_frontend(args: argparse.Namespace) -> int:
         kserve_host=args.kserve_host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
+        keys_dir=args.keys,
+        token=_token(args.token_file, "frontend"),
     )
     return _run_role(Frontend(config).serve)
 
@@ -134,6 +136,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             [(m, checkpoints.get(m)) for m in args.torch], device=args.device, threads=args.threads
         )
     config = WorkerConfig(
+        keys_dir=args.keys,
         scheduler=args.scheduler,
         data_bind=args.data_address,
         data_advertise=args.advertise,
@@ -188,6 +191,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _token(path: str | None, who: str) -> str | None:
+    from central.runtime.security import read_token
+
+    try:
+        return read_token(path)
+    except (OSError, ValueError) as exc:
+        print(f"baton {who}: --token-file: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from central.runtime.security import make_keys
+
+    try:
+        made = make_keys(args.directory)
+    except FileExistsError as exc:
+        print(f"baton keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(made)} key files to {args.directory} (secret keys mode 0600) and the "
+          f"allow-list {args.directory}/authorized/")
+    print(f"start every role with --keys {args.directory}; copy only the secret key a host "
+          "needs (NAME.key_secret) plus the public *.key files and authorized/ to it")
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -196,7 +224,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if bool(args.image) == bool(args.text):
         print("baton infer: give exactly one of --image FILE or --text SENTENCE", file=sys.stderr)
         return 2
-    with Client(args.address) as client:
+    with Client(args.address, keys=args.keys, token=_token(args.token_file, "infer")) as client:
         try:
             if args.image:
                 out = client.infer(args.model, image_file(args.image), args.slo_ms)
@@ -240,7 +268,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from central.client import Unavailable, query_stats
 
     try:
-        print(json.dumps(query_stats(args.address, with_batches=args.batches), indent=2))
+        print(json.dumps(query_stats(args.address, with_batches=args.batches, keys=args.keys,
+                                     server=args.server), indent=2))
     except Unavailable as exc:
         print(f"baton stats: {exc}", file=sys.stderr)
         return 1
@@ -258,6 +287,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "bench", *args.rest]
     os.execv(sys.executable, argv)
     return 127  # not reached
+
+
+def _keys_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--keys", metavar="DIR",
+                   help="CURVE keys made by `baton keys DIR`: encrypt and authenticate every "
+                   "socket (default: off; bind to loopback only without them)")
 
 
 def _metrics_args(s: argparse.ArgumentParser) -> None:
@@ -318,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stats-pub", metavar="ADDR",
                    help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "
                    "[b'stats', json] every 250 ms for dashboards (default: off)")
+    _keys_arg(s)
     s.set_defaults(func=cmd_scheduler)
 
     s = sub.add_parser("frontend", help="run a frontend alone")
@@ -336,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "Client('grpc://...')); 0 picks a free port (default: off)")
     s.add_argument("--kserve-host", default="127.0.0.1",
                    help="interface for the HTTP and gRPC endpoints (127.0.0.1)")
+    s.add_argument("--token-file", metavar="PATH",
+                   help="require clients to present the token in this file (ZMQ: X-Token "
+                   "metadata; KServe: Authorization: Bearer) (default: no token)")
+    _keys_arg(s)
     _metrics_args(s)
     s.set_defaults(func=cmd_frontend)
 
@@ -356,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a user's own weights for a torch model")
     s.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    _keys_arg(s)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("infer", help="send one request: an image file or a sentence")
@@ -365,7 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", help="with --text: a second sentence; prints the similarity")
     s.add_argument("--address", default="tcp://127.0.0.1:5560", help="the frontend")
     s.add_argument("--slo-ms", type=float, default=None)
+    s.add_argument("--token-file", metavar="PATH", help="the frontend's client token")
+    _keys_arg(s)
     s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser("keys", help="make CURVE key pairs for every role and the allow-list")
+    s.add_argument("directory", help="where to write them (created; refuses to overwrite)")
+    s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("bound", help="print the analytic goodput bound, coordinated vs not")
     s.add_argument("--k-ms", type=float, default=1.082)
@@ -387,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="print a scheduler's or frontend's statistics as JSON")
     s.add_argument("--address", default="tcp://127.0.0.1:5550")
     s.add_argument("--batches", action="store_true", help="include the recent batch log")
+    s.add_argument("--server", choices=("scheduler", "frontend"), default="scheduler",
+                   help="which role --address is (picks the server key with --keys)")
+    _keys_arg(s)
     s.set_defaults(func=cmd_stats)
     return p
 

@@ -114,6 +114,8 @@ class ClusterConfig:
     frontend_metrics_port: int | None = None  # None: no /metrics on the frontend
     http_port: int | None = None  # KServe v2 over HTTP on the frontend; None: off
     grpc_port: int | None = None  # KServe v2 over gRPC on the frontend; None: off
+    keys_dir: str | None = None  # [security] keys: CURVE on every socket (baton keys DIR)
+    token_file: str | None = None  # [security] token_file: clients must present it
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -165,15 +167,17 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _fail(where, str(exc)) from None
-    known = {"scheduler", "frontend", "models", "workers"}
+    known = {"scheduler", "frontend", "models", "workers", "security"}
     unknown = set(doc) - known
     if unknown:
         raise _fail(where, f"unknown sections {sorted(unknown)}; known: {sorted(known)}")
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
+    sec = doc.get("security", {})
     for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub"}),
                           ("frontend", {"address", "default_slo_ms", "metrics_port",
-                                        "http_port", "grpc_port"})):
+                                        "http_port", "grpc_port"}),
+                          ("security", {"keys", "token_file"})):
         extra = set(doc.get(section, {})) - keys
         if extra:
             raise _fail(where, f"[{section}]: unknown keys {sorted(extra)}; known: {sorted(keys)}")
@@ -223,7 +227,17 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         frontend_metrics_port=_port(where, "frontend", fe.get("metrics_port")),
         http_port=_port(where, "frontend", fe.get("http_port"), "http_port"),
         grpc_port=_port(where, "frontend", fe.get("grpc_port"), "grpc_port"),
+        keys_dir=_path(where, "keys", sec.get("keys")),
+        token_file=_path(where, "token_file", sec.get("token_file")),
     )
+
+
+def _path(where: str, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(where, f"[security].{key} must be a path, got {value!r}")
+    return value
 
 
 def _port(where: str, section: str, value: Any, key: str = "metrics_port") -> int | None:
@@ -293,8 +307,9 @@ class Cluster:
         cluster is not ready within ``timeout_s``.
         """
         c = self.config
+        secure = ["--keys", c.keys_dir] if c.keys_dir else []
         sched = ["scheduler", "--address", c.scheduler_address, "--policy", c.policy,
-                 *self._policy_args]
+                 *secure, *self._policy_args]
         if c.scheduler_metrics_port is not None:
             sched += ["--metrics-port", str(c.scheduler_metrics_port)]
         if c.stats_pub:
@@ -307,6 +322,7 @@ class Cluster:
               "--default-slo-ms", str(c.default_slo_ms)]
         if c.frontend_metrics_port is not None:
             fe += ["--metrics-port", str(c.frontend_metrics_port)]
+        fe += secure + (["--token-file", c.token_file] if c.token_file else [])
         if c.http_port is not None:
             fe += ["--http-port", str(c.http_port)]
         if c.grpc_port is not None:
@@ -317,7 +333,7 @@ class Cluster:
         self._spawn("frontend", fe)
         for i, w in enumerate(c.workers):
             args = ["worker", "--scheduler", c.scheduler_address, "--data-address", w.data_address,
-                    "--name", f"worker{i}-{w.kind}"]
+                    "--name", f"worker{i}-{w.kind}", *secure]
             if w.kind == "emulated":
                 args += ["--emulate", str(w.gpus), "--noise", str(w.noise), "--seed", str(w.seed)]
                 for name in w.models:
@@ -344,14 +360,21 @@ class Cluster:
 
         deadline = time.monotonic() + timeout_s
         want = self.config.gpu_count
+        keys = self.config.keys_dir
+        token = None
+        if self.config.token_file:
+            from central.runtime.security import read_token
+
+            token = read_token(self.config.token_file)
         while time.monotonic() < deadline:
             for role, proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{role} exited with code {proc.returncode} during start-up")
             try:
-                s = query_stats(self.config.scheduler_address, timeout_s=1.0)
+                s = query_stats(self.config.scheduler_address, timeout_s=1.0, keys=keys)
                 if len(s["workers"]) >= want and s["frontends"] >= 1:
-                    fe = query_stats(self.config.frontend_address, timeout_s=1.0)
+                    fe = query_stats(self.config.frontend_address, timeout_s=1.0, keys=keys,
+                                     server="frontend", token=token)
                     described = set(fe.get("described_models", ())) >= set(fe["models"])
                     kserve = ((self.config.http_port is None or fe.get("http_port"))
                               and (self.config.grpc_port is None or fe.get("grpc_port")))

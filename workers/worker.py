@@ -48,6 +48,7 @@ from central.protocol import (
 )
 from central.protocol import arrays
 from central.runtime.clock import Clock, LatenessLog, OffsetEstimator, Wakeups
+from central.runtime.security import Keys, load_keys, peer_key, warn_if_exposed
 from central.runtime.zmqio import Reader, close_all
 
 from .executor import Executor, Inputs
@@ -76,6 +77,9 @@ class WorkerConfig:
     # ~100 (a process stall of 5-8 ms on 2 shared cores) cost 0.7% attainment alone.
     late_tolerance_fraction: float = 0.1
     max_lead_ns: int = 5_000_000_000
+    # CURVE keys (``baton keys DIR``): encrypt and authenticate both sockets; only
+    # frontends' keys may deliver payloads. None: off.
+    keys_dir: str | None = None
     orphan_timeout_ns: int = 2_000_000_000
     # stop waiting for missing payloads this long before the latest start, so the
     # requests that did arrive still run (the missing ones are answered by the worker
@@ -125,18 +129,26 @@ class Worker:
         self._heartbeat_s = 0.25
         self._sched_seen_ns = 0
         self._register_msg: RegisterWorker | None = None  # built in serve()
+        self._keys: Keys | None = None  # CURVE keys when config.keys_dir is set
         self.counters = {"batches": 0, "requests": 0, "too_late": 0, "too_early": 0,
                          "bad_requests": 0, "failed": 0}
         self.recent: deque[tuple[int, int, int, int]] = deque(maxlen=10000)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Connect, register, serve until ``stop``; closes every socket on the way out."""
+        keys = self._keys = (
+            load_keys(self.config.keys_dir, "worker") if self.config.keys_dir else None)
+        warn_if_exposed(self.config.data_bind, keys, "the worker's data socket")
         ctrl = self._ctx.socket(zmq.DEALER)
+        if keys is not None:
+            keys.client(ctrl, "scheduler")
         ctrl.setsockopt(zmq.LINGER, 0)
         ctrl.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
         ctrl.setsockopt(zmq.IDENTITY, f"w-{self.name}".encode())
         ctrl.connect(self.config.scheduler)
         data = self._ctx.socket(zmq.ROUTER)
+        if keys is not None:
+            keys.server(data, self._ctx)
         data.setsockopt(zmq.LINGER, 0)
         data.setsockopt(zmq.ROUTER_MANDATORY, 1)
         data.setsockopt(zmq.RCVHWM, 0)
@@ -168,6 +180,8 @@ class Worker:
             ctrl_reader.close()
             data_reader.close()
             close_all([ctrl, data])
+            if keys is not None:
+                keys.stop()
             self._wakeups.close()
             self.executor.close()
 
@@ -217,8 +231,13 @@ class Worker:
 
     def _on_data(self, batch: list[Sequence[Any]]) -> None:
         now = self._clock()
+        keys = self._keys
         for frames in batch:
             identity = frames[0].bytes
+            if keys is not None and keys.role_of(peer_key(frames[0])) != "frontend":
+                self._send_data(identity, Error(int(Status.UNAUTHORIZED),
+                                                "only frontends deliver payloads"))
+                continue
             body = [frames[1].bytes, *(f.buffer for f in frames[2:])]
             try:
                 msg, buffers = decode(body, DEFAULT_LIMITS)

@@ -7,6 +7,7 @@ from .errors import (
     DeadlineExceeded,
     InferenceFailed,
     Rejected,
+    Unauthorized,
     Unavailable,
 )
 from .inputs import cosine, image_bytes, image_file, text
@@ -22,6 +23,7 @@ __all__ = [
     "InferenceFailed",
     "Rejected",
     "Unavailable",
+    "Unauthorized",
     "cosine",
     "image_bytes",
     "image_file",

@@ -54,6 +54,18 @@ def _zmq_address(address: str) -> str:
     return address
 
 
+def _secure(sock: zmq.Socket, keys: str | None, server_role: str, token: str | None) -> None:
+    """CURVE client keys from a ``baton keys`` directory, and the frontend's token."""
+    if keys is not None:
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(f"{keys}/client.key_secret")
+        server, _ = zmq.auth.load_certificate(f"{keys}/{server_role}.key")
+        sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server
+    if token is not None:
+        sock.setsockopt(zmq.METADATA, b"X-Token:" + token.encode())
+
+
 def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None) -> list[Any]:
     if not isinstance(model, str) or not model:
         raise BadRequest("model must be a non-empty string")
@@ -95,9 +107,15 @@ class Client:
     ``Client("grpc://host:port")`` speaks KServe v2 over gRPC to a frontend started with
     ``--grpc-port`` instead (needs the ``grpc`` extra); ``infer`` and its errors are the
     same, ``stats`` is ZMQ only.
+
+    ``keys`` (a ``baton keys`` directory) turns on CURVE encryption with the ``client``
+    key pair; ``token`` is presented to a frontend that requires one.
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0,
+        keys: str | None = None, token: str | None = None,
+    ) -> None:
         self._tags = itertools.count(1)
         self._grace_s = grace_s
         self._grpc: Any = None
@@ -109,11 +127,12 @@ class Client:
                     f"grpc:// addresses need grpcio and tritonclient ({exc}); "
                     "pip install 'baton-serve[grpc]'"
                 ) from None
-            self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s)
+            self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s, token=token)
             return
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        _secure(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
 
     def infer(
@@ -174,12 +193,16 @@ class Client:
 class AsyncClient:
     """An asyncio client with any number of requests in flight on one socket."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0,
+        keys: str | None = None, token: str | None = None,
+    ) -> None:
         self._ctx = zmq.asyncio.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
+        _secure(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
         self._tags = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
@@ -281,14 +304,19 @@ class AsyncClient:
         await self.close()
 
 
-def query_stats(address: str, *, with_batches: bool = False, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Ask a scheduler (or frontend) at ``address`` for its statistics snapshot.
+def query_stats(
+    address: str, *, with_batches: bool = False, timeout_s: float = 5.0,
+    keys: str | None = None, server: str = "scheduler", token: str | None = None,
+) -> dict[str, Any]:
+    """Ask a scheduler (or frontend, ``server="frontend"``) for its statistics snapshot.
 
-    Raises ``Unavailable`` if nothing answers within ``timeout_s``.
+    ``keys``/``token`` as for ``Client``. Raises ``Unavailable`` if nothing answers within
+    ``timeout_s``.
     """
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    _secure(sock, keys, server, token)
     try:
         sock.connect(_zmq_address(address))
         sock.send_multipart(encode(StatsQuery(1 if with_batches else 2)))

@@ -11,6 +11,7 @@ __all__ = [
     "Unavailable",
     "BadRequest",
     "InferenceFailed",
+    "Unauthorized",
     "error_for",
 ]
 
@@ -51,8 +52,15 @@ class InferenceFailed(BatonError):
     status = Status.FAILED
 
 
+class Unauthorized(BatonError):
+    """The frontend requires a token (or key) this client did not present."""
+
+    status = Status.UNAUTHORIZED
+
+
 _BY_STATUS = {
-    cls.status: cls for cls in (Rejected, DeadlineExceeded, Unavailable, BadRequest, InferenceFailed)
+    cls.status: cls
+    for cls in (Rejected, DeadlineExceeded, Unavailable, BadRequest, InferenceFailed, Unauthorized)
 }
 
 

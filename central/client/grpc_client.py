@@ -38,6 +38,7 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE: Status.UNAVAILABLE,
     grpc.StatusCode.INTERNAL: Status.FAILED,
+    grpc.StatusCode.UNAUTHENTICATED: Status.UNAUTHORIZED,
 }
 
 
@@ -54,12 +55,16 @@ def _error(exc: grpc.RpcError) -> BatonError:
 class GrpcTransport:
     """Blocking KServe v2 gRPC calls to one frontend."""
 
-    def __init__(self, target: str, *, grace_s: float, max_message_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self, target: str, *, grace_s: float, max_message_bytes: int = 1 << 30,
+        token: str | None = None,
+    ) -> None:
         opts = [("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes)]
         self._channel = grpc.insecure_channel(target, options=opts)
         self._stub = pbg.GRPCInferenceServiceStub(self._channel)
         self._grace_s = grace_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
 
     def infer(
         self, model: str, inputs: Mapping[str, Any], slo_ms: float | None, timeout_s: float | None
@@ -86,7 +91,7 @@ class GrpcTransport:
             req.parameters["slo_ms"].double_param = float(slo_ms)
         wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
         try:
-            resp = self._stub.ModelInfer(req, timeout=wait_s)
+            resp = self._stub.ModelInfer(req, timeout=wait_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not dict(exc.trailing_metadata() or ()):
                 raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s") from None

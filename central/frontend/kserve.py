@@ -34,6 +34,7 @@ import numpy as np
 from central.protocol import Reply, Status
 from central.protocol.arrays import ALLOWED_DTYPES, decode_bytes, encode_bytes
 from central.protocol.datatypes import KSERVE_OF, TRITON_CONFIG_OF, WIRE_OF
+from central.runtime.security import token_ok
 
 if TYPE_CHECKING:
     from central.frontend.server import Frontend
@@ -60,6 +61,7 @@ HTTP_STATUS = {
     Status.DEADLINE_EXCEEDED: 504,
     Status.UNAVAILABLE: 503,
     Status.FAILED: 500,
+    Status.UNAUTHORIZED: 401,
 }
 
 
@@ -166,6 +168,15 @@ class Gateway:
         self.stats: dict[str, dict[str, int]] = {}  # model -> success/fail counts and ns
 
     # ---------------------------------------------------------------- health
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` value carries the frontend's token (if it has one)."""
+        token = self.frontend.config.token
+        if token is None:
+            return True
+        prefix = "Bearer "
+        given = header[len(prefix):] if isinstance(header, str) and header.startswith(prefix) else None
+        return token_ok(token, given)
 
     def live(self) -> bool:
         return True

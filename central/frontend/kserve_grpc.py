@@ -54,6 +54,7 @@ GRPC_CODE = {
     Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Status.FAILED: grpc.StatusCode.INTERNAL,
+    Status.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 # typed contents field per numpy dtype (when a client does not send raw contents)
@@ -224,6 +225,40 @@ class _Servicer(pbg.GRPCInferenceServiceServicer):
             read_task.cancel()
 
 
+_OPEN_METHODS = ("/inference.GRPCInferenceService/ServerLive",
+                 "/inference.GRPCInferenceService/ServerReady")
+
+
+class _TokenCheck(grpc.aio.ServerInterceptor):
+    """Refuse calls without ``authorization: Bearer <token>`` (health probes excepted)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if details.method in _OPEN_METHODS:
+            return handler
+        header = dict(details.invocation_metadata or ()).get("authorization")
+        if self.gateway.authorized(header):
+            return handler
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            context.set_trailing_metadata(((STATUS_KEY, Status.UNAUTHORIZED.name),))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "unauthorized: send authorization: Bearer <token>")
+
+        if handler is None:
+            return None
+        if handler.request_streaming:
+            async def deny_stream(it: Any, context: grpc.aio.ServicerContext) -> Any:
+                await deny(None, context)
+            return grpc.stream_stream_rpc_method_handler(
+                deny_stream, handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            deny, handler.request_deserializer, handler.response_serializer)
+
+
 class GrpcServer:
     """The gRPC endpoint of one frontend."""
 
@@ -238,7 +273,8 @@ class GrpcServer:
         opts = [("grpc.max_receive_message_length", self._max),
                 ("grpc.max_send_message_length", self._max),
                 ("grpc.so_reuseport", 0)]
-        self._server = grpc.aio.server(options=opts)
+        interceptors = [_TokenCheck(self.gateway)] if self.gateway.frontend.config.token else []
+        self._server = grpc.aio.server(options=opts, interceptors=interceptors)
         pbg.add_GRPCInferenceServiceServicer_to_server(_Servicer(self.gateway), self._server)
         port = self._server.add_insecure_port(f"{self.host}:{self.port}")
         if port == 0:

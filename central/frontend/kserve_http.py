@@ -168,7 +168,18 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self._max)
+        gateway = self.gateway
+
+        @web.middleware
+        async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+            # health probes stay open (orchestrators send no credentials)
+            if not request.path.startswith("/v2/health/") and not gateway.authorized(
+                    request.headers.get("Authorization")):
+                return web.json_response(
+                    {"error": "unauthorized: send Authorization: Bearer <token>"}, status=401)
+            return await handler(request)
+
+        app = web.Application(client_max_size=self._max, middlewares=[require_token])
         g = "/v2/models/{model}"
         v = "/v2/models/{model}/versions/{version}"
         app.add_routes([

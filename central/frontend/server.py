@@ -60,6 +60,13 @@ from central.protocol import (
 )
 from central.protocol import arrays
 from central.runtime.clock import Clock
+from central.runtime.security import (
+    TOKEN_PROPERTY,
+    Keys,
+    load_keys,
+    token_ok,
+    warn_if_exposed,
+)
 from central.runtime.metrics import Family, Histogram, MetricsServer, render
 from central.runtime.translate import make_request_id
 from central.runtime.zmqio import Reader, close_all
@@ -116,6 +123,11 @@ class FrontendConfig:
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long,
     # answer the rest UNAVAILABLE, exit.
     drain_timeout_s: float = 5.0
+    # CURVE keys (``baton keys DIR``): encrypt and authenticate every socket; None: off.
+    keys_dir: str | None = None
+    # Clients must present this token (ZMQ: X-Token metadata; KServe: Authorization:
+    # Bearer); None: no token check.
+    token: str | None = None
     # KServe v2 (Open Inference Protocol) endpoints; None: off, 0: any free port.
     kserve_host: str = "127.0.0.1"
     http_port: int | None = None
@@ -172,6 +184,7 @@ class Frontend:
             "unavailable": 0,
             "bad_request": 0,
             "failed": 0,
+            "unauthorized": 0,
             "ok_within_slo": 0,
             "payload_bytes_in": 0,
             "metadata_messages": 0,
@@ -189,6 +202,7 @@ class Frontend:
         self.metrics_server: MetricsServer | None = None
         self.signatures: dict[str, Any] = {}  # model -> ModelSignature, from the workers
         self._sched_seen_ns = 0  # when the scheduler last said anything
+        self._keys: Keys | None = None  # CURVE keys when config.keys_dir is set
         self.draining = False  # SIGTERM: no new requests, in-flight ones may finish
         self.http_server: Any = None  # kserve_http.HttpServer when --http-port is given
         self.grpc_server: Any = None  # kserve_grpc.GrpcServer when --grpc-port is given
@@ -201,7 +215,12 @@ class Frontend:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind the client socket, register with the scheduler, serve until ``stop``."""
+        keys = self._keys = (
+            load_keys(self.config.keys_dir, "frontend") if self.config.keys_dir else None)
+        warn_if_exposed(self.config.client_bind, keys, "the frontend's client socket")
         clients = self._ctx.socket(zmq.ROUTER)
+        if keys is not None:
+            keys.server(clients, self._ctx)
         clients.setsockopt(zmq.LINGER, 0)
         clients.setsockopt(zmq.RCVHWM, 0)
         clients.setsockopt(zmq.SNDHWM, 0)
@@ -209,6 +228,8 @@ class Frontend:
         sched = self._ctx.socket(zmq.DEALER)
         sched.setsockopt(zmq.LINGER, 0)
         sched.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
+        if keys is not None:
+            keys.client(sched, "scheduler")
         sched.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
         sched.connect(self.config.scheduler)
         self._clients, self._sched = clients, sched
@@ -246,6 +267,8 @@ class Frontend:
             for rid in list(self._pending):
                 self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
             close_all(socks)
+            if keys is not None:
+                keys.stop()
 
     async def _drain(self) -> None:
         """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish."""
@@ -291,8 +314,13 @@ class Frontend:
 
     def _on_clients(self, batch: list[Sequence[Any]]) -> None:
         now = self._clock()
+        token = self.config.token
         for frames in batch:
             identity = frames[0].bytes
+            if token is not None and not token_ok(token, _frame_property(frames[0], TOKEN_PROPERTY)):
+                self.counters["unauthorized"] += 1
+                self._refuse_unauthorized(identity, frames)
+                continue
             body = [frames[1].bytes, *(f.buffer for f in frames[2:])]
             try:
                 msg, buffers = decode(body, self.config.client_limits)
@@ -346,6 +374,20 @@ class Frontend:
     def ready(self) -> bool:
         """Registered with a scheduler that knows a served model, and not draining."""
         return self._index is not None and bool(self._models) and not self.draining
+
+    def _refuse_unauthorized(self, identity: bytes, frames: Sequence[Any]) -> None:
+        """Answer a client without the token: on its Infer's tag when readable."""
+        text = "unauthorized: this frontend requires a client token (X-Token)"
+        try:
+            msg, _ = decode([frames[1].bytes, *(f.buffer for f in frames[2:])],
+                            self.config.client_limits)
+            tag = msg.tag if isinstance(msg, (Infer, StatsQuery)) else None
+        except RemoteProtocolError as exc:
+            tag = getattr(exc, "tag", None)
+        if tag is not None:
+            self._send_client(identity, Reply(tag, int(Status.UNAUTHORIZED), text, ()))
+        else:
+            self._send_client(identity, Error(int(Status.UNAUTHORIZED), text))
 
     def _accept(self, client: bytes | AnswerFn, msg: Infer, buffers: list[Any], now: int) -> None:
         def refuse(status: Status, text: str) -> None:
@@ -499,6 +541,8 @@ class Frontend:
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
             sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            if self._keys is not None:
+                self._keys.client(sock, "worker")
             try:
                 sock.connect(addr)
             except zmq.ZMQError as exc:  # a peer-supplied address: refuse it, keep the rest
@@ -711,3 +755,11 @@ def _percentiles(samples: deque[int]) -> dict[str, float]:
     data = sorted(samples)
     pick = lambda q: data[min(len(data) - 1, int(q * len(data)))] / 1e6  # noqa: E731
     return {"p50": pick(0.5), "p99": pick(0.99), "max": data[-1] / 1e6}
+
+
+def _frame_property(frame: Any, name: str) -> str | None:
+    """A ZMQ connection metadata property of a received frame, None when absent."""
+    try:
+        return frame.get(name)
+    except (zmq.ZMQError, AttributeError):
+        return None

@@ -87,6 +87,7 @@ class Status(enum.IntEnum):
     UNAVAILABLE = 3  # no worker can serve it (all gone) or the service is down
     BAD_REQUEST = 4  # the request itself is wrong (inputs, names, dtypes)
     FAILED = 5  # accepted, dispatched, and the execution failed (reason in the text)
+    UNAUTHORIZED = 6  # the client's token (or key) is not the one this frontend requires
 
 
 # (name, dtype, shape): dtype is a numpy dtype string ("float32", "uint8", ...) or

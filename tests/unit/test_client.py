@@ -19,6 +19,7 @@ from central.client import (
     DeadlineExceeded,
     InferenceFailed,
     Rejected,
+    Unauthorized,
     Unavailable,
     cosine,
     image_bytes,
@@ -39,6 +40,7 @@ EXPECTED = {
     Status.UNAVAILABLE: Unavailable,
     Status.BAD_REQUEST: BadRequest,
     Status.FAILED: InferenceFailed,
+    Status.UNAUTHORIZED: Unauthorized,
 }
 
 
@@ -245,7 +247,7 @@ def test_summarize_counts_outcomes_and_slo_attainment() -> None:
     assert s["requests"] == 8
     assert s["outcomes"] == {
         "ok": 3, "rejected": 1, "deadline_exceeded": 1, "unavailable": 1,
-        "bad_request": 0, "failed": 1, "no_answer": 1,
+        "bad_request": 0, "failed": 1, "unauthorized": 0, "no_answer": 1,
     }
     assert s["slo_attainment"] == pytest.approx(2 / 8)
     assert s["goodput_rps"] == pytest.approx(2 / 2.0)

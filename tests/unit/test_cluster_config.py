@@ -105,7 +105,7 @@ def test_bad_toml_is_a_value_error_naming_the_file() -> None:
 
 def test_unknown_section_is_refused() -> None:
     text = refused("[schedular]\naddress = 'x'\n", r"unknown sections \['schedular'\]")
-    assert "known: ['frontend', 'models', 'scheduler', 'workers']" in text
+    assert "known: ['frontend', 'models', 'scheduler', 'security', 'workers']" in text
 
 
 def test_model_without_a_name_is_refused() -> None:
@@ -253,3 +253,12 @@ def test_kserve_ports_are_validated_and_passed_to_the_frontend() -> None:
         parse_config('[frontend]\ngrpc_port = "8001"\n')
     c = parse_config("[frontend]\nhttp_port = 18000\ngrpc_port = 18001\n")
     assert (c.http_port, c.grpc_port) == (18000, 18001)
+
+
+def test_security_section_names_the_keys_and_token() -> None:
+    c = parse_config('[security]\nkeys = "/etc/baton/keys"\ntoken_file = "/etc/baton/token"\n')
+    assert (c.keys_dir, c.token_file) == ("/etc/baton/keys", "/etc/baton/token")
+    with pytest.raises(ValueError, match=r"\[security\]\.keys must be a path"):
+        parse_config("[security]\nkeys = 3\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_config('[security]\ncert = "x"\n')

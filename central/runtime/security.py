@@ -1,0 +1,193 @@
+"""CURVE encryption, an allow-list of public keys, and client tokens, for every socket.
+
+Theory of operation: ``baton keys DIR`` makes one CURVE key pair per role
+(``scheduler``, ``frontend``, ``worker``, ``client``: ``NAME.key`` holds the public key,
+``NAME.key_secret`` both) and an ``authorized/`` folder holding the public keys that may
+connect. Every process started with ``--keys DIR`` then:
+
+* runs one ZAP authenticator (``zmq.auth.thread.ThreadAuthenticator``) on its context,
+  which admits a CURVE handshake only from a public key in ``DIR/authorized``;
+* makes its bound sockets CURVE servers with its own key pair (``server``);
+* makes its connecting sockets CURVE clients that insist on the server's public key
+  (``client``), so a process that is not the real scheduler, frontend or worker cannot
+  even finish the handshake.
+
+Routing ids are chosen by the peer and can be spoofed; the key cannot. Each received
+frame carries the authenticated public key as its ``User-Id`` property (``peer_key``),
+so a ROUTER can bind a routing id to the key it registered with and refuse messages
+from any other key.
+
+Clients may also be asked for a shared token (``--token-file``): over ZMQ it travels as
+the connection's ``X-Token`` metadata property (sent in the handshake, never in a
+message), over HTTP as ``Authorization: Bearer <token>``, over gRPC as the
+``authorization`` metadata entry with the same value.
+
+Safe defaults: roles bind to 127.0.0.1 unless told otherwise; binding elsewhere without
+keys logs a loud warning (``warn_if_exposed``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import zmq
+
+__all__ = [
+    "ROLES",
+    "Keys",
+    "make_keys",
+    "load_keys",
+    "read_token",
+    "token_ok",
+    "peer_key",
+    "warn_if_exposed",
+]
+
+log = logging.getLogger("baton.security")
+
+ROLES = ("scheduler", "frontend", "worker", "client")
+TOKEN_PROPERTY = "X-Token"
+
+
+@dataclass
+class Keys:
+    """One process's key material, loaded from a ``baton keys`` directory."""
+
+    directory: Path
+    role: str
+    public: bytes
+    secret: bytes
+    _auth: Any = None
+    _roles: dict[str, str] | None = None
+
+    def server_key(self, role: str) -> bytes:
+        """The public key of the server role this process connects to."""
+        public, _ = _load(self.directory / f"{role}.key")
+        return public
+
+    def start_authenticator(self, context: zmq.Context) -> None:
+        """Admit CURVE peers whose public key is in ``authorized/`` (once per process)."""
+        if self._auth is not None:
+            return
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(context)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(self.directory / "authorized"))
+        self._auth = auth
+
+    def server(self, sock: zmq.Socket, context: zmq.Context) -> None:
+        """Make a bound socket a CURVE server with this process's key pair."""
+        self.start_authenticator(context)
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def client(self, sock: zmq.Socket, server_role: str) -> None:
+        """Make a connecting socket a CURVE client of ``server_role``'s public key."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.server_key(server_role)
+
+    def role_of(self, key: str | None) -> str | None:
+        """The role whose public key (Z85, as ``peer_key`` gives it) this is, if any."""
+        if key is None:
+            return None
+        if self._roles is None:
+            roles = {}
+            for role in ROLES:
+                path = self.directory / f"{role}.key"
+                if path.exists():
+                    roles[_load(path)[0].decode()] = role
+            self._roles = roles
+        return self._roles.get(key)
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+def _load(path: Path) -> tuple[bytes, bytes | None]:
+    import zmq.auth
+
+    if not path.exists():
+        raise FileNotFoundError(f"no key file {path} (make one with `baton keys {path.parent}`)")
+    return zmq.auth.load_certificate(str(path))
+
+
+def make_keys(directory: str | Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
+    """Create a key pair per role and the ``authorized`` allow-list; returns the files."""
+    import zmq.auth
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    authorized = d / "authorized"
+    authorized.mkdir(exist_ok=True)
+    made = []
+    for role in roles:
+        if (d / f"{role}.key_secret").exists():
+            raise FileExistsError(f"{d / (role + '.key_secret')} exists; not overwriting keys")
+        public, secret = zmq.auth.create_certificates(str(d), role)
+        os.chmod(secret, 0o600)
+        (authorized / f"{role}.key").write_bytes(Path(public).read_bytes())
+        made += [Path(public), Path(secret)]
+    return made
+
+
+def load_keys(directory: str | Path, role: str) -> Keys:
+    """``role``'s key pair from ``directory``; ``FileNotFoundError`` names what is missing."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    d = Path(directory)
+    public, secret = _load(d / f"{role}.key_secret")
+    if secret is None:
+        raise ValueError(f"{d / (role + '.key_secret')} holds no secret key")
+    if not (d / "authorized").is_dir():
+        raise FileNotFoundError(f"no allow-list folder {d / 'authorized'}")
+    return Keys(d, role, public, secret)
+
+
+def read_token(path: str | Path | None) -> str | None:
+    """The client token in ``path`` (surrounding whitespace stripped), or None."""
+    if path is None:
+        return None
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"{path} holds an empty token")
+    return token
+
+
+def token_ok(expected: str | None, given: Any) -> bool:
+    """Constant-time comparison; no token configured admits everyone."""
+    if expected is None:
+        return True
+    if isinstance(given, bytes):
+        given = given.decode("utf-8", "replace")
+    return isinstance(given, str) and hmac.compare_digest(given, expected)
+
+
+def peer_key(frame: Any) -> str | None:
+    """The authenticated CURVE public key (Z85) a received frame came with, if any."""
+    try:
+        return frame.get("User-Id") or None
+    except (zmq.ZMQError, AttributeError, TypeError):
+        return None
+
+
+def warn_if_exposed(address: str, keys: Keys | None, what: str) -> None:
+    """Log loudly when ``address`` binds beyond loopback without CURVE keys."""
+    if keys is not None:
+        return
+    host = urlparse(address).hostname or ""
+    if address.startswith(("ipc://", "inproc://")) or host in ("127.0.0.1", "localhost", "::1"):
+        return
+    log.warning("SECURITY: %s binds %s beyond loopback WITHOUT encryption or authentication; "
+                "make keys with `baton keys DIR` and start every role with --keys DIR", what, address)
