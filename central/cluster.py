@@ -290,13 +290,15 @@ class Cluster:
         self._log_dir = log_dir
         self._env = {**os.environ, **(extra_env or {})}
         self._policy_args = policy_args
+        self._args: dict[str, list[str]] = {}  # role -> its command line (for respawn)
 
     def _spawn(self, role: str, args: list[str]) -> None:
+        self._args[role] = list(args)
         cmd = [sys.executable, "-m", "central.cli", *args]
         out: Any = subprocess.DEVNULL
         if self._log_dir:
             Path(self._log_dir).mkdir(parents=True, exist_ok=True)
-            out = open(Path(self._log_dir) / f"{role}.log", "wb")
+            out = open(Path(self._log_dir) / f"{role}.log", "ab")  # a respawn appends
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self._env)
         self.procs.append((role, proc))
 
@@ -387,6 +389,23 @@ class Cluster:
 
     def alive(self) -> list[str]:
         return [role for role, p in self.procs if p.poll() is None]
+
+    def process(self, role: str) -> subprocess.Popen[bytes]:
+        """The running (or last) process of ``role`` ("scheduler", "frontend", "worker0"...)."""
+        for r, p in reversed(self.procs):
+            if r == role:
+                return p
+        raise KeyError(role)
+
+    def respawn(self, role: str) -> subprocess.Popen[bytes]:
+        """Start ``role`` again with the arguments it first had (after it died or was
+        killed: the caller kills it); returns the new process."""
+        old = self.process(role)
+        if old.poll() is None:
+            raise RuntimeError(f"{role} (pid {old.pid}) is still running")
+        self.procs = [(r, p) for r, p in self.procs if p is not old]
+        self._spawn(role, self._args[role])
+        return self.process(role)
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int | None]:
         """SIGTERM every child by PID, SIGKILL the stragglers; returns exit codes."""
