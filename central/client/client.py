@@ -66,7 +66,10 @@ def _secure(sock: zmq.Socket, keys: str | None, server_role: str, token: str | N
         sock.setsockopt(zmq.METADATA, b"X-Token:" + token.encode())
 
 
-def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None) -> list[Any]:
+def check_request(
+    model: str, inputs: Mapping[str, Any], slo_ms: float | None
+) -> tuple[tuple[Any, ...], list[Any]]:
+    """Validate one request and pack its inputs (metas, buffers); ``BadRequest`` if wrong."""
     if not isinstance(model, str) or not model:
         raise BadRequest("model must be a non-empty string")
     if not inputs:
@@ -74,9 +77,13 @@ def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None
     if slo_ms is not None and not slo_ms > 0:
         raise BadRequest(f"slo_ms must be > 0, got {slo_ms}")
     try:
-        metas, buffers = arrays.pack(inputs)
+        return arrays.pack(inputs)
     except LocalProtocolError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None) -> list[Any]:
+    metas, buffers = check_request(model, inputs, slo_ms)
     slo_ns = 0 if slo_ms is None else max(1, int(slo_ms * 1e6))  # 0 means "the default"
     return encode(Infer(tag, model, slo_ns, metas), buffers)
 

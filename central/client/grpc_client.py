@@ -23,10 +23,11 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
-from central.protocol import LocalProtocolError, RemoteProtocolError, Status
+from central.protocol import RemoteProtocolError, Status
 from central.protocol import arrays
 from central.protocol.datatypes import KSERVE_OF, WIRE_OF
 
+from .client import check_request
 from .errors import BadRequest, BatonError, Unavailable, error_for
 
 __all__ = ["GrpcTransport"]
@@ -69,16 +70,7 @@ class GrpcTransport:
     def infer(
         self, model: str, inputs: Mapping[str, Any], slo_ms: float | None, timeout_s: float | None
     ) -> dict[str, np.ndarray]:
-        if not isinstance(model, str) or not model:
-            raise BadRequest("model must be a non-empty string")
-        if not inputs:
-            raise BadRequest("inputs must name at least one array")
-        if slo_ms is not None and not slo_ms > 0:
-            raise BadRequest(f"slo_ms must be > 0, got {slo_ms}")
-        try:
-            metas, buffers = arrays.pack(inputs)
-        except LocalProtocolError as exc:
-            raise BadRequest(str(exc)) from None
+        metas, buffers = check_request(model, inputs, slo_ms)
         req = pb.ModelInferRequest(model_name=model)
         for (name, dtype, shape), buf in zip(metas, buffers):
             if dtype not in KSERVE_OF:
