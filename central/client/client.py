@@ -57,10 +57,10 @@ def _zmq_address(address: str) -> str:
 def _secure(sock: zmq.Socket, keys: str | None, server_role: str, token: str | None) -> None:
     """CURVE client keys from a ``baton keys`` directory, and the frontend's token."""
     if keys is not None:
-        import zmq.auth
+        from zmq.auth import load_certificate
 
-        public, secret = zmq.auth.load_certificate(f"{keys}/client.key_secret")
-        server, _ = zmq.auth.load_certificate(f"{keys}/{server_role}.key")
+        public, secret = load_certificate(f"{keys}/client.key_secret")
+        server, _ = load_certificate(f"{keys}/{server_role}.key")
         sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server
     if token is not None:
         sock.setsockopt(zmq.METADATA, b"X-Token:" + token.encode())

@@ -115,16 +115,16 @@ class Keys:
 
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:
-    import zmq.auth
+    from zmq.auth import load_certificate
 
     if not path.exists():
         raise FileNotFoundError(f"no key file {path} (make one with `baton keys {path.parent}`)")
-    return zmq.auth.load_certificate(str(path))
+    return load_certificate(str(path))
 
 
 def make_keys(directory: str | Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
     """Create a key pair per role and the ``authorized`` allow-list; returns the files."""
-    import zmq.auth
+    from zmq.auth import create_certificates
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def make_keys(directory: str | Path, roles: tuple[str, ...] = ROLES) -> list[Pat
     for role in roles:
         if (d / f"{role}.key_secret").exists():
             raise FileExistsError(f"{d / (role + '.key_secret')} exists; not overwriting keys")
-        public, secret = zmq.auth.create_certificates(str(d), role)
+        public, secret = create_certificates(str(d), role)
         os.chmod(secret, 0o600)
         (authorized / f"{role}.key").write_bytes(Path(public).read_bytes())
         made += [Path(public), Path(secret)]
