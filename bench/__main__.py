@@ -20,9 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         "replay": "bench.replay",
         "perf-analyzer": "bench.perf_analyzer",
         "overload": "bench.overload",
+        "loadgen": "bench.loadgen",
+        "peers": "bench.peers.__main__",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  replay one trace replayed live on Baton and its peers, side by side")
         print("  perf-analyzer  Triton's perf_analyzer against Baton's KServe gRPC endpoint")
         print("  overload  goodput at 1x, 1.5x, 2x and 3x capacity (no congestion collapse)")
+        print("  loadgen   MLPerf LoadGen, Server scenario: VALID/INVALID at a QPS and bound")
+        print("  peers     check or tune the Ray Serve and PyTriton peers (make peers)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 

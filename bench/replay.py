@@ -250,21 +250,52 @@ def records_summary(rec: np.ndarray, slo_ms: float, span_ns: int) -> dict[str, A
 
 
 def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path) -> dict[str, Any]:
-    """Ray Serve or PyTriton through ``bench.peers``; ``{"skipped": why}`` when absent."""
+    """Ray Serve or PyTriton through ``bench.peers``; ``{"skipped": why}`` when absent.
+
+    The peer's knobs are tuned first at the trace's mean rate (``tune_peer``: several
+    max batch sizes and queue delays, the best by goodput), then the trace is replayed
+    once with the best. Peer outcomes map onto Baton's statuses: an HTTP 200 is OK (late
+    or not, as measured), any other answer REJECTED (the peer refused it), none at all -1.
+    """
     try:
         from bench import peers
     except ImportError as exc:
         return {"skipped": f"bench.peers unavailable: {exc}"}
-    reason = peers.unavailable_reason(name)
+    reason = peers.available(name)
     if reason:
         return {"skipped": reason}
-    knobs = peers.best_knobs(name, setup)
-    res = peers.replay(name, np.asarray(trace.times_ns, np.int64), setup, knobs, out_dir)
-    rec = np.asarray(res["records"], dtype=np.int64)
-    out = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
-    out["knobs"] = knobs
+    slo_ns = round(setup.slo_ms * 1e6)
+    span = int(trace.duration_ns or (int(trace.times_ns[-1]) + 1))
+    rate = len(trace.times_ns) * 1e9 / span
+    tuned = peers.tune_peer(name, rate, min(setup.duration_s, 10.0), slo_ns, setup.k_ms,
+                            setup.c_ms, setup.n, seed=setup.seed, senders=setup.senders,
+                            log=lambda line: print(line, flush=True))
+    knobs = peers.Knobs(**tuned["best"]["knobs"])
+    with Progress(name, len(trace.times_ns)) as bar:
+        run = peers.replay_peer(name, np.asarray(trace.times_ns, np.int64), slo_ns, setup.k_ms,
+                                setup.c_ms, setup.n, knobs, span_ns=span, senders=setup.senders,
+                                log_dir=out_dir)
+        bar.counter.value = len(trace.times_ns)
+    outcome = np.asarray(run["outcome"])
+    served = (outcome == metrics.Outcome.OK) | (outcome == metrics.Outcome.LATE)
+    status = np.where(served, int(Status.OK),
+                      np.where(outcome == metrics.Outcome.UNFINISHED, -1, int(Status.REJECTED)))
+    rec = np.stack([run["planned_ns"], run["arrival_ns"],
+                    np.where(run["finish_ns"] >= 0, run["finish_ns"], 0), status], axis=1)
+    rec = rec.astype(np.int64)
+    out = records_summary(rec, setup.slo_ms, span)
+    sizes = np.asarray(run["batch_size"])[served & (np.asarray(run["batch_size"]) > 0)]
+    per_batch = np.repeat(np.unique(sizes), [int(round(c / b)) or 1 for b, c in
+                                              zip(*np.unique(sizes, return_counts=True))])
+    out["batches"] = {
+        "count": int(per_batch.size),
+        "mean_size": run["summary"]["mean_batch_size"],
+        "size_histogram": metrics.batch_size_histogram(per_batch).tolist() if per_batch.size else [],
+    }
+    out["knobs"] = knobs.as_dict()
+    out["tuning"] = tuned["tried"]
+    out["version"] = run.get("version")
     out["records"] = rec.tolist()
-    out["batches"] = res.get("batches", {"count": None})
     return out
 
 
