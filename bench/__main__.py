@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         "overload": "bench.overload",
         "loadgen": "bench.loadgen",
         "peers": "bench.peers.__main__",
+        "capacity": "bench.capacity",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  overload  goodput at 1x, 1.5x, 2x and 3x capacity (no congestion collapse)")
         print("  loadgen   MLPerf LoadGen, Server scenario: VALID/INVALID at a QPS and bound")
         print("  peers     check or tune the Ray Serve and PyTriton peers (make peers)")
+        print("  capacity  scheduler capacity: live ramp, --hot-path, --roles")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 

@@ -82,6 +82,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         stats_pub=args.stats_pub,
+        keys_dir=args.keys,
     )
     sched = Scheduler(config)
     log.info("scheduler on %s, policy %s", args.address, args.policy)

@@ -77,6 +77,9 @@ class WorkerConfig:
     # ~100 (a process stall of 5-8 ms on 2 shared cores) cost 0.7% attainment alone.
     late_tolerance_fraction: float = 0.1
     max_lead_ns: int = 5_000_000_000
+    # Unanswered registration is sent again after this long (the scheduler treats an
+    # identical one from a registered process as a retry).
+    register_retry_ns: int = 1_000_000_000
     # CURVE keys (``baton keys DIR``): encrypt and authenticate both sockets; only
     # frontends' keys may deliver payloads. None: off.
     keys_dir: str | None = None
@@ -128,6 +131,7 @@ class Worker:
         self._registered: asyncio.Event | None = None  # created in serve()
         self._heartbeat_s = 0.25
         self._sched_seen_ns = 0
+        self._register_sent_ns = 0
         self._register_msg: RegisterWorker | None = None  # built in serve()
         self._keys: Keys | None = None  # CURVE keys when config.keys_dir is set
         self.counters = {"batches": 0, "requests": 0, "too_late": 0, "too_early": 0,
@@ -167,7 +171,7 @@ class Worker:
         self._ctrl_reader, self._data_reader = ctrl_reader, data_reader
         self._register_msg = RegisterWorker(self.name, advertise, self.executor.gpu_specs())
         self._send_ctrl(Heartbeat(self._clock()))
-        self._send_ctrl(self._register_msg)
+        self._register(self._clock())
         tasks = [asyncio.ensure_future(self._gpu_loop(g)) for g in range(self.executor.gpu_count)]
         tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
         tasks.append(asyncio.ensure_future(self._orphan_sweep()))
@@ -204,7 +208,7 @@ class Worker:
                     # the scheduler restarted, or declared us dead: join again (soft state)
                     log.warning("the scheduler no longer knows this worker: registering again")
                     self._registered.clear()
-                    self._send_ctrl(self._register_msg)
+                    self._register(now)
             elif isinstance(msg, WorkerRegistered):
                 self._sched_seen_ns = now
                 self._heartbeat_s = msg.heartbeat_interval_ns / 1e9
@@ -443,15 +447,24 @@ class Worker:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _send_ctrl(self, msg: Any) -> None:
+    def _register(self, now: int) -> None:
+        """Send the registration; a send that could not leave (not connected yet) is
+        retried at the next heartbeat, one that left after ``register_retry_ns``."""
+        assert self._register_msg is not None
+        self._register_sent_ns = now if self._send_ctrl(self._register_msg) else 0
+
+    def _send_ctrl(self, msg: Any) -> bool:
         assert self._ctrl is not None
+        sent = True
         try:
             self._ctrl.send_multipart(encode(msg), zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # not connected: heartbeats and registration retry
+            sent = False
             level = logging.DEBUG if isinstance(msg, (Heartbeat, RegisterWorker)) else logging.WARNING
             log.log(level, "send %s to scheduler failed: %s", type(msg).__name__, exc)
         if self._ctrl_reader is not None:
             self._ctrl_reader.poke()  # a send can swallow the descriptor's read edge
+        return sent
 
     def _send_data(self, identity: bytes, msg: Any, buffers: Sequence[Any] = ()) -> None:
         assert self._data is not None
@@ -467,9 +480,11 @@ class Worker:
         registered, registration is retried at the same pace."""
         while True:
             self._send_ctrl(Heartbeat(self._clock()))
-            if self._registered is not None and not self._registered.is_set():
+            now = self._clock()
+            if (self._registered is not None and not self._registered.is_set()
+                    and now - self._register_sent_ns >= self.config.register_retry_ns):
                 assert self._register_msg is not None
-                self._send_ctrl(self._register_msg)
+                self._register(now)
             await asyncio.sleep(self._heartbeat_s)
 
     async def _orphan_sweep(self) -> None:

@@ -39,7 +39,7 @@ from central.protocol import arrays
 
 from .errors import BadRequest, BatonError, Unavailable, error_for
 
-__all__ = ["Client", "AsyncClient", "query_stats", "DEFAULT_ADDRESS"]
+__all__ = ["Client", "AsyncClient", "query_stats", "secure_socket", "DEFAULT_ADDRESS"]
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5560"
 
@@ -54,7 +54,7 @@ def _zmq_address(address: str) -> str:
     return address
 
 
-def _secure(sock: zmq.Socket, keys: str | None, server_role: str, token: str | None) -> None:
+def secure_socket(sock: zmq.Socket, keys: str | None, server_role: str, token: str | None) -> None:
     """CURVE client keys from a ``baton keys`` directory, and the frontend's token."""
     if keys is not None:
         from zmq.auth import load_certificate
@@ -139,7 +139,7 @@ class Client:
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        _secure(self._sock, keys, "frontend", token)
+        secure_socket(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
 
     def infer(
@@ -209,7 +209,7 @@ class AsyncClient:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
-        _secure(self._sock, keys, "frontend", token)
+        secure_socket(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
         self._tags = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
@@ -323,7 +323,7 @@ def query_stats(
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    _secure(sock, keys, server, token)
+    secure_socket(sock, keys, server, token)
     try:
         sock.connect(_zmq_address(address))
         sock.send_multipart(encode(StatsQuery(1 if with_batches else 2)))

@@ -23,6 +23,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frontend", default=DEFAULT_FRONTEND, metavar="ADDR",
                    help="a frontend's client address, polled each second for p50/p99 "
                    f"latency (default {DEFAULT_FRONTEND}; '' for none)")
+    p.add_argument("--keys", metavar="DIR", help="CURVE keys of a secured cluster (baton keys)")
+    p.add_argument("--token-file", metavar="PATH", help="the frontend's client token")
     p.add_argument("--interval", type=float, default=0.25, metavar="S",
                    help="seconds between screen refreshes (and polls with --poll)")
 
@@ -44,12 +46,17 @@ def run(args: argparse.Namespace) -> int:
     from .source import FrontendLatency, PollSource, StatsSource
 
     source: Any
+    token = None
+    if args.token_file:
+        from central.runtime.security import read_token
+
+        token = read_token(args.token_file)
     if args.poll:
-        source = PollSource(args.poll, interval_s=args.interval)
+        source = PollSource(args.poll, interval_s=args.interval, keys=args.keys)
     else:
-        source = StatsSource(args.stats)
+        source = StatsSource(args.stats, keys=args.keys)
     if args.frontend:
-        source = FrontendLatency(source, args.frontend)
+        source = FrontendLatency(source, args.frontend, keys=args.keys, token=token)
     try:
         code = TopApp(source, args.interval).run()
     finally:

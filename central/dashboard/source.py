@@ -243,8 +243,11 @@ class StatsSource:
         *,
         clock: Callable[[], int] = time.monotonic_ns,
         context: Any = None,
+        keys: str | None = None,
     ) -> None:
         import zmq
+
+        from central.client.client import secure_socket
 
         self._clock = clock
         self.tracker = Tracker(address, clock(), mode="pub")
@@ -252,6 +255,7 @@ class StatsSource:
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"stats")
+        secure_socket(self._sock, keys, "scheduler", None)
         self._sock.connect(address)
 
     def poll(self) -> Reading:
@@ -282,10 +286,12 @@ class PollSource:
         interval_s: float = 0.25,
         clock: Callable[[], int] = time.monotonic_ns,
         query: Callable[..., dict[str, Any]] | None = None,
+        keys: str | None = None,
     ) -> None:
         if query is None:
             from central.client import query_stats as query
         self._query = query
+        self._keys = keys
         self._clock = clock
         self._interval_s = interval_s
         self._address = address
@@ -298,7 +304,8 @@ class PollSource:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                snap = self._query(self._address, with_batches=True, timeout_s=1.0)
+                extra = {"keys": self._keys} if self._keys else {}
+                snap = self._query(self._address, with_batches=True, timeout_s=1.0, **extra)
             except Exception:  # unreachable or garbled: the reading's age says so
                 snap = None
             if snap is not None:
@@ -331,6 +338,8 @@ class FrontendLatency:
         *,
         interval_s: float = 1.0,
         query: Callable[..., dict[str, Any]] | None = None,
+        keys: str | None = None,
+        token: str | None = None,
     ) -> None:
         if query is None:
             from central.client import query_stats as query
@@ -338,6 +347,8 @@ class FrontendLatency:
         self._query = query
         self._address = address
         self._interval_s = interval_s
+        self._auth = ({"keys": keys, "server": "frontend", "token": token}
+                      if keys or token else {})
         self._latency: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="baton-top-latency", daemon=True)
@@ -346,7 +357,7 @@ class FrontendLatency:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                stats = self._query(self._address, timeout_s=1.0)
+                stats = self._query(self._address, timeout_s=1.0, **self._auth)
                 lat = stats.get("model_latency_ms") or {}
                 self._latency = {
                     m: (float(v["p50"]), float(v["p99"])) for m, v in lat.items()

@@ -171,13 +171,16 @@ class ProfileEstimator:
             self._profile = Profile(k_ns=k, c_ns=c, max_batch=self._profile.max_batch)
 
     def _recompute_margin(self) -> None:
-        profile = self._profile
-        residuals = sorted(max(0, d - profile.latency_ns(b)) for b, d in self._samples)
+        k, c = self._profile.k_ns, self._profile.c_ns  # latency_ns inlined: max(kb + c, k, 1)
+        if k >= 1 and c >= 0:  # then k b + c >= k >= 1 for every b >= 1: no max needed
+            residuals = sorted([d - k * b - c for b, d in self._samples])
+        else:
+            residuals = sorted([d - max(k * b + c, k, 1) for b, d in self._samples])
         if not residuals:
             self._margin_ns = 0
             return
         rank = max(1, math.ceil(self._percentile * len(residuals)))
-        self._margin_ns = residuals[rank - 1]
+        self._margin_ns = max(0, residuals[rank - 1])  # a quantile of max(0, r)
 
 
 class LoadEstimator:

@@ -70,6 +70,7 @@ class _Model:
     __slots__ = (
         "name", "queue", "est", "pools", "load", "version", "ready", "waiting", "batch",
         "latest_ns", "timer_at", "floor", "floor_at", "floor_prof", "last_dispatch_ns",
+        "share", "share_epoch",
     )  # fmt: skip
 
     def __init__(self, name: str, rate_window_ns: int) -> None:
@@ -88,6 +89,7 @@ class _Model:
         self.floor_at = 0  # when it was computed
         self.floor_prof: Profile | None = None  # from which profile
         self.last_dispatch_ns = 0  # when it last got a batch (0: never)
+        self.share, self.share_epoch = 0.0, -1  # its fair share of workers, and when
 
 
 class _Batch:
@@ -95,9 +97,7 @@ class _Batch:
 
     def __init__(self, model: str, worker: int, earliest: int, expected: int) -> None:
         self.model = model
-        self.worker = worker
-        self.earliest = earliest
-        self.expected = expected
+        self.worker, self.earliest, self.expected = worker, earliest, expected
 
 
 def _fit(profile: Profile, avail_ns: int) -> int:
@@ -126,6 +126,7 @@ class SymphonyPolicy:
         self._seq = 0  # heap tie-break
         self._drops: dict[DropReason, list[int]] = {}
         self._floor_refresh_ns = max(1, self._cfg.rate_window_ns // _FLOOR_REFRESHES)
+        self._epoch = 0  # bumped whenever a pool's membership changes (shares go stale)
 
     # ------------------------------------------------------------- interface
 
@@ -283,6 +284,7 @@ class SymphonyPolicy:
             for name in key:
                 self._models[name].pools.append(pool)
         pool.add(w)  # join the new pool before leaving the old: no model is orphaned
+        self._epoch += 1
         w.pool, w.models = pool, key
         for name in key:
             if self._models[name].queue:
@@ -305,6 +307,7 @@ class SymphonyPolicy:
 
     def _leave(self, w: WorkerState, pool: WorkerPool) -> None:
         pool.discard(w)
+        self._epoch += 1
         for name in pool.models:
             m = self._models[name]
             if not pool.members:
@@ -397,9 +400,7 @@ class SymphonyPolicy:
         if m.waiting:
             m.waiting = False
             self._n_waiting -= 1
-        m.ready = False
-        m.batch = 0
-        m.timer_at = None
+        m.ready, m.batch, m.timer_at = False, 0, None
 
     def _recompute(self, m: _Model, now: int) -> bool:
         """Refresh ``m``'s candidate, dropping doomed heads; True when it is ready."""
@@ -413,6 +414,7 @@ class SymphonyPolicy:
             return False
         cfg = self._cfg
         prof = m.est.current()
+        k, c = prof.k_ns, prof.c_ns  # l(b) = max(k b + c, k) (k >= 1): latency_ns, inlined
         margin = self._margin(m)
         after = cfg.reply_cost_ns + margin  # what must follow the batch's end
         # A busy worker's last batch may overrun as much as ours: plan its end late too.
@@ -421,22 +423,23 @@ class SymphonyPolicy:
         # places the deferral point; a request only it rules out still has a chance.
         start0 = max(now + cfg.dispatch_cost_ns, w.free_at)
         n = len(queue)
-        doomed = queue.count_before(start0 + prof.latency_ns(1) + cfg.reply_cost_ns)
+        doomed = queue.count_before(start0 + max(k + c, k) + cfg.reply_cost_ns)
         if doomed == n and now - m.last_dispatch_ns > cfg.stale_after_ns and m.est.samples:
             # Everything is doomed and nothing has run for a long while: what was learnt
             # (under overload, say) is stale. Start again from the initial profile.
             m.est.reset()
             prof = m.est.current()
+            k, c = prof.k_ns, prof.c_ns
             margin = self._margin(m)
             after = cfg.reply_cost_ns + margin
             start = max(now + cfg.dispatch_cost_ns, w.free_at + (margin if w.timeline else 0))
-            doomed = queue.count_before(start0 + prof.latency_ns(1) + cfg.reply_cost_ns)
+            doomed = queue.count_before(start0 + max(k + c, k) + cfg.reply_cost_ns)
         if cfg.shed_fraction > 0.0 and n - doomed > 2:
             # Shed the heads that would hold the batch below the floor, when enough
             # requests stand behind them to make a batch of at least the floor.
             floor = self._floor(m, now, prof)
             if 1 < floor < n - doomed:
-                short = queue.count_before(start + prof.latency_ns(floor) + after)
+                short = queue.count_before(start + max(k * floor + c, k) + after)
                 if short > doomed and n - short >= floor:
                     self._drop(DropReason.DEADLINE, queue.pop_front(doomed))
                     self._drop(DropReason.SHED, queue.pop_front(short - doomed))
@@ -453,26 +456,24 @@ class SymphonyPolicy:
             # Only the margin rules the head out: send it alone, now (seen live: a lone
             # request deferred to its last moment, then the margin grew before the tick).
             m.batch = 1
-            m.latest_ns = deadline - cfg.reply_cost_ns - prof.latency_ns(1)
+            m.latest_ns = deadline - cfg.reply_cost_ns - max(k + c, k)
             m.ready = True
             self._watch(m, m.latest_ns)
             return True
         batch = m.batch = min(by_deadline, n, prof.max_batch)
-        m.latest_ns = deadline - after - prof.latency_ns(batch)
+        m.latest_ns = deadline - after - max(k * batch + c, k)
         if batch == n and batch < by_deadline and batch < prof.max_batch:
-            t_ready = (
-                deadline - after - prof.latency_ns(batch + 1)
-                - cfg.dispatch_cost_ns - cfg.timer_slack_ns
-            )  # fmt: skip
+            grown = max(k * (batch + 1) + c, k)
+            t_ready = deadline - after - grown - cfg.dispatch_cost_ns - cfg.timer_slack_ns
             if now < t_ready and self._worth_waiting(m, now, prof, batch):
                 m.timer_at = t_ready
                 heapq.heappush(self._timers, (t_ready, m.name))
                 # Once no worker can start before this, the batch cannot grow: ready.
-                self._watch(m, deadline - after - margin - prof.latency_ns(batch + 1))
+                self._watch(m, deadline - after - margin - grown)
                 return False
         m.ready = True
         # past this, the head is doomed
-        self._watch(m, deadline - after - margin - prof.latency_ns(1))
+        self._watch(m, deadline - after - margin - max(k + c, k))
         return True
 
     def _worth_waiting(self, m: _Model, now: int, prof: Profile, batch: int) -> bool:
@@ -480,9 +481,10 @@ class SymphonyPolicy:
         above ``batch``: not if ``batch`` carries ``defer_headroom`` x the arrival rate on
         ``m``'s fair share of workers (a pool serving j models counts 1/j per worker)."""
         headroom = self._cfg.defer_headroom
-        share = sum(len(pool) / len(pool.models) for pool in m.pools)
-        rate = m.load.rate_per_ns(now)
-        return headroom <= 0.0 or headroom * rate * prof.latency_ns(batch) > share * batch
+        if m.share_epoch != self._epoch:  # the share moves only when pools do: cached
+            m.share, m.share_epoch = sum(len(p) / len(p.models) for p in m.pools), self._epoch
+        return headroom <= 0.0 or headroom * m.load.rate_per_ns(now) * prof.latency_ns(
+            batch) > m.share * batch
 
     def _watch(self, m: _Model, threshold: int) -> None:
         """Recompute ``m`` once its pools' earliest free_at rises past ``threshold``."""

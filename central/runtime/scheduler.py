@@ -5,8 +5,13 @@ ROUTER. Each loop turn drains every queued message (``Reader``), turns them into
 events through ``translate``, feeds them to the policy with the current time, carries out
 the returned actions (Execute to the worker and Route to the frontends of a Dispatch,
 DropRequests for a Drop), then arms the one ``PreciseTimer`` at ``next_wakeup_ns``. When
-it fires, the policy gets a ``Tick``. Payload bytes never come here: the frontends ship
-them to workers directly; ``bytes_in`` in the stats lets tests prove it.
+it fires, the policy gets a ``Tick``. Metadata is batched end to end: every ``Requests``
+message of one turn (from every frontend) becomes a single ``RequestsArrived``, fed once
+after the turn's other messages, so a model's candidate is recomputed once per turn
+rather than once per message; per request the hot path allocates only the policy's
+``Request`` (the metrics keep that object rather than a tuple of their own). Payload
+bytes never come here: the frontends ship them to workers directly; ``bytes_in`` in the
+stats lets tests prove it.
 
 Liveness: workers and frontends send heartbeats; a worker silent for
 ``worker_timeout_ns`` is reported to the policy as lost (its GPUs get no more batches).
@@ -20,24 +25,27 @@ families for the optional ``/metrics`` endpoint, and an optional PUB socket publ
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
 from central.policy import PolicyConfig, make_policy
+from central.policy.sharded import ShardedPolicy, ShardOptions
 from central.policy.types import (
     Action,
-    BatchDone,
     BatchStatus,
     Dispatch,
     Drop,
     DropReason,
     Event,
+    Request,
+    RequestsArrived,
     Tick,
     WorkerJoined,
     WorkerLost,
@@ -72,11 +80,22 @@ from .translate import (
     gpu_profiles,
     requests_to_event,
 )
-from .zmqio import Reader, close_all
+from .security import PeerGate, load_keys, warn_if_exposed
+from .zmqio import Reader, close_all, send_frames
 
 __all__ = ["SchedulerConfig", "Scheduler"]
 
 log = logging.getLogger("baton.scheduler")
+
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def _unbound(frames: list[bytes], flags: int) -> None:
+    raise RuntimeError("the scheduler has no socket yet: serve() or attach() first")
+
+
+_STATUS_NAME = {int(s): s.name for s in BatchStatus}  # Done.status -> label, no enum call
+_RAN = (int(BatchStatus.OK), int(BatchStatus.FAILED))  # statuses of batches that ran
 
 
 @dataclass(frozen=True)
@@ -85,10 +104,19 @@ class SchedulerConfig:
 
     address: str = "tcp://127.0.0.1:5550"  # ROUTER bind address
     policy: str = "symphony"
+    # > 0: run the default policy split into this many model shards and a matcher
+    # (``central.policy.sharded``), all in this process; 0: the policy named above
+    shards: int = 0
     policy_config: PolicyConfig = field(default_factory=PolicyConfig)
     one_way_ns: int = 50_000  # expected frontend -> scheduler delay, taken off budgets
-    heartbeat_interval_ns: int = 250_000_000
-    worker_timeout_ns: int = 3_000_000_000
+    heartbeat_interval_ns: int = 200_000_000
+    # A worker process silent this long is lost (its heartbeats come from its serving
+    # loop every heartbeat_interval_ns): declared within this plus one check interval.
+    worker_timeout_ns: int = 900_000_000
+    liveness_check_ns: int = 100_000_000
+    # CURVE keys (``baton keys DIR``): encrypt, authenticate, authorize peers on their
+    # key; None: off (then bind to loopback only).
+    keys_dir: str | None = None
     spin_ns: int = 1_000_000  # timer spin window where no kernel timer is available
     batch_log: int = 20_000  # recent batch records kept for Gantt charts
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens
@@ -106,6 +134,7 @@ class _WorkerProc:
     data_addr: str
     gpu_ids: tuple[int, ...]
     last_seen_ns: int
+    register: RegisterWorker | None = None  # the message it registered with
 
 
 class Scheduler:
@@ -120,9 +149,12 @@ class Scheduler:
     ) -> None:
         self.config = config
         self._clock = clock
-        self.policy = make_policy(config.policy, config.policy_config)
+        self.policy = (
+            ShardedPolicy(config.policy_config, ShardOptions(config.shards)) if config.shards
+            else make_policy(config.policy, config.policy_config))
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._out: Callable[[list[bytes], int], None] = _unbound  # sends one message
         self._reader: Reader | None = None
         self._timer: PreciseTimer | None = None
         self._procs: dict[bytes, _WorkerProc] = {}
@@ -154,8 +186,10 @@ class Scheduler:
         self.busy_ns: dict[int, int] = {}
         self._started_ns = clock()
         # per-model accounting for /metrics (docs/metrics.md says what each measures)
-        self._arrivals: dict[int, tuple[str, int]] = {}  # queued rid -> (model, arrival)
-        self.model_requests: dict[str, int] = {}
+        self._arrivals: dict[int, Request] = {}  # queued request id -> its metadata
+        self._turn: list[Request] = []  # this turn's arrivals, fed at its end
+        self._inflight_requests: dict[int, list[Request]] = {}  # batch -> its requests
+        self.model_requests: Counter[str] = Counter()
         self.model_drops: dict[tuple[str, str], int] = {}  # (model, reason) -> requests
         self.model_batches: dict[str, int] = {}
         self.model_batched_requests: dict[str, int] = {}
@@ -171,21 +205,34 @@ class Scheduler:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind, serve until ``stop`` is set, then close every socket."""
+        keys = load_keys(self.config.keys_dir, "scheduler") if self.config.keys_dir else None
+        warn_if_exposed(self.config.address, keys, "the scheduler")
         sock = self._ctx.socket(zmq.ROUTER)
+        if keys is not None:
+            keys.server(sock, self._ctx)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.bind(self.config.address)
         self._sock = sock
+        self._out = functools.partial(send_frames, sock)
         wakeups = Wakeups(clock=self._clock, spin_ns=self.config.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
-        self._reader = Reader(sock, self._on_messages)
+        if keys is None:
+            self._reader = Reader(sock, self._on_messages)
+        else:  # authorize on the sender's CURVE key before anything else sees the message
+            gate = PeerGate(keys)
+            self._reader = Reader(
+                sock, lambda batch: self._on_messages(gate.admit(batch, self._unauthorized)),
+                copy=False)
         tasks = [asyncio.ensure_future(self._liveness_loop())]
         try:
             if self.config.stats_pub:
                 pub = self._ctx.socket(zmq.PUB)
                 self._pub = pub
+                if keys is not None:
+                    keys.server(pub, self._ctx)
                 pub.setsockopt(zmq.LINGER, 0)
                 pub.setsockopt(zmq.SNDHWM, 16)  # a slow dashboard loses snapshots, not us
                 pub.bind(self.config.stats_pub)
@@ -210,6 +257,25 @@ class Scheduler:
             wakeups.close()
             self._reader.close()
             close_all([sock])
+            if keys is not None:
+                keys.stop()
+
+    def attach(self, sock: Any, timer: Any) -> None:
+        """Drive this scheduler without a socket or loop: ``sock`` needs only
+        ``send_multipart(frames, flags)``, ``timer`` only ``arm(t_ns | None)``; feed it
+        with ``receive`` and ``tick``. For in-process drivers (the capacity benchmark's
+        hot-path replay); ``serve`` does the same with real ones."""
+        self._sock = sock
+        self._out = sock.send_multipart
+        self._timer = timer
+
+    def receive(self, batch: list[Sequence[bytes]]) -> None:
+        """One loop turn's messages, each ``[identity, *frames]``."""
+        self._on_messages(batch)
+
+    def tick(self) -> None:
+        """The timer armed through ``timer.arm`` fired."""
+        self._on_timer()
 
     @property
     def bound_address(self) -> str:
@@ -240,6 +306,9 @@ class Scheduler:
                 self.counters["protocol_errors"] += 1
                 log.warning("refused %s from %r: %s", type(msg).__name__, identity, exc)
                 self._refuse(identity, f"{type(msg).__name__}: {exc}")
+        if self._turn:
+            turn, self._turn = self._turn, []
+            self._feed(RequestsArrived(tuple(turn)), now)
         self._after_turn()
 
     def _handle_message(self, identity: bytes, msg: Any, nbytes: int, now: int) -> None:
@@ -256,14 +325,16 @@ class Scheduler:
             if index is None:
                 self._refuse(identity, "Requests from an unregistered frontend")
                 return
-            if any(rid >> FRONTEND_SHIFT != index for rid in msg.request_ids):
+            ids = msg.request_ids
+            # ids of one frontend form one interval of values: its ends are enough
+            if ids and not (min(ids) >> FRONTEND_SHIFT == index == max(ids) >> FRONTEND_SHIFT):
                 self._refuse(identity, "request ids must carry your frontend index")
                 return
+            requests = requests_to_event(msg, now, self.config.one_way_ns).requests
             self._frontend_seen[identity] = now
-            for rid, model in zip(msg.request_ids, msg.models):
-                self._arrivals[rid] = (model, now)
-                self.model_requests[model] = self.model_requests.get(model, 0) + 1
-            self._feed(requests_to_event(msg, now, self.config.one_way_ns), now)
+            self.model_requests.update(msg.models)
+            self._arrivals.update(zip(ids, requests))
+            self._turn.extend(requests)
         elif isinstance(msg, Done):
             proc = self._procs.get(identity)
             if proc is None or not 0 <= msg.gpu < len(proc.gpu_ids):
@@ -278,16 +349,20 @@ class Scheduler:
             self._record_done(msg, worker_id)
             self._feed(done_to_event(msg, worker_id), now)
         elif isinstance(msg, Heartbeat):
-            if identity in self._procs:
-                self._procs[identity].last_seen_ns = now
-            else:
-                self._frontend_seen[identity] = now
-            self._send(identity, HeartbeatAck(msg.sent_ns, self._clock()))
+            proc = self._procs.get(identity)
+            if proc is not None:
+                proc.last_seen_ns = now
+            known = proc is not None or identity in self._frontend_index
+            # registered=0 tells a sender this scheduler does not know it (a restart, or
+            # it was declared lost): it registers again. Unknown senders leave no state.
+            self._send(identity, HeartbeatAck(msg.sent_ns, self._clock(), int(known)))
         elif isinstance(msg, RegisterWorker):
             self._register_worker(identity, msg, now)
         elif isinstance(msg, RegisterFrontend):
-            index = self._next_frontend
-            self._next_frontend += 1
+            index = self._frontend_index.get(identity)
+            if index is None:  # a known identity keeps its index: re-registering is idempotent
+                index = self._next_frontend
+                self._next_frontend += 1
             self._frontends[index] = identity
             self._frontend_index[identity] = index
             self._frontend_seen[identity] = now
@@ -300,13 +375,18 @@ class Scheduler:
             self._refuse(identity, f"{type(msg).__name__} is not for the scheduler")
 
     def _register_worker(self, identity: bytes, msg: RegisterWorker, now: int) -> None:
+        same = self._procs.get(identity)
+        if same is not None and same.register == msg:
+            # The same registration again (a retry that crossed our answer): idempotent.
+            same.last_seen_ns = now
+            self._send(identity, WorkerRegistered(
+                same.process_id, same.gpu_ids, self.config.heartbeat_interval_ns))
+            return
         old = self._procs.pop(identity, None)
         if old is not None:  # re-registration: the old GPUs are gone
-            for gid in old.gpu_ids:
-                self._gpu.pop(gid, None)
-                self._feed(WorkerLost(gid), now)
+            self._lose(old, now)
         gpu_ids = []
-        proc = _WorkerProc(identity, self._next_process, msg.name, msg.data_addr, (), now)
+        proc = _WorkerProc(identity, self._next_process, msg.name, msg.data_addr, (), now, msg)
         self._next_process += 1
         for index, spec in enumerate(msg.gpus):
             gid = self._next_gpu
@@ -357,9 +437,10 @@ class Scheduler:
         elif isinstance(action, Drop):
             self.counters["dropped"] += len(action.request_ids)
             self.drops_by_reason[action.reason.name] += len(action.request_ids)
+            reason, arrivals = action.reason.name, self._arrivals
             for rid in action.request_ids:
-                model = self._arrivals.pop(rid, ("", 0))[0]
-                key = (model, action.reason.name)
+                request = arrivals.pop(rid, None)
+                key = (request.model if request is not None else "", reason)
                 self.model_drops[key] = self.model_drops.get(key, 0) + 1
             for fe, drop in drop_to_messages(action).items():
                 identity = self._frontends.get(fe)
@@ -368,20 +449,18 @@ class Scheduler:
 
     def _record_done(self, msg: Done, worker_id: int) -> None:
         entry = self._dispatched.pop(msg.batch_id, None)
+        self._inflight_requests.pop(msg.batch_id, None)
         status = str(msg.status)
         self.done_by_status[status] = self.done_by_status.get(status, 0) + 1
         self.busy_ns[worker_id] = self.busy_ns.get(worker_id, 0) + max(0, msg.end_ns - msg.start_ns)
         if entry is not None:
             action, sent = entry
             model = action.model
-            try:
-                status_name = BatchStatus(msg.status).name
-            except ValueError:
-                status_name = str(msg.status)
+            status_name = _STATUS_NAME.get(msg.status, status)
             done = self.model_done.setdefault((model, status_name), [0, 0])
             done[0] += 1
             done[1] += msg.batch_size
-            if msg.status in (BatchStatus.OK, BatchStatus.FAILED):  # it ran (not refused)
+            if msg.status in _RAN:  # it ran (not refused)
                 hist = self.exec_hist.get(model)
                 if hist is None:
                     hist = self.exec_hist[model] = Histogram()
@@ -404,18 +483,22 @@ class Scheduler:
 
     # --------------------------------------------------------------- plumbing
 
+    def _unauthorized(self, identity: bytes, text: str) -> None:
+        self.counters["unauthorized"] = self.counters.get("unauthorized", 0) + 1
+        self._send(identity, Error(int(Status.UNAUTHORIZED), text))
+
     def _refuse(self, identity: bytes, text: str) -> None:
         """Tell a peer its message was refused (its fault); it stays connected."""
         self._send(identity, Error(int(Status.BAD_REQUEST), text))
 
     def _send(self, identity: bytes, msg: Any) -> None:
-        assert self._sock is not None
+        """Send without blocking. A send can swallow the socket descriptor's read edge:
+        every path that sends ends in ``_after_turn``, whose ``poke`` re-checks (once per
+        turn rather than once per send: the check was 10% of the loop's CPU)."""
         try:
-            self._sock.send_multipart([identity, *encode(msg)], zmq.NOBLOCK)
+            self._out([identity, *encode(msg)], _NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or HWM: log, go on
             log.warning("send %s to %r failed: %s", type(msg).__name__, identity, exc)
-        if self._reader is not None:
-            self._reader.poke()  # a send can swallow the descriptor's read edge
 
     def _directory(self) -> WorkerDirectory:
         return WorkerDirectory(
@@ -429,7 +512,7 @@ class Scheduler:
             self._send(identity, directory)
 
     async def _liveness_loop(self) -> None:
-        interval = self.config.heartbeat_interval_ns / 1e9
+        interval = self.config.liveness_check_ns / 1e9
         while True:
             await asyncio.sleep(interval)
             now = self._clock()
@@ -439,17 +522,38 @@ class Scheduler:
                 if now - p.last_seen_ns > self.config.worker_timeout_ns
             ]
             for proc in lost:
-                log.warning("worker %s silent for too long: lost", proc.name)
+                log.warning("worker %s silent for %.2f s: lost", proc.name,
+                            (now - proc.last_seen_ns) / 1e9)
+                self.counters["workers_lost"] = self.counters.get("workers_lost", 0) + 1
                 del self._procs[proc.identity]
-                for gid in proc.gpu_ids:
-                    self._gpu.pop(gid, None)
-                    self._feed(WorkerLost(gid), now)
+                self._lose(proc, now)
             if lost:
                 self._models = {
                     m for p in self._procs.values() for m in self._models_of(p)
                 }
                 self._broadcast_directory()
                 self._after_turn()
+
+    def _lose(self, proc: _WorkerProc, now: int) -> None:
+        """``proc``'s GPUs are gone: tell the policy, then give their in-flight batches'
+        requests back to it with their original deadlines. It re-dispatches those that
+        can still make it (the frontend ships the payload again, and takes the answer
+        only from the new worker: the lost one is fenced) and drops the rest early."""
+        gids = set(proc.gpu_ids)
+        for gid in proc.gpu_ids:
+            self._gpu.pop(gid, None)
+            self._feed(WorkerLost(gid), now)
+        orphans = [bid for bid, (action, _) in self._dispatched.items() if action.worker_id in gids]
+        again: list[Request] = []
+        for bid in orphans:
+            del self._dispatched[bid]
+            again.extend(self._inflight_requests.pop(bid, ()))
+        if again:
+            self.counters["redispatched"] = self.counters.get("redispatched", 0) + len(again)
+            self._arrivals.update((r.request_id, r) for r in again)
+            self._feed(RequestsArrived(tuple(again)), now)
+            log.warning("worker %s lost: %d requests of %d in-flight batches given back",
+                        proc.name, len(again), len(orphans))
 
     def _models_of(self, proc: _WorkerProc) -> set[str]:
         snap = self.policy.snapshot()
@@ -501,10 +605,13 @@ class Scheduler:
         queue = self.queue_hist.get(model)
         if queue is None:
             queue = self.queue_hist[model] = Histogram()
+        pop, observe = self._arrivals.pop, queue.observe
+        inflight = self._inflight_requests[action.batch_id] = []
         for rid in action.request_ids:
-            arrival = self._arrivals.pop(rid, None)
-            if arrival is not None:
-                queue.observe(max(0, now - arrival[1]) / 1e9)
+            request = pop(rid, None)
+            if request is not None:
+                observe(max(0, now - request.arrival_ns) / 1e9)
+                inflight.append(request)  # given back to the policy if its worker is lost
 
     def recent_batches(self, count: int) -> list[list[Any]]:
         """The last ``count`` batch records (fewer if the log holds fewer), oldest first."""

@@ -41,6 +41,7 @@ import zmq
 __all__ = [
     "ROLES",
     "Keys",
+    "PeerGate",
     "make_keys",
     "load_keys",
     "read_token",
@@ -191,3 +192,73 @@ def warn_if_exposed(address: str, keys: Keys | None, what: str) -> None:
         return
     log.warning("SECURITY: %s binds %s beyond loopback WITHOUT encryption or authentication; "
                 "make keys with `baton keys DIR` and start every role with --keys DIR", what, address)
+
+
+# Which roles' keys may send each message kind to the scheduler (by Kind value).
+_SCHEDULER_KINDS: dict[int, frozenset[str]] = {
+    1: frozenset({"worker"}),  # RegisterWorker
+    3: frozenset({"frontend"}),  # RegisterFrontend
+    6: frozenset({"worker", "frontend"}),  # Heartbeat
+    10: frozenset({"frontend"}),  # Requests
+    14: frozenset({"worker"}),  # Done
+    50: frozenset({"worker", "frontend", "client"}),  # StatsQuery
+}
+
+
+def _kind(header: bytes) -> int | None:
+    """The message kind from a header's first elements, without decoding the rest."""
+    import msgpack
+
+    try:
+        u = msgpack.Unpacker(max_buffer_size=len(header) + 16)
+        u.feed(header)
+        if u.read_array_header() < 2:
+            return None
+        u.skip()  # the version
+        kind = u.unpack()
+    except Exception:  # malformed: the decoder refuses it with the precise reason
+        return None
+    return kind if isinstance(kind, int) else None
+
+
+class PeerGate:
+    """Authorize a CURVE ROUTER's messages on the sender's key, not its routing id.
+
+    The first message of a worker or frontend routing id binds that id to the key it
+    came with; later messages on the id with another key are refused (routing ids are
+    chosen by the peer and could be reused by another). Each kind is admitted only from
+    the roles that may send it (``_SCHEDULER_KINDS``); kinds not listed pass on, so the
+    decoder refuses them with its usual reason.
+    """
+
+    def __init__(self, keys: Keys, kinds: dict[int, frozenset[str]] | None = None) -> None:
+        self.keys = keys
+        self.kinds = kinds if kinds is not None else _SCHEDULER_KINDS
+        self._bound: dict[bytes, str] = {}  # routing id -> key, for workers and frontends
+
+    def admit(
+        self, batch: list[Any], refuse: Any
+    ) -> list[list[bytes]]:
+        """Frames (``copy=False``) in, the admitted messages as bytes out; ``refuse(id,
+        text)`` is called for the rest."""
+        out = []
+        for frames in batch:
+            identity = frames[0].bytes
+            key = peer_key(frames[0])
+            role = self.keys.role_of(key)
+            if role in ("worker", "frontend"):
+                bound = self._bound.setdefault(identity, key or "")
+                if bound != key:
+                    refuse(identity, "this routing id belongs to another key")
+                    continue
+            kind = _kind(frames[1].bytes) if len(frames) > 1 else None
+            allowed = self.kinds.get(kind) if kind is not None else None
+            if allowed is not None and role not in allowed:
+                refuse(identity, f"a {role or 'unknown'} key may not send message kind {kind}")
+                continue
+            out.append([f.bytes for f in frames])
+        return out
+
+    def forget(self, identity: bytes) -> None:
+        """Release a routing id (its peer was lost or left)."""
+        self._bound.pop(identity, None)

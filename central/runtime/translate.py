@@ -11,6 +11,7 @@ payloads needs no table.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import repeat
 
 from central.policy.types import (
     BatchDone,
@@ -59,16 +60,17 @@ def frontend_of(request_id: int) -> int:
 
 
 def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsArrived:
-    """Metadata message -> event; budgets become absolute scheduler-clock deadlines."""
+    """Metadata message -> event; budgets become absolute scheduler-clock deadlines.
+
+    Each request costs one ``Request`` and nothing else: the columns are zipped by
+    ``map`` in C rather than unpacked tuple by tuple. Raises ``TypeError`` on a budget
+    that is not a number.
+    """
     base = now_ns - one_way_ns
-    return RequestsArrived(
-        tuple(
-            Request(rid, model, base + budget, now_ns, size)
-            for rid, model, budget, size in zip(
-                msg.request_ids, msg.models, msg.budgets_ns, msg.sizes
-            )
-        )
-    )
+    deadlines = [base + budget for budget in msg.budgets_ns]
+    return RequestsArrived(tuple(map(
+        Request, msg.request_ids, msg.models, deadlines, repeat(now_ns, len(deadlines)),
+        msg.sizes)))
 
 
 def done_to_event(msg: Done, worker_id: int) -> BatchDone:
@@ -100,8 +102,12 @@ def dispatch_to_messages(
         action.latest_ns,
         action.expected_ns,
     )
+    ids = action.request_ids
+    if ids and min(ids) >> FRONTEND_SHIFT == max(ids) >> FRONTEND_SHIFT:  # one frontend
+        return execute, {ids[0] >> FRONTEND_SHIFT: Route(action.batch_id, process_id,
+                                                          gpu_index, ids)}
     by_frontend: dict[int, list[int]] = defaultdict(list)
-    for rid in action.request_ids:
+    for rid in ids:
         by_frontend[rid >> FRONTEND_SHIFT].append(rid)
     routes = {
         fe: Route(action.batch_id, process_id, gpu_index, tuple(ids))
@@ -112,10 +118,12 @@ def dispatch_to_messages(
 
 def drop_to_messages(action: Drop) -> dict[int, DropRequests]:
     """Drop -> one DropRequests per frontend involved."""
+    ids, detail = action.request_ids, DROP_DETAIL[action.reason]
+    if ids and min(ids) >> FRONTEND_SHIFT == max(ids) >> FRONTEND_SHIFT:  # one frontend
+        return {ids[0] >> FRONTEND_SHIFT: DropRequests(ids, int(action.reason), detail)}
     by_frontend: dict[int, list[int]] = defaultdict(list)
-    for rid in action.request_ids:
+    for rid in ids:
         by_frontend[rid >> FRONTEND_SHIFT].append(rid)
-    detail = DROP_DETAIL[action.reason]
     return {
         fe: DropRequests(tuple(ids), int(action.reason), detail)
         for fe, ids in by_frontend.items()

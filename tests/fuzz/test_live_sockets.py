@@ -429,7 +429,7 @@ def test_memory_is_flat_across_equal_fuzz_rounds(
     _assert_serves_correctly(cluster, peers)
 
 
-# ------------------------------------------------- known bugs outside central.protocol
+# ------------------------------------------- bugs found outside central.protocol, fixed
 
 
 def test_refused_infer_is_answered_with_its_tag(
@@ -445,12 +445,6 @@ def test_refused_infer_is_answered_with_its_tag(
     assert isinstance(msg, Reply) and msg.tag == 4242 and msg.status == Status.BAD_REQUEST
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="central/runtime/scheduler.py RegisterFrontend branch gives the same identity a "
-    "new index on every registration and never drops the old ones: one peer grows the "
-    "scheduler's frontend table (and every WorkerDirectory broadcast) without bound",
-)
 def test_re_registering_one_identity_does_not_grow_the_scheduler(
     cluster: Cluster, peers: Callable[..., Peer]
 ) -> None:
