@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dilation", type=float, default=None,
                    help="multiply k, c and SLO by this (default: 4 below 8 cores, else 1)")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    p.add_argument("--async", dest="use_async", action="store_true",
+                   help="perf_analyzer's asynchronous mode (-a): many requests in flight "
+                   "from few threads, for rates well above 1/latency per thread")
     p.add_argument("--out", default="bench-results/perf_analyzer", help="report directory")
     args = p.parse_args(argv)
 
@@ -92,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cluster: {config.gpu_count} emulated GPUs, symphony l(b) = {model.k_ms:.3f} b + "
           f"{model.c_ms:.3f} ms, SLO {model.slo_ms:.0f} ms (dilation x{dilation:g}); "
           f"perf_analyzer over {args.protocol} at {args.rate:g} req/s")
-    cmd = [binary, "-m", "symphony", "-u", f"127.0.0.1:{port}", "-i", args.protocol,
+    # -x 1: Baton serves one version of each model; perf_analyzer 2.51 needs the version
+    # named to find the model's server-side statistics ("failed to find the requested
+    # model version" otherwise, after the measurement)
+    cmd = [binary, "-m", "symphony", "-x", "1", "-u", f"127.0.0.1:{port}", "-i", args.protocol,
            "--request-rate-range", f"{args.rate:g}", "--shape", f"x:{args.shape}",
            "-p", str(args.interval_ms), "--percentile", "99", "-f", str(out / "report.csv")]
+    if args.use_async:
+        cmd.append("-a")
     with Cluster(config, log_dir=str(out / "logs")) as cluster:
         start = time.monotonic()
         run = subprocess.run(cmd, env={**os.environ, "LD_LIBRARY_PATH": ld_path},
