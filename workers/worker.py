@@ -36,6 +36,7 @@ from central.protocol import (
     Execute,
     Heartbeat,
     HeartbeatAck,
+    Leaving,
     ModelsDescribed,
     Payloads,
     RegisterWorker,
@@ -80,6 +81,8 @@ class WorkerConfig:
     # Unanswered registration is sent again after this long (the scheduler treats an
     # identical one from a registered process as a retry).
     register_retry_ns: int = 1_000_000_000
+    # On SIGTERM: finish queued and running batches for up to this long, then exit.
+    drain_timeout_ns: int = 5_000_000_000
     # CURVE keys (``baton keys DIR``): encrypt and authenticate both sockets; only
     # frontends' keys may deliver payloads. None: off.
     keys_dir: str | None = None
@@ -177,6 +180,7 @@ class Worker:
         tasks.append(asyncio.ensure_future(self._orphan_sweep()))
         try:
             await stop.wait()
+            await self._drain()
         finally:
             for t in tasks:
                 t.cancel()
@@ -474,6 +478,17 @@ class Worker:
             log.warning("send %s to frontend %r failed: %s", type(msg).__name__, identity, exc)
         if self._data_reader is not None:
             self._data_reader.poke()
+
+    async def _drain(self) -> None:
+        """SIGTERM: tell the scheduler (no new batches), finish what is queued or running
+        for up to ``drain_timeout_ns``; the rest is answered by the frontends' sweep."""
+        if self._registered is not None and self._registered.is_set():
+            self._send_ctrl(Leaving(self.name))
+        deadline = self._clock() + self.config.drain_timeout_ns
+        while self._batches and self._clock() < deadline:
+            await asyncio.sleep(0.01)
+        if self._batches:
+            log.warning("drain timed out with %d batches left", len(self._batches))
 
     async def _heartbeat_loop(self) -> None:
         """Heartbeats from the serving loop itself (a wedged loop sends none); while not

@@ -33,6 +33,7 @@ __all__ = [
     "WorkerDirectory",
     "Heartbeat",
     "HeartbeatAck",
+    "Leaving",
     "Requests",
     "Execute",
     "Route",
@@ -62,6 +63,7 @@ class Kind(enum.IntEnum):
     WORKER_DIRECTORY = 5
     HEARTBEAT = 6
     HEARTBEAT_ACK = 7
+    LEAVING = 8
     REQUESTS = 10
     EXECUTE = 11
     ROUTE = 12
@@ -167,6 +169,15 @@ class HeartbeatAck:
     # 1: the scheduler knows the sender as registered; 0: it does not (it restarted, or
     # declared the sender dead): the sender must register again.
     registered: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Leaving:
+    """worker -> scheduler: draining (SIGTERM); plan nothing more on me, my batches in
+    flight still finish and report ``Done``."""
+
+    KIND: ClassVar[Kind] = Kind.LEAVING
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +350,7 @@ Message = (
     | WorkerDirectory
     | Heartbeat
     | HeartbeatAck
+    | Leaving
     | Requests
     | Execute
     | Route
@@ -365,6 +377,7 @@ MESSAGE_TYPES: dict[int, type] = {
         WorkerDirectory,
         Heartbeat,
         HeartbeatAck,
+        Leaving,
         Requests,
         Execute,
         Route,

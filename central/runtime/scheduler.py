@@ -57,6 +57,7 @@ from central.protocol import (
     FrontendRegistered,
     Heartbeat,
     HeartbeatAck,
+    Leaving,
     RegisterFrontend,
     RegisterWorker,
     RemoteProtocolError,
@@ -135,6 +136,7 @@ class _WorkerProc:
     gpu_ids: tuple[int, ...]
     last_seen_ns: int
     register: RegisterWorker | None = None  # the message it registered with
+    leaving: bool = False  # draining: no new batches; forgotten once silent
 
 
 class Scheduler:
@@ -358,6 +360,17 @@ class Scheduler:
             self._send(identity, HeartbeatAck(msg.sent_ns, self._clock(), int(known)))
         elif isinstance(msg, RegisterWorker):
             self._register_worker(identity, msg, now)
+        elif isinstance(msg, Leaving):
+            proc = self._procs.get(identity)
+            if proc is None:
+                self._refuse(identity, "Leaving from an unknown worker")
+            elif not proc.leaving:
+                # Plan nothing more on its GPUs; its batches in flight finish and report
+                # Done as usual. It is forgotten once it falls silent (liveness loop).
+                proc.leaving = True
+                for gid in proc.gpu_ids:
+                    self._feed(WorkerLost(gid), now)
+                log.info("worker %s is draining", proc.name)
         elif isinstance(msg, RegisterFrontend):
             index = self._frontend_index.get(identity)
             if index is None:  # a known identity keeps its index: re-registering is idempotent
@@ -542,7 +555,8 @@ class Scheduler:
         gids = set(proc.gpu_ids)
         for gid in proc.gpu_ids:
             self._gpu.pop(gid, None)
-            self._feed(WorkerLost(gid), now)
+            if not proc.leaving:  # a draining worker's GPUs were taken off already
+                self._feed(WorkerLost(gid), now)
         orphans = [bid for bid, (action, _) in self._dispatched.items() if action.worker_id in gids]
         again: list[Request] = []
         for bid in orphans:

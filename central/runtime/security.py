@@ -199,6 +199,7 @@ _SCHEDULER_KINDS: dict[int, frozenset[str]] = {
     1: frozenset({"worker"}),  # RegisterWorker
     3: frozenset({"frontend"}),  # RegisterFrontend
     6: frozenset({"worker", "frontend"}),  # Heartbeat
+    8: frozenset({"worker"}),  # Leaving
     10: frozenset({"frontend"}),  # Requests
     14: frozenset({"worker"}),  # Done
     50: frozenset({"worker", "frontend", "client"}),  # StatsQuery

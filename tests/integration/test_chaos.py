@@ -272,3 +272,20 @@ def test_sigterm_drains_the_frontend(cluster: Cluster) -> None:
     after = [t for t, s in ledger.sent.items() if s - start > 1.6e9 and ledger.replies.get(t)]
     assert after and all(ledger.replies[t][0][1] == Status.UNAVAILABLE for t in after)
     assert all(len(r) == 1 for r in ledger.replies.values())
+
+
+def test_sigterm_drains_a_worker(cluster: Cluster) -> None:
+    rate, slo = _rate(cluster)
+    worker = cluster.process("worker0")
+    events = [(2.0, lambda: os.kill(worker.pid, signal.SIGTERM))]
+    ledger, start = run_ledger(cluster.config.frontend_address, rate, 6.0, slo, events)
+    assert worker.wait(timeout=15) == 0
+    statuses = check_ledger(ledger, slo)
+    # its batches in flight finished; the scheduler planned nothing more on it
+    assert set(statuses) <= {"OK", "DEADLINE_EXCEEDED"}, statuses
+    assert statuses.get("OK", 0) >= 0.97 * len(ledger.sent), statuses
+    from central.client import query_stats
+
+    stats = query_stats(cluster.config.scheduler_address)
+    assert len(stats["workers"]) == 2, stats["workers"]  # forgotten once it fell silent
+    assert stats["counters"].get("redispatched", 0) == 0, stats["counters"]  # nothing orphaned
