@@ -528,9 +528,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"arch": platform.machine(), "cores": cores, "python": platform.python_version()},
         "results": results, "agreement": checks}))
     print(md)
-    unanswered = sum(r.get("outcomes", {}).get("no_answer", 0) for r in results.values())
-    if unanswered:
-        print(f"ERROR: {unanswered} requests got no terminal answer", file=sys.stderr)
+    for name, r in results.items():
+        missing = r.get("outcomes", {}).get("no_answer", 0)
+        if missing and name not in BATON_SYSTEMS:  # a peer's timeouts are its result
+            print(f"note: {name}: {missing} requests got no answer within SLO + grace")
+    unanswered = sum(results[n].get("outcomes", {}).get("no_answer", 0)
+                     for n in BATON_SYSTEMS if n in results)
+    if unanswered:  # Baton promises one answer per request: this is a bug
+        print(f"ERROR: {unanswered} requests to Baton got no terminal answer", file=sys.stderr)
         return 1
     return 0
 

@@ -13,8 +13,11 @@ least-squares solve in exact integer arithmetic (no float drift however long it 
   ``k`` is clamped to at least 1 ns (latency must grow with the batch) and ``c`` is then
   the mean residual under that ``k``.
 * With one distinct size it cannot tell ``k`` from ``c``: it keeps ``k`` and shifts ``c``.
-* ``margin_ns`` is a high percentile of the positive residuals ``max(0, d - l(b))`` over
-  the window: the scheduler adds it so that only ``1 - percentile`` of batches overrun.
+* ``margin_ns`` is a high percentile of the positive residuals ``max(0, late + d - l(b))``
+  over the window, ``late`` being how much later than it could have a batch started (a
+  stalled worker or link; not a wait behind an overrunning batch, whose own residual
+  already counts): the scheduler adds it so that only ``1 - percentile`` of batches end
+  after their plan.
   Sorting the window is the only non-constant step, so the margin is recomputed on every
   ``margin_every``-th sample (and on each of the first ``2 * margin_every``).
 
@@ -90,7 +93,7 @@ class ProfileEstimator:
         self._refit = refit
         self._margin_every = margin_every
         self._min_samples = min(min_samples, window)
-        self._samples: collections.deque[tuple[int, int]] = collections.deque()
+        self._samples: collections.deque[tuple[int, int, int]] = collections.deque()
         self._n = 0
         self._sx = 0
         self._sy = 0
@@ -131,16 +134,21 @@ class ProfileEstimator:
         self._sizes.clear()
         self._margin_ns = 0
 
-    def observe(self, batch_size: int, duration_ns: int) -> None:
-        """Learn from one successful batch; raises ``ValueError`` on impossible input."""
+    def observe(self, batch_size: int, duration_ns: int, late_ns: int = 0) -> None:
+        """Learn from one successful batch; raises ``ValueError`` on impossible input.
+
+        ``late_ns``: how much later than it could have the batch started (a stall of the
+        worker or the links, not a queue behind an overrun): it counts in the margin, not
+        in the fit of ``k`` and ``c``.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if duration_ns < 0:
             raise ValueError(f"duration_ns must be >= 0, got {duration_ns}")
         if self._n == self._window:
-            old_b, old_d = self._samples.popleft()
+            old_b, old_d, _ = self._samples.popleft()
             self._account(old_b, old_d, -1)
-        self._samples.append((batch_size, duration_ns))
+        self._samples.append((batch_size, duration_ns, max(0, late_ns)))
         self._account(batch_size, duration_ns, +1)
         if self._refit and self._n >= self._min_samples:
             self._fit()
@@ -173,9 +181,9 @@ class ProfileEstimator:
     def _recompute_margin(self) -> None:
         k, c = self._profile.k_ns, self._profile.c_ns  # latency_ns inlined: max(kb + c, k, 1)
         if k >= 1 and c >= 0:  # then k b + c >= k >= 1 for every b >= 1: no max needed
-            residuals = sorted([d - k * b - c for b, d in self._samples])
+            residuals = sorted([d + late - k * b - c for b, d, late in self._samples])
         else:
-            residuals = sorted([d - max(k * b + c, k, 1) for b, d in self._samples])
+            residuals = sorted([d + late - max(k * b + c, k, 1) for b, d, late in self._samples])
         if not residuals:
             self._margin_ns = 0
             return

@@ -103,10 +103,11 @@ class DeadlineQueue:
 class WorkerState:
     """What the scheduler tracks about one worker (a GPU)."""
 
-    __slots__ = ("wid", "models", "alive", "free_at", "timeline", "pool")
+    __slots__ = ("wid", "models", "alive", "free_at", "timeline", "pool", "last_end")
 
     def __init__(self, wid: int, free_at: int) -> None:
         self.wid = wid
+        self.last_end = 0  # when its last reported batch ended
         self.models: tuple[str, ...] = ()
         self.alive = True
         self.free_at = free_at  # predicted end of its last dispatched batch

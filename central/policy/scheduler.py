@@ -236,12 +236,13 @@ class SymphonyPolicy:
             return  # unknown, or its worker was declared lost: nothing to update
         m = self._models[batch.model]
         ok = ev.status == BatchStatus.OK and ev.batch_size >= 1 and ev.end_ns >= ev.start_ns
-        if ok and m.est is not None:
-            m.est.observe(ev.batch_size, ev.end_ns - ev.start_ns)
+        w = self._workers[batch.worker]
+        if ok and m.est is not None:  # late: started after plan and worker allowed (a stall)
+            late = ev.start_ns - max(batch.earliest, w.last_end)
+            m.est.observe(ev.batch_size, ev.end_ns - ev.start_ns, late)
             if m.queue:
                 self._dirty[m.name] = None
-        w = self._workers[batch.worker]
-        timeline = w.timeline
+        w.last_end, timeline = ev.end_ns, w.timeline
         while timeline:  # the worker runs batches in order: those before it are over
             bid = timeline.popleft()
             if bid == ev.batch_id:
