@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from typing import Any, Awaitable, Callable, Sequence
 
 __all__ = ["main"]
@@ -74,6 +75,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
         reply_cost_ns=int(args.reply_cost_us * 1e3),
         timer_slack_ns=int(args.timer_slack_us * 1e3),
+        # batch ids unique across scheduler restarts: workers remember recent ones
+        first_batch_id=time.time_ns() // 1_000_000 * 1_000_000,
     )
     config = SchedulerConfig(
         address=args.address,
@@ -147,7 +150,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    import time
 
     from central.cluster import Cluster, load_config
 

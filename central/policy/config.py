@@ -71,6 +71,10 @@ class PolicyConfig:
     # not carry this many times the measured arrival rate on its fair share of workers;
     # lighter load goes at once, not at the last moment. 0: always defer (pure Symphony).
     defer_headroom: float = 2.0
+    # The first batch id this policy hands out. A restarted scheduler must not reuse its
+    # predecessor's ids (workers remember recent ones): the runtime starts from the wall
+    # clock in ms x 1e6.
+    first_batch_id: int = 1
     # Time constant of the exponentially decayed arrival-rate estimate.
     rate_window_ns: int = 1_000_000_000
 
@@ -96,6 +100,7 @@ class PolicyConfig:
         _check_int("timer_slack_ns", self.timer_slack_ns, 0)
         _check_int("refit_window", self.refit_window, 2)
         _check_int("rate_window_ns", self.rate_window_ns, 1)
+        _check_int("first_batch_id", self.first_batch_id, 1)
         _check_int("stale_after_ns", self.stale_after_ns, 1)
         if (
             not isinstance(self.defer_headroom, (int, float))

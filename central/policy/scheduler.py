@@ -116,7 +116,7 @@ class SymphonyPolicy:
         self._workers: dict[int, WorkerState] = {}
         self._pools: dict[tuple[str, ...], WorkerPool] = {}  # by sorted model names
         self._inflight: dict[int, _Batch] = {}
-        self._next_batch_id = 1
+        self._next_batch_id = self._cfg.first_batch_id
         self._now: int | None = None
         self._dirty: dict[str, None] = {}  # insertion-ordered sets: runs repeat exactly
         self._offering: dict[WorkerPool, None] = {}  # pools that may grant to waiters

@@ -113,7 +113,7 @@ class BaselinePolicy(abc.ABC):
         self._models: dict[str, BaselineModel] = {}
         self._workers: dict[int, BaselineWorker] = {}
         self._inflight: dict[int, _Batch] = {}
-        self._next_batch_id = 1
+        self._next_batch_id = self._cfg.first_batch_id
         self._now: int | None = None
         self._drops: dict[DropReason, list[int]] = {}
         self._out: list[Action] = []
