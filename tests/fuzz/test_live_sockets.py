@@ -26,9 +26,10 @@ What is checked, per round:
 
 The corpus is drawn from a seeded ``random.Random`` so a failure replays exactly; the
 seed messages name models nobody serves (a mutated request must not be *accepted* with
-a random SLO, or it would wait for that SLO and blur the memory comparison). Bugs that
-live outside the protocol package are pinned by ``xfail(strict=True)`` tests at the end
-of the file, which run last because they may leave the cluster damaged.
+a random SLO, or it would wait for that SLO and blur the memory comparison). The bugs
+the fuzzing found outside the protocol package (now fixed) keep their tests at the end
+of the file, which run last because, were a bug back, they could leave the cluster
+damaged.
 """
 
 from __future__ import annotations
