@@ -46,6 +46,19 @@ __all__ = [
     "Error",
     "StatsQuery",
     "StatsReply",
+    "RegisterShard",
+    "ShardModels",
+    "PoolStates",
+    "ShardNotes",
+    "GrantBatch",
+    "Offers",
+    "Dispatched",
+    "ShardDirectory",
+    "AttachFrontend",
+    "MoveModel",
+    "ModelState",
+    "Requeue",
+    "ShardStats",
     "Message",
     "MESSAGE_TYPES",
 ]
@@ -78,6 +91,20 @@ class Kind(enum.IntEnum):
     ERROR = 40
     STATS_QUERY = 50
     STATS_REPLY = 51
+    # the multicore split (DESIGN §5): between the matcher and its model shards
+    REGISTER_SHARD = 60
+    SHARD_MODELS = 61
+    POOL_STATES = 62
+    SHARD_NOTES = 63
+    GRANT_BATCH = 64
+    OFFERS = 65
+    DISPATCHED = 66
+    SHARD_DIRECTORY = 67
+    ATTACH_FRONTEND = 68
+    MOVE_MODEL = 69
+    MODEL_STATE = 70
+    REQUEUE = 71
+    SHARD_STATS = 72
 
 
 class Status(enum.IntEnum):
@@ -342,6 +369,165 @@ class StatsReply:
     json: str
 
 
+# ---------------------------------------------------------------- the multicore split
+# A scheduler started with ``--shards K`` (K >= 2) is one *matcher* process (it binds the
+# scheduler address: workers and frontends register there as always) and K *model shard*
+# processes, each binding a ROUTER of its own that frontends send ``Requests`` to. All of
+# them run on one host and share its monotonic clock, so absolute times pass between them
+# unchanged. The values mirror ``central.policy.split`` (docs/protocol.md §4.8).
+
+# A pool as the shards see it: (models served, earliest free_at_ns, busy 0/1, live size).
+PoolView = tuple[tuple[str, ...], int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterShard:
+    """shard -> matcher: shard ``index`` serves frontends at ``address``."""
+
+    KIND: ClassVar[Kind] = Kind.REGISTER_SHARD
+    index: int
+    address: str  # where frontends connect their DEALERs (tcp://host:port, bound)
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShardModels:
+    """matcher -> shard: own these models; (model, k_ns, c_ns, max_batch) is the profile a
+    worker offered (0, 0, 0: none offered)."""
+
+    KIND: ClassVar[Kind] = Kind.SHARD_MODELS
+    models: tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStates:
+    """matcher -> shards: pools whose earliest ``free_at`` or size changed (size 0: gone)."""
+
+    KIND: ClassVar[Kind] = Kind.POOL_STATES
+    pools: tuple[PoolView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardNotes:
+    """matcher -> shard, per loop turn: what happened to the shard's models.
+
+    ``wakes``: models to recompute and re-offer (a worker is about to be free);
+    ``finished``: (batch_id, model, ok 0/1, batch_size, duration_ns) of ended batches;
+    ``orphaned``: models that lost their last worker; ``lost``: batches whose worker
+    was lost (their requests go back to the queue with their deadlines)."""
+
+    KIND: ClassVar[Kind] = Kind.SHARD_NOTES
+    wakes: tuple[str, ...]
+    finished: tuple[tuple[int, str, int, int, int], ...]
+    orphaned: tuple[str, ...]
+    lost: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantBatch:
+    """matcher -> shard: dispatch ``model``'s current candidate as ``batch_id`` on worker
+    ``worker_id``, starting no earlier than ``earliest_ns``."""
+
+    KIND: ClassVar[Kind] = Kind.GRANT_BATCH
+    model: str
+    batch_id: int
+    worker_id: int
+    earliest_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    """shard -> matcher, per loop turn: ready candidates (model, version, latest_ns,
+    expected_ns, margin_ns) and models whose candidate is no longer ready."""
+
+    KIND: ClassVar[Kind] = Kind.OFFERS
+    offers: tuple[tuple[str, int, int, int, int], ...]
+    withdrawn: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """shard -> matcher: the answer to a ``GrantBatch``. With request ids: the batch, for
+    the matcher to send as ``Execute`` and ``Route``; without: declined (the candidate
+    had gone), the worker is free again."""
+
+    KIND: ClassVar[Kind] = Kind.DISPATCHED
+    batch_id: int
+    model: str
+    worker_id: int
+    request_ids: tuple[int, ...]
+    earliest_ns: int
+    latest_ns: int
+    expected_ns: int
+    margin_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDirectory:
+    """matcher -> frontends and shards: the shards, and which one owns each model (a
+    model not listed goes to shard ``crc32(name) % len(shards)``). ``version`` grows."""
+
+    KIND: ClassVar[Kind] = Kind.SHARD_DIRECTORY
+    version: int
+    shards: tuple[tuple[int, str], ...]  # (index, address)
+    owners: tuple[tuple[str, int], ...]  # (model, shard index)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachFrontend:
+    """frontend -> shard: I am frontend ``frontend_index`` (request ids carry it)."""
+
+    KIND: ClassVar[Kind] = Kind.ATTACH_FRONTEND
+    frontend_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveModel:
+    """matcher -> shard: hand ``model`` (its queue included) over to shard ``to``."""
+
+    KIND: ClassVar[Kind] = Kind.MOVE_MODEL
+    model: str
+    to: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """shard -> matcher -> shard ``to``: a moved model, its profile and queued requests
+    (absolute times on the host's monotonic clock)."""
+
+    KIND: ClassVar[Kind] = Kind.MODEL_STATE
+    model: str
+    to: int
+    profile: tuple[int, int, int]  # k_ns, c_ns, max_batch (0, 0, 0: none yet)
+    request_ids: tuple[int, ...]
+    deadlines_ns: tuple[int, ...]
+    arrivals_ns: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """shard -> matcher -> shard, or shard -> shard through the matcher: requests that
+    belong to another shard now (sent to the old owner after a move), with their
+    absolute deadlines."""
+
+    KIND: ClassVar[Kind] = Kind.REQUEUE
+    request_ids: tuple[int, ...]
+    models: tuple[str, ...]
+    deadlines_ns: tuple[int, ...]
+    arrivals_ns: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStats:
+    """shard -> matcher, periodically: the shard's statistics as JSON (docs/capacity.md)."""
+
+    KIND: ClassVar[Kind] = Kind.SHARD_STATS
+    index: int
+    json: str
+
+
 Message = (
     RegisterWorker
     | WorkerRegistered
@@ -365,6 +551,19 @@ Message = (
     | Error
     | StatsQuery
     | StatsReply
+    | RegisterShard
+    | ShardModels
+    | PoolStates
+    | ShardNotes
+    | GrantBatch
+    | Offers
+    | Dispatched
+    | ShardDirectory
+    | AttachFrontend
+    | MoveModel
+    | ModelState
+    | Requeue
+    | ShardStats
 )
 
 MESSAGE_TYPES: dict[int, type] = {
@@ -392,5 +591,18 @@ MESSAGE_TYPES: dict[int, type] = {
         Error,
         StatsQuery,
         StatsReply,
+        RegisterShard,
+        ShardModels,
+        PoolStates,
+        ShardNotes,
+        GrantBatch,
+        Offers,
+        Dispatched,
+        ShardDirectory,
+        AttachFrontend,
+        MoveModel,
+        ModelState,
+        Requeue,
+        ShardStats,
     )
 }
