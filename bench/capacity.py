@@ -155,7 +155,7 @@ def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> Non
         timer_slack_ns=setup.timer_slack_ns,
     )
     sched = Scheduler(SchedulerConfig(address=address, policy_config=pconf,
-                                      shards=1 if setup.split else 0))
+                                      inprocess_shards=1 if setup.split else 0))
 
     async def runner() -> None:
         gc.collect()
@@ -585,7 +585,7 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
         timer_slack_ns=setup.timer_slack_ns,
     )
     clock = [1_000_000_000]
-    sched = Scheduler(SchedulerConfig(policy_config=pconf, shards=1 if setup.split else 0),
+    sched = Scheduler(SchedulerConfig(policy_config=pconf, inprocess_shards=1 if setup.split else 0),
                       clock=lambda: clock[0])
     out, timer = _Capture(), _VirtualTimer()
     sched.attach(out, timer)

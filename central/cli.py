@@ -65,31 +65,93 @@ def _kv(text: str) -> tuple[str, str]:
 # ------------------------------------------------------------------ role commands
 
 
-def cmd_scheduler(args: argparse.Namespace) -> int:
+def _policy_config(args: argparse.Namespace) -> Any:
     from central.policy import PolicyConfig
-    from central.runtime.scheduler import Scheduler, SchedulerConfig
 
-    profiles = dict(args.profile or [])
-    pconf = PolicyConfig(
-        profiles=profiles,
+    return PolicyConfig(
+        profiles=dict(args.profile or []),
         dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
         reply_cost_ns=int(args.reply_cost_us * 1e3),
         timer_slack_ns=int(args.timer_slack_us * 1e3),
         # batch ids unique across scheduler restarts: workers remember recent ones
         first_batch_id=time.time_ns() // 1_000_000 * 1_000_000,
     )
+
+
+def _policy_flags(args: argparse.Namespace) -> list[str]:
+    """The policy flags of ``args`` as a command line (a matcher passes them on to its
+    shards: every role of one scheduler must plan with the same numbers)."""
+    out = []
+    for name, p in args.profile or []:
+        out += ["--profile", f"{name}:{p.k_ns / 1e6!r}:{p.c_ns / 1e6!r}:{p.max_batch}"]
+    out += ["--dispatch-cost-us", repr(args.dispatch_cost_us),
+            "--reply-cost-us", repr(args.reply_cost_us),
+            "--timer-slack-us", repr(args.timer_slack_us)]
+    if args.keys:
+        out += ["--keys", args.keys]
+    return out
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from central.runtime.scheduler import Scheduler, SchedulerConfig
+
+    placement = []
+    for model, index in args.place or []:
+        if not index.isdigit() or not 0 <= int(index) < max(args.shards, 1):
+            raise SystemExit(f"baton scheduler: --place {model}={index}: the shard must be "
+                             f"a number from 0 to {max(args.shards, 1) - 1}")
+        placement.append((model, int(index)))
+    if args.shards < 1:
+        raise SystemExit("baton scheduler: --shards must be >= 1")
+    if args.shards > 1 and args.policy != "symphony":
+        raise SystemExit("baton scheduler: --shards splits the default policy (symphony); "
+                         f"--policy {args.policy} runs in one process")
     config = SchedulerConfig(
         address=args.address,
         policy=args.policy,
-        policy_config=pconf,
+        policy_config=_policy_config(args),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         stats_pub=args.stats_pub,
         keys_dir=args.keys,
+        shard_processes=args.shards if args.shards > 1 else 0,
+        placement=tuple(placement),
+        rebalance_interval_ns=int(args.rebalance_s * 1e9),
     )
-    sched = Scheduler(config)
-    log.info("scheduler on %s, policy %s", args.address, args.policy)
-    return _run_role(sched.serve)
+    if args.shards == 1:
+        sched = Scheduler(config)
+        log.info("scheduler on %s, policy %s", args.address, args.policy)
+        return _run_role(sched.serve)
+
+    from central.runtime.split import ShardProcesses, SplitScheduler
+
+    matcher = SplitScheduler(config)
+    host = args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+    if host in ("*", "0.0.0.0"):
+        host = "127.0.0.1"
+    children = ShardProcesses(args.shards, args.address, _policy_flags(args),
+                              log_dir=args.shard_log_dir, host=host)
+
+    async def serve(stop: asyncio.Event) -> None:
+        children.start()
+        watch = asyncio.ensure_future(children.watch(stop))
+        try:
+            await matcher.serve(stop)
+        finally:
+            stop.set()
+            await asyncio.gather(watch, return_exceptions=True)
+            children.stop()
+
+    log.info("scheduler (matcher of %d shard processes) on %s", args.shards, args.address)
+    return _run_role(serve)
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from central.runtime.shard import ShardConfig, ShardServer
+
+    config = ShardConfig(index=args.index, scheduler=args.scheduler, address=args.address,
+                         policy_config=_policy_config(args), keys_dir=args.keys)
+    return _run_role(ShardServer(config).serve)
 
 
 def cmd_frontend(args: argparse.Namespace) -> int:
@@ -292,6 +354,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def _policy_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--profile", action="append", type=_profile_arg, metavar="NAME:K_MS:C_MS[:MAXB]",
+                   help="a model's latency profile (else the worker's own measurement)")
+    s.add_argument("--dispatch-cost-us", type=float, default=2000.0,
+                   help="decision to worker start: Execute, Route and payload transfer; "
+                   "set it near the p99 you measure (2000)")
+    s.add_argument("--reply-cost-us", type=float, default=1500.0,
+                   help="batch end to result at the frontend (1500)")
+    s.add_argument("--timer-slack-us", type=float, default=1000.0,
+                   help="how late this process's wake-ups may be: a batch deferred to grow "
+                   "goes out this much before its last moment; set it near the p99 timer "
+                   "lateness that `baton stats` reports (1000)")
+
+
 def _keys_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--keys", metavar="DIR",
                    help="CURVE keys made by `baton keys DIR`: encrypt and authenticate every "
@@ -341,23 +417,35 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scheduler", help="run the scheduler alone")
     s.add_argument("--address", default="tcp://127.0.0.1:5550", help="ROUTER bind address")
     s.add_argument("--policy", default="symphony", help="scheduling policy (symphony)")
-    s.add_argument("--profile", action="append", type=_profile_arg, metavar="NAME:K_MS:C_MS[:MAXB]",
-                   help="a model's latency profile (else the worker's own measurement)")
-    s.add_argument("--dispatch-cost-us", type=float, default=2000.0,
-                   help="decision to worker start: Execute, Route and payload transfer; "
-                   "set it near the p99 you measure (2000)")
-    s.add_argument("--reply-cost-us", type=float, default=1500.0,
-                   help="batch end to result at the frontend (1500)")
-    s.add_argument("--timer-slack-us", type=float, default=1000.0,
-                   help="how late this process's wake-ups may be: a batch deferred to grow "
-                   "goes out this much before its last moment; set it near the p99 timer "
-                   "lateness that `baton stats` reports (1000)")
+    _policy_args(s)
     _metrics_args(s)
     s.add_argument("--stats-pub", metavar="ADDR",
                    help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "
                    "[b'stats', json] every 250 ms for dashboards (default: off)")
+    s.add_argument("--shards", type=int, default=1, metavar="K",
+                   help="K >= 2: split the scheduler into K model-shard processes, which "
+                   "frontends send request metadata to, and this process, the matcher, "
+                   "which owns the workers (docs/capacity.md); 1: one process (1)")
+    s.add_argument("--place", action="append", type=_kv, metavar="MODEL=SHARD",
+                   help="with --shards: start MODEL on shard SHARD (else a hash of its name)")
+    s.add_argument("--rebalance-s", type=float, default=2.0, metavar="S",
+                   help="with --shards: compare the shards' arrival rates every S seconds "
+                   "and move models off a shard with 1.5x the mean; 0: never (2)")
+    s.add_argument("--shard-log-dir", metavar="DIR",
+                   help="with --shards: the shard processes log to DIR/shardI.log (else to "
+                   "this process's stderr)")
     _keys_arg(s)
     s.set_defaults(func=cmd_scheduler)
+
+    s = sub.add_parser("shard", help="run one model shard of a split scheduler (the "
+                       "matcher starts its own: for running shards by hand)")
+    s.add_argument("--index", type=int, required=True, help="this shard's index, 0 to K-1")
+    s.add_argument("--scheduler", default="tcp://127.0.0.1:5550", help="the matcher's address")
+    s.add_argument("--address", default="tcp://127.0.0.1:0",
+                   help="ROUTER bind address for frontends (port 0: any free port)")
+    _policy_args(s)
+    _keys_arg(s)
+    s.set_defaults(func=cmd_shard)
 
     s = sub.add_parser("frontend", help="run a frontend alone")
     s.add_argument("--scheduler", default="tcp://127.0.0.1:5550")

@@ -116,6 +116,7 @@ class ClusterConfig:
     grpc_port: int | None = None  # KServe v2 over gRPC on the frontend; None: off
     keys_dir: str | None = None  # [security] keys: CURVE on every socket (baton keys DIR)
     token_file: str | None = None  # [security] token_file: clients must present it
+    shards: int = 1  # [scheduler] shards: K >= 2 model-shard processes and a matcher
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -174,7 +175,8 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
     sec = doc.get("security", {})
-    for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub"}),
+    for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub",
+                                         "shards"}),
                           ("frontend", {"address", "default_slo_ms", "metrics_port",
                                         "http_port", "grpc_port"}),
                           ("security", {"keys", "token_file"})):
@@ -229,7 +231,17 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         grpc_port=_port(where, "frontend", fe.get("grpc_port"), "grpc_port"),
         keys_dir=_path(where, "keys", sec.get("keys")),
         token_file=_path(where, "token_file", sec.get("token_file")),
+        shards=_shards(where, sched.get("shards", 1), sched.get("policy", "symphony")),
     )
+
+
+def _shards(where: str, value: Any, policy: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _fail(where, f"[scheduler] shards must be an integer >= 1, got {value!r}")
+    if value > 1 and policy != "symphony":
+        raise _fail(where, f"[scheduler] shards = {value} splits the default policy; "
+                           f"policy {policy!r} runs in one process (shards = 1)")
+    return value
 
 
 def _path(where: str, key: str, value: Any) -> str | None:
@@ -316,6 +328,10 @@ class Cluster:
             sched += ["--metrics-port", str(c.scheduler_metrics_port)]
         if c.stats_pub:
             sched += ["--stats-pub", c.stats_pub]
+        if c.shards > 1:
+            sched += ["--shards", str(c.shards)]
+            if self._log_dir:
+                sched += ["--shard-log-dir", str(self._log_dir)]
         for m in c.models:
             if m.k_ms is not None and m.c_ms is not None:
                 sched += ["--profile", f"{m.name}:{m.k_ms}:{m.c_ms}:{m.max_batch}"]
@@ -374,13 +390,17 @@ class Cluster:
                     raise RuntimeError(f"{role} exited with code {proc.returncode} during start-up")
             try:
                 s = query_stats(self.config.scheduler_address, timeout_s=1.0, keys=keys)
-                if len(s["workers"]) >= want and s["frontends"] >= 1:
+                shards = s["policy"].get("shards", ())  # a split scheduler: all registered
+                if (len(s["workers"]) >= want and s["frontends"] >= 1
+                        and all(sh.get("address") for sh in shards)):
                     fe = query_stats(self.config.frontend_address, timeout_s=1.0, keys=keys,
                                      server="frontend", token=token)
                     described = set(fe.get("described_models", ())) >= set(fe["models"])
                     kserve = ((self.config.http_port is None or fe.get("http_port"))
                               and (self.config.grpc_port is None or fe.get("grpc_port")))
-                    if fe["workers"] >= len(self.config.workers) and described and kserve:
+                    split = self.config.shards == 1 or fe.get("shards")  # knows the shards
+                    if (fe["workers"] >= len(self.config.workers) and described and kserve
+                            and split):
                         return
             except Unavailable:
                 pass

@@ -36,21 +36,22 @@ _MIN_OVERDUE_NS = 200_000  # an overdue worker is counted busy at least this muc
 
 
 class _Inflight:
-    __slots__ = ("model", "worker", "earliest", "expected", "margin")
+    __slots__ = ("model", "worker", "earliest", "expected", "margin", "before")
 
     def __init__(self, model: str, worker: int, earliest: int, expected: int,
-                 margin: int) -> None:
+                 margin: int, before: int) -> None:
         self.model = model
         self.worker = worker
         self.earliest = earliest
         self.expected = expected
         self.margin = margin
+        self.before = before  # the worker's free_at before this batch was booked
 
 
 class Matcher:
     """Workers, pools and grants; see the module docstring."""
 
-    def __init__(self, dispatch_cost_ns: int) -> None:
+    def __init__(self, dispatch_cost_ns: int, first_batch_id: int = 1) -> None:
         self._d = dispatch_cost_ns
         self.workers: dict[int, WorkerState] = {}
         self._pools: dict[tuple[str, ...], WorkerPool] = {}
@@ -62,7 +63,7 @@ class Matcher:
         self._offering: dict[tuple[str, ...], None] = {}
         self._sent: dict[tuple[str, ...], tuple[int, bool, int]] = {}  # last PoolState
         self._seq = 0
-        self._next_batch_id = 1
+        self._next_batch_id = first_batch_id
 
     # ------------------------------------------------------------- workers
 
@@ -206,9 +207,37 @@ class Matcher:
         """The shard carried out ``grant``: the worker is busy for the batch."""
         w = self.workers[grant.worker_id]
         self._inflight[grant.batch_id] = _Inflight(grant.model, w.wid, grant.earliest_ns,
-                                                   booked.expected_ns, booked.margin_ns)
+                                                   booked.expected_ns, booked.margin_ns,
+                                                   w.free_at)
         w.timeline.append(grant.batch_id)
         return self._set_free_at(w, grant.earliest_ns + booked.expected_ns, now)
+
+    def rebook(self, batch_id: int, expected_ns: int, margin_ns: int,
+               now: int) -> list[PoolState]:
+        """Correct a booked batch's duration (a matcher in its own process books a grant
+        with the offer's figures before the shard answers); ``expected_ns <= 0``: the
+        shard declined the grant, the batch is unbooked and the worker's plan restored."""
+        batch = self._inflight.get(batch_id)
+        w = self.workers.get(batch.worker) if batch is not None else None
+        if batch is None or w is None or batch_id not in w.timeline:
+            self._inflight.pop(batch_id, None)
+            return []
+        timeline = list(w.timeline)
+        i = timeline.index(batch_id)
+        if expected_ns <= 0:
+            del self._inflight[batch_id]
+            del w.timeline[i]
+            del timeline[i]
+        else:
+            batch.expected, batch.margin = expected_ns, margin_ns
+        free_at = batch.before
+        for bid in timeline[i:]:
+            later = self._inflight[bid]
+            later.before = free_at
+            free_at = max(free_at, later.earliest) + later.expected
+        if not w.alive:
+            return []
+        return self._set_free_at(w, free_at, now)
 
     def next_wakeup_ns(self) -> int | None:
         """When a waiting offer may next get a worker; ``None`` when nothing waits."""

@@ -85,6 +85,7 @@ class ModelShard:
         self._forced: set[str] = set()  # woken models: re-offer even if unchanged
         self._timers: list[tuple[int, str]] = []
         self._drops: dict[DropReason, list[int]] = {}
+        self.granted: list[Request] = []  # the requests of the last grant's batch
         self._floor_refresh_ns = max(1, config.rate_window_ns // _FLOOR_REFRESHES)
 
     # ------------------------------------------------------------ from outside
@@ -171,7 +172,7 @@ class ModelShard:
         m = self.models[msg.model]
         if not m.ready or m.est is None:  # the matcher granted a withdrawn offer
             raise ValueError(f"grant for {msg.model!r}, which has no ready candidate")
-        requests = m.queue.pop_front(m.batch)
+        requests = self.granted = m.queue.pop_front(m.batch)
         m.last_dispatch_ns = now
         expected = m.est.current().latency_ns(len(requests))
         dispatch = Dispatch(msg.batch_id, m.name, msg.worker_id,
@@ -220,7 +221,9 @@ class ModelShard:
                 ready = self._recompute(m, now)
                 if ready and (was != m.latest_ns or name in self._forced):
                     m.offered = m.latest_ns
-                    out.append(Offer(name, m.version, m.latest_ns))
+                    assert m.est is not None
+                    out.append(Offer(name, m.version, m.latest_ns,
+                                     m.est.current().latency_ns(m.batch), self._margin(m)))
                 elif not ready and was is not None:
                     m.offered = None
                     out.append(Withdraw(name))

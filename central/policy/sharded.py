@@ -88,7 +88,7 @@ class ShardedPolicy:
         self._cfg = config if config is not None else PolicyConfig()
         self._opts = options if options is not None else ShardOptions()
         self.shards = [ModelShard(self._cfg) for _ in range(self._opts.shards)]
-        self.matcher = Matcher(self._cfg.dispatch_cost_ns)
+        self.matcher = Matcher(self._cfg.dispatch_cost_ns, self._cfg.first_batch_id)
         self._owner: dict[str, int] = dict(self._opts.placement)
         self._now: int | None = None
         self.moves = 0

@@ -41,11 +41,17 @@ __all__ = ["Booked", "Finished", "Grant", "Offer", "Orphaned", "PoolState", "Wak
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """Shard -> matcher: ``model``'s candidate is ready; it must start by ``latest_ns``."""
+    """Shard -> matcher: ``model``'s candidate is ready; it must start by ``latest_ns``.
+
+    ``expected_ns``/``margin_ns`` are what the batch would book if granted now: the
+    matcher orders by ``latest_ns`` only, but a matcher in another process books them
+    at once, before the shard's answer (``Booked``) corrects them."""
 
     model: str
     version: int  # tells a re-offer from a stale heap entry inside the matcher
     latest_ns: int
+    expected_ns: int = 0
+    margin_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

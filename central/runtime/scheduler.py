@@ -107,7 +107,13 @@ class SchedulerConfig:
     policy: str = "symphony"
     # > 0: run the default policy split into this many model shards and a matcher
     # (``central.policy.sharded``), all in this process; 0: the policy named above
-    shards: int = 0
+    inprocess_shards: int = 0
+    # >= 2: this process is the matcher of that many model-shard processes
+    # (``central.runtime.split``, built by ``make_scheduler``); 0: one process
+    shard_processes: int = 0
+    placement: tuple[tuple[str, int], ...] = ()  # (model, shard) to start with; else CRC-32
+    rebalance_interval_ns: int = 2_000_000_000  # how often shard loads are compared; 0: never
+    rebalance_ratio: float = 1.5  # move models when the busiest shard exceeds this x mean
     policy_config: PolicyConfig = field(default_factory=PolicyConfig)
     one_way_ns: int = 50_000  # expected frontend -> scheduler delay, taken off budgets
     heartbeat_interval_ns: int = 200_000_000
@@ -152,8 +158,8 @@ class Scheduler:
         self.config = config
         self._clock = clock
         self.policy = (
-            ShardedPolicy(config.policy_config, ShardOptions(config.shards)) if config.shards
-            else make_policy(config.policy, config.policy_config))
+            ShardedPolicy(config.policy_config, ShardOptions(config.inprocess_shards))
+            if config.inprocess_shards else make_policy(config.policy, config.policy_config))
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._out: Callable[[list[bytes], int], None] = _unbound  # sends one message

@@ -1,0 +1,578 @@
+"""The matcher process of the multicore scheduler, and the shards it starts (DESIGN §5).
+
+Theory of operation: ``baton scheduler --shards K`` (K >= 2) runs this process and K
+model-shard processes (``central.runtime.shard``). The matcher binds the scheduler's
+address, so workers and frontends see nothing new there: workers register, heartbeat and
+report ``Done`` here, frontends register here and get ``Route`` from here. What changes is
+where request metadata goes: the matcher tells frontends (and shards) which shard owns
+each model (``ShardDirectory``), and frontends send ``Requests`` straight to that shard.
+
+``SplitScheduler`` is the single-process ``Scheduler`` with its policy replaced by a
+``Matcher`` (``central.policy.matcher``) that reaches its shards through messages: the
+worker bookkeeping, liveness, directories, stats, metrics and the ``Execute``/``Route``
+path are the same code. Per loop turn:
+
+* events about workers (join, ``Done``, loss) go to the matcher, whose answers become
+  per-shard buffers: ``ShardModels`` (a model to own), ``PoolStates`` (for every shard),
+  ``ShardNotes`` (wake-ups, finished batches, orphaned models, lost batches, for the
+  owner);
+* ``Offers`` from shards go to the matcher, which then decides: each ``Grant`` becomes a
+  ``GrantBatch`` to the owner and is booked at once with the offer's expected duration
+  (so that the worker is not granted twice while the answer is on the wire); the shard's
+  ``Dispatched`` corrects the booking (``Matcher.rebook``) and is carried out as the
+  single-process scheduler carries out a ``Dispatch``; a declined grant unbooks it;
+* at the turn's end the buffers go out, in the order models, pools, notes, grants.
+
+Moving models: every ``rebalance_interval_ns`` the matcher compares the shards' arrival
+rates (from their ``ShardStats``) and, when the busiest carries more than
+``rebalance_ratio`` times the mean, moves models greedily (the same rule as
+``ShardedPolicy.rebalance``): the owner changes here first (its offer is forgotten, a
+grant already on the wire is declined), the old shard gets ``MoveModel`` and sends the
+model with its queue (``ModelState``) through here to the new one, frontends get the new
+directory, and requests that still reach the old shard are passed on (``Requeue``). No
+request is lost on the way.
+
+The shard processes are children of the matcher (``ShardProcesses``): started before it
+serves, restarted if one dies (its queued requests are then answered by the frontends'
+sweep at their deadline), and killed with it (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from central.policy.matcher import Matcher
+from central.policy.split import Booked, Grant, Offer, PoolState, Wake, Withdraw
+from central.policy.types import (
+    Action,
+    BatchDone,
+    Dispatch,
+    Drop,
+    DropReason,
+    Event,
+    Request,
+    RequestsArrived,
+    Tick,
+    WorkerJoined,
+    WorkerLost,
+)
+from central.protocol import (
+    Dispatched,
+    GrantBatch,
+    Heartbeat,
+    HeartbeatAck,
+    ModelState,
+    MoveModel,
+    Offers,
+    PoolStates,
+    RegisterFrontend,
+    RegisterShard,
+    Requeue,
+    ShardDirectory,
+    ShardModels,
+    ShardNotes,
+    ShardStats,
+)
+
+from .scheduler import Scheduler, SchedulerConfig, _WorkerProc
+from .shard import owner_of
+
+__all__ = ["MatcherPolicy", "ShardProcesses", "SplitScheduler"]
+
+log = logging.getLogger("baton.matcher")
+
+_SHARD_KINDS = (RegisterShard, Offers, Dispatched, ModelState, Requeue, ShardStats)
+
+
+class _Shard:
+    """The matcher's view of one shard process, and what it will be sent this turn."""
+
+    __slots__ = ("index", "identity", "address", "stats", "models", "pools", "notes",
+                 "grants", "seen_ns")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.identity: bytes | None = None
+        self.address = ""
+        self.stats: dict[str, Any] = {}
+        self.seen_ns = 0
+        self.clear()
+
+    def clear(self) -> None:
+        self.models: list[tuple[str, int, int, int]] = []
+        self.pools: list[tuple[tuple[str, ...], int, int, int]] = []
+        self.notes: tuple[list[str], list[Any], list[str], list[int]] = ([], [], [], [])
+        self.grants: list[GrantBatch] = []
+
+
+class MatcherPolicy:
+    """A ``Matcher`` whose shards live in other processes; the scheduler's ``policy``.
+
+    ``handle`` applies worker events and makes decisions; it returns no actions: batches
+    are carried out when their shard answers (``SplitScheduler``)."""
+
+    def __init__(self, config: SchedulerConfig, shards: int) -> None:
+        pconf = config.policy_config
+        self.matcher = Matcher(pconf.dispatch_cost_ns, pconf.first_batch_id)
+        self.shards = [_Shard(i) for i in range(shards)]
+        self.owners: dict[str, int] = dict(config.placement)
+        self.profiles: dict[str, tuple[int, int, int]] = {}
+        self.offers: dict[str, tuple[int, int, int]] = {}  # model -> (version, exp, margin)
+        self.pending: dict[int, Grant] = {}  # granted, the shard's answer not in yet
+        self.directory_version = 0
+        self.directory_changed = False
+        self.moves = 0
+
+    # --------------------------------------------------------- policy interface
+
+    def handle(self, event: Event, now: int) -> list[Action]:
+        m = self.matcher
+        if isinstance(event, BatchDone):
+            finished, states = m.done(event, now)
+            if finished is not None:
+                self.shard_of(finished.model).notes[1].append(
+                    (event.batch_id, finished.model, int(finished.ok), finished.batch_size,
+                     finished.duration_ns))
+            self._pools(states)
+        elif isinstance(event, WorkerJoined):
+            offered = dict(event.profiles)
+            for name in event.models:
+                if name not in self.profiles:
+                    p = offered.get(name)
+                    self.profiles[name] = (p.k_ns, p.c_ns, p.max_batch) if p else (0, 0, 0)
+                    self.shard_of(name).models.append((name, *self.profiles[name]))
+                    self.directory_changed = True
+            states, orphans = m.joined(event, now)
+            self._pools(states)
+            self._orphan(orphans)
+        elif isinstance(event, WorkerLost):
+            states, orphans = m.lost(event.worker_id)
+            self._pools(states)
+            self._orphan(orphans)
+        elif isinstance(event, RequestsArrived):
+            raise ValueError("request metadata goes to the shards, not to the matcher")
+        elif not isinstance(event, Tick):
+            raise TypeError(f"not a policy event: {event!r}")
+        self.decide(now)
+        return []
+
+    def next_wakeup_ns(self) -> int | None:
+        return self.matcher.next_wakeup_ns()
+
+    def snapshot(self) -> dict[str, Any]:
+        m = self.matcher
+        return {
+            "shards": [{"index": s.index, "address": s.address,
+                        "models": sorted(n for n in self.profiles if self.owner(n) == s.index),
+                        "queued": sum(v.get("queue", 0)
+                                      for v in s.stats.get("models", {}).values())}
+                       for s in self.shards],
+            "workers": {wid: {"alive": w.alive, "models": list(w.models),
+                              "free_at_ns": w.free_at, "inflight": len(w.timeline)}
+                        for wid, w in m.workers.items()},
+            "inflight_batches": m.inflight,
+            "pending_grants": len(self.pending),
+            "moves": self.moves,
+            "next_wakeup_ns": self.next_wakeup_ns(),
+        }
+
+    # ---------------------------------------------------------------- decisions
+
+    def owner(self, model: str) -> int:
+        index = self.owners.get(model)
+        if index is None:
+            index = self.owners[model] = owner_of(model, {}, len(self.shards))
+        return index
+
+    def shard_of(self, model: str) -> _Shard:
+        return self.shards[self.owner(model)]
+
+    def offers_in(self, msg: Offers, shard: int) -> None:
+        """A shard's ready candidates and withdrawals (stale ones, from before a move,
+        are ignored)."""
+        out: list[Offer | Withdraw] = []
+        for model, version, latest, expected, margin in msg.offers:
+            if self.owner(model) == shard:
+                self.offers[model] = (version, expected, margin)
+                out.append(Offer(model, version, latest, expected, margin))
+        for model in msg.withdrawn:
+            if self.owner(model) == shard:
+                self.offers.pop(model, None)
+                out.append(Withdraw(model))
+        self.matcher.receive(out)
+
+    def decide(self, now: int) -> None:
+        """Let the matcher decide until it idles; grants are booked at once."""
+        m = self.matcher
+        while True:
+            step = m.step(now)
+            if step is None:
+                return
+            if type(step) is Grant:
+                _, expected, margin = self.offers.pop(step.model, (0, 1, 0))
+                self.pending[step.batch_id] = step
+                self.shard_of(step.model).grants.append(
+                    GrantBatch(step.model, step.batch_id, step.worker_id, step.earliest_ns))
+                self._pools(m.booked(step, Booked(step.batch_id, max(1, expected), margin),
+                                     now))
+                continue
+            for msg in step:
+                if type(msg) is Wake:
+                    self.shard_of(msg.model).notes[0].append(msg.model)
+                else:
+                    self._pools([msg])
+
+    def answered(self, msg: Dispatched, now: int) -> Grant | None:
+        """A shard's answer to a grant: the grant if it was accepted, else None."""
+        grant = self.pending.pop(msg.batch_id, None)
+        if grant is None:
+            return None
+        if not msg.request_ids:
+            self._pools(self.matcher.rebook(msg.batch_id, 0, 0, now))
+            return None
+        self._pools(self.matcher.rebook(msg.batch_id, msg.expected_ns, msg.margin_ns, now))
+        return grant
+
+    def move(self, model: str, to: int) -> int:
+        """Make shard ``to`` the owner of ``model``; returns the old owner."""
+        src = self.owner(model)
+        self.owners[model] = to
+        if self.offers.pop(model, None) is not None:
+            self.matcher.receive([Withdraw(model)])
+        self.directory_changed = True
+        self.moves += 1
+        return src
+
+    def rebalance_plan(self, ratio: float) -> list[tuple[str, int]]:
+        """Greedy moves (largest rate first, to the least loaded shard) when the busiest
+        shard carries more than ``ratio`` times the mean arrival rate; else none."""
+        rates: list[tuple[float, str]] = []
+        for s in self.shards:
+            for name, m in s.stats.get("models", {}).items():
+                if self.owner(name) == s.index:
+                    rates.append((float(m.get("rate_rps", 0.0)), name))
+        per = [0.0] * len(self.shards)
+        for rate, name in rates:
+            per[self.owner(name)] += rate
+        total = sum(per)
+        if total <= 0 or max(per) <= ratio * total / len(per):
+            return []
+        load = [0.0] * len(per)
+        moves = []
+        for rate, name in sorted(rates, key=lambda x: (-x[0], x[1])):
+            src = self.owner(name)
+            dst = min(range(len(load)), key=lambda i: (load[i], i != src, i))
+            load[dst] += rate
+            if dst != src:
+                moves.append((name, dst))
+        return moves
+
+    # ---------------------------------------------------------------- helpers
+
+    def _pools(self, states: list[PoolState]) -> None:
+        if states:
+            views = [(s.models, s.free_at_ns, int(s.busy), s.size) for s in states]
+            for shard in self.shards:
+                shard.pools.extend(views)
+
+    def _orphan(self, models: list[str]) -> None:
+        for name in models:
+            self.offers.pop(name, None)
+            self.shard_of(name).notes[2].append(name)
+
+
+class SplitScheduler(Scheduler):
+    """The matcher process: ``Scheduler`` with a ``MatcherPolicy``; see the module doc."""
+
+    def __init__(self, config: SchedulerConfig, **kwargs: Any) -> None:
+        if config.shard_processes < 2:
+            raise ValueError("a split scheduler needs shard_processes >= 2")
+        super().__init__(config, **kwargs)
+        self.policy: MatcherPolicy = MatcherPolicy(config, config.shard_processes)
+        self._shard_ids: dict[bytes, int] = {}
+        self._last_rebalance = self._clock()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        task = asyncio.ensure_future(self._rebalance_loop())
+        try:
+            await super().serve(stop)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # ------------------------------------------------------------ messages
+
+    def _handle_message(self, identity: bytes, msg: Any, nbytes: int, now: int) -> None:
+        if isinstance(msg, _SHARD_KINDS):
+            self._from_shard(identity, msg, now)
+        elif isinstance(msg, Heartbeat) and identity in self._shard_ids:
+            self.policy.shards[self._shard_ids[identity]].seen_ns = now
+            self._send(identity, HeartbeatAck(msg.sent_ns, self._clock(), 1))
+        else:
+            super()._handle_message(identity, msg, nbytes, now)
+            if isinstance(msg, RegisterFrontend):
+                self._send(identity, self._shard_directory())
+
+    def _from_shard(self, identity: bytes, msg: Any, now: int) -> None:
+        policy = self.policy
+        if isinstance(msg, RegisterShard):
+            self._register_shard(identity, msg, now)
+            return
+        index = self._shard_ids.get(identity)
+        if index is None:
+            self._refuse(identity, f"{type(msg).__name__} from an unregistered shard")
+            return
+        shard = policy.shards[index]
+        shard.seen_ns = now
+        if isinstance(msg, Offers):
+            policy.offers_in(msg, index)
+            policy.decide(now)
+        elif isinstance(msg, Dispatched):
+            grant = policy.answered(msg, now)
+            if grant is not None:
+                self._dispatched_batch(grant, msg, now)
+            policy.decide(now)
+        elif isinstance(msg, ModelState):
+            target = policy.shards[msg.to] if 0 <= msg.to < len(policy.shards) else None
+            if target is None or target.identity is None:
+                raise ValueError(f"ModelState for shard {msg.to}: no such shard")
+            self._send(target.identity, msg)
+        elif isinstance(msg, Requeue):
+            self._requeue(msg, now)
+        elif isinstance(msg, ShardStats):
+            shard.stats = json.loads(msg.json)
+
+    def _register_shard(self, identity: bytes, msg: RegisterShard, now: int) -> None:
+        policy = self.policy
+        if not 0 <= msg.index < len(policy.shards):
+            self._refuse(identity, f"shard index {msg.index} out of range "
+                                   f"(0-{len(policy.shards) - 1})")
+            return
+        shard = policy.shards[msg.index]
+        if shard.identity is not None and shard.identity != identity:
+            self._shard_ids.pop(shard.identity, None)
+        shard.identity, shard.address, shard.seen_ns = identity, msg.address, now
+        self._shard_ids[identity] = msg.index
+        for g in [g for g in policy.pending.values() if policy.owner(g.model) == msg.index]:
+            # granted to a previous incarnation that will never answer: unbook
+            policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0), now)
+        owned = tuple((name, *p) for name, p in sorted(policy.profiles.items())
+                      if policy.owner(name) == msg.index)
+        self._send(identity, self._shard_directory())  # first: it acknowledges
+        if owned:
+            self._send(identity, ShardModels(owned))
+        views = policy.matcher.pool_states()
+        if views:
+            self._send(identity, PoolStates(tuple((s.models, s.free_at_ns, int(s.busy), s.size)
+                                                  for s in views)))
+        policy.directory_changed = True
+        log.info("shard %d registered at %s", msg.index, msg.address)
+
+    def _dispatched_batch(self, grant: Grant, msg: Dispatched, now: int) -> None:
+        w = self.policy.matcher.workers.get(grant.worker_id)
+        if w is None or not w.alive or grant.worker_id not in self._gpu:
+            # lost (or draining) while the grant was on the wire: the requests go back
+            self.policy.shard_of(msg.model).notes[3].append(msg.batch_id)
+            return
+        self._carry_out(Dispatch(msg.batch_id, msg.model, msg.worker_id, msg.request_ids,
+                                 msg.earliest_ns, msg.latest_ns, msg.expected_ns), now)
+
+    def _requeue(self, msg: Requeue, now: int) -> None:
+        """Requests that reached a shard after their model moved (or this process,
+        from a frontend without the directory): to the owner; none registered: drop."""
+        policy = self.policy
+        groups: dict[int, list[int]] = {}
+        for i, model in enumerate(msg.models):
+            groups.setdefault(policy.owner(model), []).append(i)
+        for index, rows in groups.items():
+            target = policy.shards[index].identity
+            if target is None:
+                ids = tuple(msg.request_ids[i] for i in rows)
+                self._carry_out(Drop(ids, DropReason.NO_WORKER), now)
+                continue
+            self._send(target, Requeue(*(tuple(col[i] for i in rows) for col in (
+                msg.request_ids, msg.models, msg.deadlines_ns, msg.arrivals_ns, msg.sizes))))
+
+    def _feed(self, event: Event, now: int) -> None:
+        if isinstance(event, RequestsArrived):  # from a frontend that has no directory yet
+            self._forward(event.requests, now)
+        else:
+            super()._feed(event, now)
+
+    def _forward(self, requests: tuple[Request, ...], now: int) -> None:
+        for r in requests:
+            self._arrivals.pop(r.request_id, None)
+        self.counters["forwarded"] = self.counters.get("forwarded", 0) + len(requests)
+        self._requeue(Requeue(tuple(r.request_id for r in requests),
+                              tuple(r.model for r in requests),
+                              tuple(r.deadline_ns for r in requests),
+                              tuple(r.arrival_ns for r in requests),
+                              tuple(r.size for r in requests)), now)
+
+    # ------------------------------------------------------------ turn's end
+
+    def _after_turn(self) -> None:
+        policy = self.policy
+        if policy.directory_changed:
+            policy.directory_changed = False
+            policy.directory_version += 1
+            directory = self._shard_directory()
+            for identity in list(self._frontends.values()):
+                self._send(identity, directory)
+            for shard in policy.shards:
+                if shard.identity is not None:
+                    self._send(shard.identity, directory)
+        for shard in policy.shards:
+            identity = shard.identity
+            if identity is not None:
+                if shard.models:
+                    self._send(identity, ShardModels(tuple(shard.models)))
+                if shard.pools:
+                    self._send(identity, PoolStates(tuple(shard.pools)))
+                wakes, finished, orphaned, lost = shard.notes
+                if wakes or finished or orphaned or lost:
+                    self._send(identity, ShardNotes(tuple(wakes), tuple(finished),
+                                                    tuple(orphaned), tuple(lost)))
+                for grant in shard.grants:
+                    self._send(identity, grant)
+            elif shard.grants:  # not registered (yet): decline for it
+                for g in shard.grants:
+                    policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (),
+                                               0, 0, 0, 0), self._clock())
+            shard.clear()
+        super()._after_turn()
+
+    def _shard_directory(self) -> ShardDirectory:
+        policy = self.policy
+        return ShardDirectory(
+            policy.directory_version,
+            tuple((s.index, s.address) for s in policy.shards),
+            tuple(sorted((name, policy.owner(name)) for name in policy.profiles)))
+
+    # ------------------------------------------------------------ workers lost
+
+    def _lose(self, proc: _WorkerProc, now: int) -> None:
+        gids = set(proc.gpu_ids)
+        for gid in proc.gpu_ids:
+            self._gpu.pop(gid, None)
+            if not proc.leaving:
+                self._feed(WorkerLost(gid), now)
+        orphans = [(bid, action) for bid, (action, _) in self._dispatched.items()
+                   if action.worker_id in gids]
+        for bid, action in orphans:
+            del self._dispatched[bid]
+            self.policy.shard_of(action.model).notes[3].append(bid)
+        if orphans:
+            self.counters["redispatched_batches"] = (
+                self.counters.get("redispatched_batches", 0) + len(orphans))
+            log.warning("worker %s lost: %d in-flight batches given back to their shards",
+                        proc.name, len(orphans))
+
+    # ------------------------------------------------------------ rebalancing
+
+    async def _rebalance_loop(self) -> None:
+        interval = self.config.rebalance_interval_ns
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval / 1e9)
+            policy = self.policy
+            if any(s.identity is None for s in policy.shards):
+                continue
+            moves = policy.rebalance_plan(self.config.rebalance_ratio)
+            for model, dst in moves:
+                src = policy.move(model, dst)
+                identity = policy.shards[src].identity
+                if identity is not None:
+                    self._send(identity, MoveModel(model, dst))
+                log.info("model %s: shard %d -> %d", model, src, dst)
+            if moves:
+                self.counters["model_moves"] = self.counters.get("model_moves", 0) + len(moves)
+                for s in policy.shards:  # rates are stale until the next ShardStats
+                    s.stats = {}
+                self._after_turn()
+
+    # ------------------------------------------------------------ stats
+
+    def stats(self, with_batches: bool = False) -> dict[str, Any]:
+        out = super().stats(with_batches)
+        counters = out["counters"]
+        shards = [s.stats for s in self.policy.shards]
+        for key in ("requests_in", "request_messages", "request_bytes_in", "dropped"):
+            counters[key] = counters.get(key, 0) + sum(
+                s.get("counters", {}).get(key, 0) for s in shards)
+        for s in shards:
+            for reason, n in s.get("drops_by_reason", {}).items():
+                out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
+        out["shards"] = shards
+        return out
+
+
+class ShardProcesses:
+    """Start, watch and stop the K shard processes of a split scheduler (children)."""
+
+    def __init__(self, count: int, scheduler: str, args: list[str],
+                 log_dir: str | None = None, host: str = "127.0.0.1") -> None:
+        self.count = count
+        self.scheduler = scheduler
+        self.args = args  # policy flags, the same as the matcher's
+        self.host = host
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.restarts = 0
+
+    def start(self) -> None:
+        for i in range(self.count):
+            self._spawn(i)
+
+    def _spawn(self, index: int) -> None:
+        cmd = [sys.executable, "-m", "central.cli", "shard", "--index", str(index),
+               "--scheduler", self.scheduler, "--address", f"tcp://{self.host}:0", *self.args]
+        out: Any = None
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+            out = open(os.path.join(self.log_dir, f"shard{index}.log"), "ab")
+        self.procs[index] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                             preexec_fn=_die_with_parent)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Restart a shard that exits while ``stop`` is not set."""
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None and not stop.is_set():
+                    log.error("shard %d exited with %s: restarting it", i, p.returncode)
+                    self.restarts += 1
+                    self._spawn(i)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the matcher exits, however it exits."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the matcher's stop() is the only way they end
+        pass
+
