@@ -129,8 +129,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     host = args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
     if host in ("*", "0.0.0.0"):
         host = "127.0.0.1"
-    children = ShardProcesses(args.shards, args.address, _policy_flags(args),
-                              log_dir=args.shard_log_dir, host=host)
+    children = matcher.children = ShardProcesses(args.shards, args.address,
+                                                 _policy_flags(args),
+                                                 log_dir=args.shard_log_dir, host=host)
 
     async def serve(stop: asyncio.Event) -> None:
         children.start()

@@ -198,11 +198,18 @@ def warn_if_exposed(address: str, keys: Keys | None, what: str) -> None:
 _SCHEDULER_KINDS: dict[int, frozenset[str]] = {
     1: frozenset({"worker"}),  # RegisterWorker
     3: frozenset({"frontend"}),  # RegisterFrontend
-    6: frozenset({"worker", "frontend"}),  # Heartbeat
+    6: frozenset({"worker", "frontend", "scheduler"}),  # Heartbeat (shards: scheduler keys)
     8: frozenset({"worker"}),  # Leaving
     10: frozenset({"frontend"}),  # Requests
     14: frozenset({"worker"}),  # Done
     50: frozenset({"worker", "frontend", "client"}),  # StatsQuery
+    # a split scheduler's shard processes hold the scheduler's key pair
+    60: frozenset({"scheduler"}),  # RegisterShard
+    65: frozenset({"scheduler"}),  # Offers
+    66: frozenset({"scheduler"}),  # Dispatched
+    70: frozenset({"scheduler"}),  # ModelState
+    71: frozenset({"scheduler"}),  # Requeue
+    72: frozenset({"scheduler"}),  # ShardStats
 }
 
 

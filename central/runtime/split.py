@@ -299,7 +299,7 @@ class SplitScheduler(Scheduler):
         super().__init__(config, **kwargs)
         self.policy: MatcherPolicy = MatcherPolicy(config, config.shard_processes)
         self._shard_ids: dict[bytes, int] = {}
-        self._last_rebalance = self._clock()
+        self.children: ShardProcesses | None = None  # the shard processes, when it started them
 
     async def serve(self, stop: asyncio.Event) -> None:
         task = asyncio.ensure_future(self._rebalance_loop())
@@ -507,13 +507,19 @@ class SplitScheduler(Scheduler):
         out = super().stats(with_batches)
         counters = out["counters"]
         shards = [s.stats for s in self.policy.shards]
-        for key in ("requests_in", "request_messages", "request_bytes_in", "dropped"):
+        # counters of work done anywhere in the scheduler: the matcher's plus its shards'
+        # (as of their last ShardStats, at most stats_interval old)
+        for key in ("messages_in", "bytes_in", "requests_in", "request_messages",
+                    "request_bytes_in", "dropped", "protocol_errors"):
             counters[key] = counters.get(key, 0) + sum(
                 s.get("counters", {}).get(key, 0) for s in shards)
         for s in shards:
             for reason, n in s.get("drops_by_reason", {}).items():
                 out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
         out["shards"] = shards
+        if self.children is not None:
+            out["shard_pids"] = [p.pid if p is not None else None for p in self.children.procs]
+            out["shard_restarts"] = self.children.restarts
         return out
 
 
