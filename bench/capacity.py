@@ -75,6 +75,7 @@ import zmq
 from central.cluster import free_port
 from central.policy.types import BatchStatus, DropReason
 from central.protocol import (
+    AttachFrontend,
     Done,
     DropRequests,
     Execute,
@@ -85,6 +86,7 @@ from central.protocol import (
     RegisterWorker,
     Requests,
     Route,
+    ShardDirectory,
     StatsQuery,
     StatsReply,
     WorkerRegistered,
@@ -116,6 +118,7 @@ class Setup:
     timer_slack_ns: int = 1_000_000
     interval_ns: int = 1_000_000  # feeder send period (one Requests message per turn)
     split: bool = False  # the scheduler runs the split policy (shards + matcher, 1 process)
+    shards: int = 1  # >= 2: a matcher process and this many shard processes (live ramp)
 
     def model_names(self) -> list[str]:
         return [f"m{i:03d}" for i in range(self.models)]
@@ -138,7 +141,9 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> None:
-    """Child: the production scheduler (``central.runtime.scheduler``) until SIGTERM."""
+    """Child: the production scheduler (``central.runtime.scheduler``) until SIGTERM; with
+    ``setup.shards >= 2`` the matcher (``central.runtime.split``) and its shard processes,
+    started as ``baton scheduler --shards K`` starts them."""
     import asyncio
 
     import uvloop
@@ -154,8 +159,22 @@ def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> Non
         reply_cost_ns=setup.reply_cost_ns,
         timer_slack_ns=setup.timer_slack_ns,
     )
-    sched = Scheduler(SchedulerConfig(address=address, policy_config=pconf,
-                                      inprocess_shards=1 if setup.split else 0))
+    config = SchedulerConfig(address=address, policy_config=pconf,
+                             inprocess_shards=1 if setup.split else 0,
+                             shard_processes=setup.shards if setup.shards > 1 else 0)
+    children = None
+    if setup.shards > 1:
+        from central.runtime.split import ShardProcesses, SplitScheduler
+
+        sched: Any = SplitScheduler(config)
+        flags = [f for m in setup.model_names() for f in (
+            "--profile", f"{m}:{setup.k_ns / 1e6!r}:{setup.c_ns / 1e6!r}:{setup.max_batch}")]
+        flags += ["--dispatch-cost-us", repr(setup.dispatch_cost_ns / 1e3),
+                  "--reply-cost-us", repr(setup.reply_cost_ns / 1e3),
+                  "--timer-slack-us", repr(setup.timer_slack_ns / 1e3)]
+        children = sched.children = ShardProcesses(setup.shards, address, flags)
+    else:
+        sched = Scheduler(config)
 
     async def runner() -> None:
         gc.collect()
@@ -164,7 +183,13 @@ def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> Non
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        await sched.serve(stop)
+        if children is not None:
+            children.start()
+        try:
+            await sched.serve(stop)
+        finally:
+            if children is not None:
+                children.stop()
 
     profiler = cProfile.Profile() if profile_path else None
     if profiler is not None:
@@ -262,6 +287,7 @@ def _worker_main(address: str, name: str, gpus: list[tuple[str, ...]], setup: Se
 
 def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connection) -> None:
     """Child: a synthetic frontend sending Poisson metadata on command (module docstring)."""
+    from central.runtime.shard import owner_of
     from central.runtime.translate import make_request_id
 
     ctx = zmq.Context()
@@ -271,6 +297,25 @@ def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connect
     rng = random.Random(seed)
     names = setup.model_names()
     seq = 0
+    # With a split scheduler, metadata goes to the shard that owns each model, as a
+    # frontend sends it (the matcher's ShardDirectory says which); Routes still come
+    # from the matcher, drops from the shards.
+    outs = [sock]  # per shard index, the socket its metadata goes to
+    owners: dict[str, int] = {}
+    if setup.shards > 1:
+        directory = _await(sock, ShardDirectory)
+        while not all(addr for _, addr in directory.shards):
+            directory = _await(sock, ShardDirectory)
+        outs = []
+        for _, addr in sorted(directory.shards):
+            shard_sock = _connect(ctx, addr)
+            shard_sock.send_multipart(encode(AttachFrontend(index)))
+            outs.append(shard_sock)
+        owners = dict(directory.owners)
+    socks = [sock, *(o for o in outs if o is not sock)]
+    poller = zmq.Poller()
+    for s_ in socks:
+        poller.register(s_, zmq.POLLIN)
     ctrl.send("ready")
     while True:
         command = ctrl.recv()
@@ -284,11 +329,16 @@ def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connect
 
         def consume(timeout_ms: int) -> None:
             nonlocal answered
-            if not sock.poll(timeout_ms):
-                return
+            ready = dict(poller.poll(timeout_ms))
+            for s_ in socks:
+                if s_ in ready:
+                    drain(s_)
+
+        def drain(s_: zmq.Socket) -> None:
+            nonlocal answered, owners
             while True:
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    frames = s_.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     return
                 msg, _ = decode(frames)
@@ -301,6 +351,8 @@ def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connect
                     drops[reason] = drops.get(reason, 0) + fresh
                 elif isinstance(msg, HeartbeatAck):
                     rtts.append(time.monotonic_ns() - msg.echo_sent_ns)
+                elif isinstance(msg, ShardDirectory):  # a model moved
+                    owners = dict(msg.owners)
 
         t0 = time.monotonic_ns()
         end = t0 + int(duration_s * 1e9)
@@ -324,19 +376,27 @@ def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connect
                     next_arrival += rng.expovariate(1.0) * mean_gap
                 if arrivals:
                     n = len(arrivals)
-                    msg = Requests(
-                        tuple(make_request_id(index, seq + i) for i in range(n)),
-                        tuple(names[rng.randrange(len(names))] for _ in range(n)),
-                        tuple(slo - int(now - a) for a in arrivals),
-                        (0,) * n,
-                    )
+                    ids = [make_request_id(index, seq + i) for i in range(n)]
+                    models = [names[rng.randrange(len(names))] for _ in range(n)]
+                    budgets = [slo - int(now - a) for a in arrivals]
                     seq += n
-                    sock.send_multipart(encode(msg))
+                    if len(outs) == 1:
+                        outs[0].send_multipart(encode(Requests(
+                            tuple(ids), tuple(models), tuple(budgets), (0,) * n)))
+                    else:
+                        rows: dict[int, list[int]] = {}
+                        for i, m in enumerate(models):
+                            rows.setdefault(owner_of(m, owners, len(outs)), []).append(i)
+                        for shard, rs in rows.items():
+                            outs[shard].send_multipart(encode(Requests(
+                                tuple(ids[i] for i in rs), tuple(models[i] for i in rs),
+                                tuple(budgets[i] for i in rs), (0,) * len(rs))))
                 next_send += setup.interval_ns
                 if next_send < now:
                     next_send = now + setup.interval_ns
-            if now >= next_probe:
-                sock.send_multipart(encode(Heartbeat(now)))
+            if now >= next_probe:  # through the matcher's and every shard's backlog
+                for s_ in socks:
+                    s_.send_multipart(encode(Heartbeat(now)))
                 next_probe = now + _PROBE_INTERVAL_NS
             wait = min(next_send, next_probe, end) - time.monotonic_ns()
             consume(max(0, wait // 1_000_000))
@@ -347,7 +407,8 @@ def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connect
         ctrl.send({"sent": sent, "answered": answered, "drops": drops, "rtts": rtts,
                    "elapsed_s": (end - t0) / 1e9,
                    "late_fraction": late_sends / sends if sends else 1.0})
-    sock.close(0)
+    for s_ in socks:
+        s_.close(0)
     ctx.term()
 
 
@@ -401,9 +462,22 @@ class _Rig:
             mine = gpus[w :: s.worker_procs]
             self._workers.append(self._spawn(_worker_main, f"emulated-{w}", mine, s))
         self._wait_ready(self._workers)
+        if s.shards > 1:  # the shards register before the feeders look for them
+            deadline = time.monotonic() + 30
+            while not all(sh.get("address") for sh in _stats(self.address)["policy"]["shards"]):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the shard processes did not register within 30 s")
+                time.sleep(0.1)
         for f in range(s.feeders):
             self._feeders.append(self._spawn(_feeder_main, f"feeder-{f}", s, 1000 + f))
         self._wait_ready(self._feeders)
+
+    def _scheduler_pids(self) -> list[int]:
+        """The scheduler's processes: the matcher and, split, its shards."""
+        pids = [self.scheduler.pid]
+        if self.setup.shards > 1:
+            pids += [p for p in _stats(self.address).get("shard_pids", []) if p]
+        return pids
 
     def _spawn(self, target: Any, name: str, *args: Any) -> Connection:
         parent, child = self._mp.Pipe()
@@ -426,12 +500,15 @@ class _Rig:
         for conn in self._workers:  # discard the previous step's samples
             conn.send("report")
             conn.recv()
-        cpu0 = _proc_cpu_s(self.scheduler.pid)
+        pids = self._scheduler_pids()
+        cpu0 = sum(_proc_cpu_s(p) for p in pids)
         in0 = _stats(self.address)["counters"]["requests_in"]
         for conn in self._feeders:
             conn.send(("run", rate / len(self._feeders), duration_s, drain_s))
         feeds = [conn.recv() for conn in self._feeders]
-        cpu1 = _proc_cpu_s(self.scheduler.pid)
+        cpu1 = sum(_proc_cpu_s(p) for p in pids)
+        if s.shards > 1:
+            time.sleep(0.3)  # the shards' counters reach the matcher every 250 ms
         stats = _stats(self.address)
         work = []
         for conn in self._workers:
@@ -470,6 +547,7 @@ class _Rig:
             "refused": refused,
             "unanswered": unanswered,
             "drops_by_reason": drops,
+            # all scheduler processes (matcher and shards) together
             "sched_cpu_us_per_request": (cpu1 - cpu0) * 1e6 / handled if handled else None,
             "sched_cpu_fraction": (cpu1 - cpu0) / elapsed,
         }
@@ -516,9 +594,11 @@ def run_capacity(setup: Setup, *, shards: int, start_rps: float, factor: float,
                  log: Any = print) -> dict[str, Any]:
     """Ramp the rate for one shard count until ``patience`` steps in a row fail (a
     shared machine has noisy moments); return every step and the highest that passed."""
-    if shards != 1:
-        raise ValueError("the live ramp runs one scheduler process: shards must be 1")
-    rig = _Rig(setup, profile_path)
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    from dataclasses import replace
+
+    rig = _Rig(replace(setup, shards=shards), profile_path)
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     try:
@@ -777,8 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--shards", type=int, nargs="+", default=[1],
-                   help="shard counts: with --roles, each is measured; the live ramp runs "
-                   "one scheduler process (1) until the multi-process runtime exists")
+                   help="shard counts, each measured in turn: 1 is the one-process "
+                   "scheduler, K >= 2 a matcher and K shard processes (baton scheduler "
+                   "--shards K); with --roles, the split's per-role CPU in one process")
     p.add_argument("--models", type=int, default=64)
     p.add_argument("--gpus", type=int, default=256, help="emulated GPUs in all")
     p.add_argument("--worker-procs", type=int, default=1,
@@ -818,9 +899,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(k < 1 for k in args.shards):
         p.error("--shards: every count must be >= 1")
-    if not args.roles and args.shards != [1]:
-        p.error("the live ramp and --hot-path run one scheduler process (--shards 1); "
-                "use --roles for the split's per-role costs (docs/capacity.md)")
+    if args.hot_path and args.shards != [1]:
+        p.error("--hot-path drives one scheduler object in-process (--shards 1); use the "
+                "live ramp or --roles for the split (docs/capacity.md)")
     if args.quick:
         args.models, args.gpus, args.pools, args.worker_procs = 8, 32, 4, 1
         args.feeders, args.step_s, args.start_rps, args.factor = 1, 1.0, 1000.0, 2.0

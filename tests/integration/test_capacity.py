@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_capacity_run_reports_consistent_steps(tmp_path: Path) -> None:
     out = tmp_path / "capacity.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.capacity", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "bench.capacity", "--quick", "--shards", "1", "2",
+         "--json", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
     try:
-        text, _ = proc.communicate(timeout=90)
+        text, _ = proc.communicate(timeout=150)
         _check(text, proc.returncode, out)
         # it stopped its children itself (multiprocessing's tracker may take a moment)
         deadline = time.monotonic() + 5
@@ -54,8 +55,13 @@ def _check(text: str, returncode: int, out: Path) -> None:
     assert "| shards | models | GPUs | highest sustained req/s" in text
     doc = json.loads(out.read_text())
     assert doc["setup"]["models"] == 8 and doc["setup"]["gpus"] == 32
-    [result] = doc["results"]
-    assert result["shards"] == 1 and result["steps"]
+    assert [r["shards"] for r in doc["results"]] == [1, 2]  # one process, then split
+    for result in doc["results"]:
+        _check_result(result)
+
+
+def _check_result(result: dict) -> None:
+    assert result["steps"]
     for step in result["steps"]:
         assert step["requests"] > 0.5 * step["offered_rps"]  # a 1 s step, Poisson
         assert step["batches"] > 0 and step["mean_batch"] >= 1.0
