@@ -11,15 +11,25 @@ charged to the peer. The outcome of a request: ``OK``/``LATE`` for HTTP 200 by/a
 deadline, ``DROPPED`` for any other HTTP answer (the peer refused it, e.g. Triton's queue
 timeout), ``UNFINISHED`` when nothing came back within the SLO plus ``grace_s`` (a hang).
 
+``PeerSession`` keeps one peer (one knob setting) up across several replays, as a live
+goodput search needs: starting Ray Serve with N = 8 replicas takes ~18 s on the 2-core VM
+and stopping it ~4 s, against ~5 s and ~6 s for PyTriton. Before each replay after the
+first it *drains* the peer: lone requests until one comes back HTTP 200 within the SLO, so
+the backlog an overloaded replay left (requests the sender gave up on that the peer still
+holds) is not charged to the next. A peer that does not drain within ``drain_timeout_s``
+is restarted; every start and drain is timed and reported (``starts``, ``drains``).
+
 ``tune_peer`` replays one seeded Poisson trace at a fixed offered rate once per (max batch,
-queue delay) setting, restarting the peer each time, and picks the setting with the highest
-goodput (ties: higher attainment, then the smaller batch, then the shorter delay). Every
-setting tried is returned, one whose server failed to start with its ``error``
-(``PeerFailed`` only if all failed).
+queue delay) setting, restarting the peer each time (the knobs are start-up arguments),
+and picks the setting with the highest goodput (ties: higher attainment, then the smaller
+batch, then the shorter delay). Every setting tried is returned, one whose server failed to
+start with its ``error`` (``PeerFailed`` only if all failed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,9 +41,10 @@ from central.client.load import poisson_times
 
 from . import ray_peer, triton_peer
 from .common import REC_BATCH, REC_DONE, REC_PLANNED, REC_SENT, REC_STATUS, STATUS_NO_ANSWER
-from .common import Knobs, PeerFailed, send_open_loop
+from .common import Knobs, PeerFailed, http_infer, send_open_loop
 
-__all__ = ["PEERS", "available", "default_grid", "replay_peer", "tune_peer"]
+__all__ = ["PEERS", "PeerSession", "available", "default_grid", "drain", "replay_peer",
+           "tune_peer"]
 
 PEERS = ("ray", "triton")
 
@@ -125,32 +136,135 @@ def replay_peer(
     Raises ``PeerUnavailable`` when the peer is not installed, ``PeerFailed`` when it does
     not start, ``ValueError`` for unsorted arrivals or an unknown peer.
     """
-    arrivals = np.asarray(arrivals_ns, dtype=np.int64)
-    if arrivals.size and np.any(np.diff(arrivals) < 0):
-        raise ValueError("arrivals_ns must be sorted")
-    span = span_ns if span_ns is not None else int(arrivals[-1]) + 1 if arrivals.size else 1
-    with _make(peer_name, n_replicas, k_ms, c_ms, knobs, slo_ns, python, log_dir) as peer:
-        rec = send_open_loop(peer.target, arrivals, wait_s=slo_ns / 1e9 + grace_s,
-                             senders=senders)
-        version = peer.info.get("ray") or peer.info.get("pytriton")
-        processes = peer.processes()
-    run = records_to_run(rec, slo_ns, span)
-    run.update(peer=peer_name, knobs=knobs.as_dict(), n_replicas=n_replicas, version=version,
-               server_processes=processes)
+    with PeerSession(peer_name, slo_ns, k_ms, c_ms, n_replicas, knobs, senders=senders,
+                     grace_s=grace_s, python=python, log_dir=log_dir) as session:
+        run = session.play(arrivals_ns, span_ns=span_ns)
+        processes = session.processes()
+    run["server_processes"] = processes
     return run
 
 
-def default_grid(k_ms: float, c_ms: float, slo_ms: float) -> list[Knobs]:
+def _check_arrivals(arrivals_ns: np.ndarray) -> np.ndarray:
+    arrivals = np.asarray(arrivals_ns, dtype=np.int64)
+    if arrivals.size and np.any(np.diff(arrivals) < 0):
+        raise ValueError("arrivals_ns must be sorted")
+    return arrivals
+
+
+async def _drain(target: Any, slo_s: float, timeout_s: float) -> tuple[bool, int]:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    tries = 0
+    async with aiohttp.ClientSession() as session:
+        while True:
+            tries += 1
+            t0 = time.monotonic_ns()
+            left = max(0.05, deadline - time.monotonic())
+            status, _, done = await http_infer(session, target, min(left, slo_s + 1.0))
+            if status == 200 and done - t0 <= slo_s * 1e9:
+                return True, tries
+            if time.monotonic() >= deadline:
+                return False, tries
+            await asyncio.sleep(0.2)
+
+
+def drain(target: Any, slo_ns: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Lone requests until one is answered HTTP 200 within the SLO, or ``timeout_s`` passes.
+
+    Returns ``{"drained": bool, "seconds": wait, "requests": lone requests sent}``.
+    """
+    t0 = time.monotonic()
+    ok, tries = asyncio.run(_drain(target, slo_ns / 1e9, timeout_s))
+    return {"drained": ok, "seconds": time.monotonic() - t0, "requests": tries}
+
+
+class PeerSession:
+    """One peer with one knob setting, kept up across replays (see the module docstring).
+
+    ``play`` replays a trace and returns ``records_to_run``'s dict plus ``peer``, ``knobs``,
+    ``n_replicas``, ``version``, and ``drain`` (the drain before it; None for the first
+    replay on a fresh server). ``starts`` lists every server start ``{"seconds", "why"}``,
+    ``drains`` every drain. A context manager; leaving it stops the peer by PID.
+    """
+
+    def __init__(self, peer_name: str, slo_ns: int, k_ms: float, c_ms: float,
+                 n_replicas: int, knobs: Knobs, *, senders: int = 1, grace_s: float = 2.0,
+                 drain_timeout_s: float = 30.0, python: str | None = None,
+                 log_dir: str | Path | None = None) -> None:
+        self.peer_name, self.slo_ns, self.knobs = peer_name, slo_ns, knobs
+        self._make_args = (peer_name, n_replicas, k_ms, c_ms, knobs, slo_ns, python, log_dir)
+        self.n_replicas, self.senders, self.grace_s = n_replicas, senders, grace_s
+        self.drain_timeout_s = drain_timeout_s
+        self.starts: list[dict[str, Any]] = []
+        self.drains: list[dict[str, Any]] = []
+        self.stops_s: list[float] = []
+        self._peer: Any = None
+        self._fresh = False
+
+    def __enter__(self) -> PeerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self, why: str) -> None:
+        t0 = time.monotonic()
+        peer = _make(*self._make_args)
+        peer.__enter__()  # closes itself when its start fails
+        self._peer, self._fresh = peer, True
+        self.starts.append({"seconds": time.monotonic() - t0, "why": why})
+
+    def close(self) -> None:
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            t0 = time.monotonic()
+            peer.__exit__(None, None, None)
+            self.stops_s.append(time.monotonic() - t0)
+
+    def processes(self) -> list[tuple[int, int]]:
+        """``(pid, start time)`` of every process the running peer has (empty when stopped)."""
+        return self._peer.processes() if self._peer is not None else []
+
+    def play(self, arrivals_ns: np.ndarray, *, span_ns: int | None = None) -> dict[str, Any]:
+        """Replay sorted arrival offsets on the running peer (started or drained first)."""
+        arrivals = _check_arrivals(arrivals_ns)
+        span = span_ns if span_ns is not None else int(arrivals[-1]) + 1 if arrivals.size else 1
+        drained: dict[str, Any] | None = None
+        if self._peer is None:
+            self._start("first start")
+        elif not self._fresh:
+            drained = drain(self._peer.target, self.slo_ns, self.drain_timeout_s)
+            self.drains.append(drained)
+            if not drained["drained"]:
+                self.close()
+                self._start(f"did not drain within {self.drain_timeout_s:g} s")
+        self._fresh = False
+        rec = send_open_loop(self._peer.target, arrivals,
+                             wait_s=self.slo_ns / 1e9 + self.grace_s, senders=self.senders)
+        run = records_to_run(rec, self.slo_ns, span)
+        run.update(peer=self.peer_name, knobs=self.knobs.as_dict(), n_replicas=self.n_replicas,
+                   version=self._peer.info.get("ray") or self._peer.info.get("pytriton"),
+                   drain=drained)
+        return run
+
+
+def default_grid(k_ms: float, c_ms: float, slo_ms: float, *, reduced: bool = False) -> list[Knobs]:
     """Max batch around the uncoordinated bound's batch, times queue delays of 0-30% SLO.
 
     The uncoordinated batch ``b_u`` is the largest with ``2*(k*b + c) <= SLO``; the sizes
     tried are ``b_u/2``, ``b_u`` and ``2*b_u``, the delays 0, 5, 15 and 30% of the SLO
     (Ray Serve closes a batch when its wait times out, busy replica or not, so it needs
-    the long ones to batch at all).
+    the long ones to batch at all): 12 settings. ``reduced`` keeps the six that won or
+    came close in docs/peers.md's runs, sizes ``b_u`` and ``2*b_u`` times delays 5, 15 and
+    30%, for runs that must fit a time budget (each setting is a fresh server start).
     """
     b_u = max(1, int((slo_ms / 2 - c_ms) // k_ms))
-    sizes = sorted({max(1, b_u // 2), b_u, 2 * b_u})
-    delays = [int(slo_ms * 1000 * f) for f in (0.0, 0.05, 0.15, 0.30)]  # in us
+    if reduced:
+        sizes, fractions = [b_u, 2 * b_u], (0.05, 0.15, 0.30)
+    else:
+        sizes, fractions = sorted({max(1, b_u // 2), b_u, 2 * b_u}), (0.0, 0.05, 0.15, 0.30)
+    delays = [int(slo_ms * 1000 * f) for f in fractions]  # in us
     return [Knobs(b, d) for b in sizes for d in delays]
 
 
