@@ -17,7 +17,10 @@ pass for a slow server. Latency and outcome are measured per request at the clie
 progress bar counts answers. Each system's records go through ``bench.metrics``, the
 simulator's metric code. ``--search`` also bisects on the trace's rate for the highest
 one at which 99% of requests meet the SLO, on the live system, as ``bench.search``
-does in the simulator.
+does in the simulator (``bisect_rate``): Baton's systems on their running cluster, the
+peers with their tuned knobs on one server kept up across the probes
+(``bench.peers.PeerSession``, drained between probes). ``bench.matrix`` runs the
+issue's whole matrix of such searches.
 
 The agreement check replays the same trace through the simulator with the same policy
 and cluster, with the driver overheads measured on the live run (dispatch delay from
@@ -62,7 +65,9 @@ from central.policy import Profile
 from central.policy.bound import analytic_bound
 from central.protocol.messages import Status
 
-__all__ = ["main", "replay_baton", "records_summary", "agreement"]
+__all__ = ["main", "replay_baton", "replay_peer", "records_summary", "agreement", "bisect_rate",
+           "search_result", "search_baton", "search_peer", "tune_knobs", "PASS_ATTAINMENT",
+           "BATON_LO_FRAC", "PEER_LO_FRAC", "HI_FRAC"]
 
 MODEL = "symphony"
 BATON_SYSTEMS = {"baton": "symphony", "baton-uncoordinated": "uncoordinated"}
@@ -70,6 +75,11 @@ PEER_SYSTEMS = ("ray", "triton")
 ALL_SYSTEMS = (*BATON_SYSTEMS, *PEER_SYSTEMS)
 # batch record positions in the scheduler's log (central/runtime/scheduler.py)
 B_WORKER, B_SIZE, B_SENT, B_START, B_END, B_STATUS = 1, 3, 4, 7, 8, 9
+# The live goodput search: a probe passes with >= 99% of its requests within the SLO; the
+# bracket is a fraction of the analytic coordinated bound. Uncoordinated systems (the
+# peers) may not reach 0.3 of it at a tight SLO on a small machine, so theirs starts lower.
+PASS_ATTAINMENT = 0.99
+BATON_LO_FRAC, PEER_LO_FRAC, HI_FRAC = 0.3, 0.05, 1.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,26 +210,108 @@ def _batch_summary(batches: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _search(setup: Setup, address: str, label: str, iters: int = 5) -> list[dict[str, Any]]:
-    """Bisection on the trace's mean rate, live, for the highest with >= 99% on time."""
+def bisect_rate(
+    setup: Setup, probe: Callable[[float], dict[str, Any]], *, iters: int = 5,
+    lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
+    log: Callable[[str], Any] | None = None, label: str = "",
+) -> list[dict[str, Any]]:
+    """Bisection on the trace's mean rate for the highest with >= 99% on time.
+
+    ``probe(rate)`` replays ``setup.trace(rate)`` on the live system and returns
+    ``records_summary``'s dict. The bracket is ``[lo_frac, hi_frac]`` of the analytic
+    coordinated bound; each probe at the bracket's middle moves its lower end up when it
+    passes, its upper end down when not. Returns one row per probe, in order: the mean
+    rate asked for, ``load`` (as a fraction of the bound), what the trace actually offered
+    (a replayed log's first seconds need not have its mean rate), attainment, goodput,
+    the sender's lateness and whether it passed.
+    """
     bound = setup.bound_rps()
-    lo, hi = 0.3 * bound, 1.05 * bound
+    lo, hi = lo_frac * bound, hi_frac * bound
     probes = []
     for _ in range(iters):
         rate = (lo + hi) / 2
-        tr = setup.trace(rate)
-        time.sleep(0.5)  # let the previous probe's stragglers drain
-        rec = _play(address, setup, tr, f"{label} @{rate:.0f}/s")
-        s = records_summary(rec, setup.slo_ms, tr.duration_ns or 1)
-        probes.append({"rate_rps": rate, "load": rate / bound, "attainment": s["slo_attainment"],
-                       "goodput_rps": s["goodput_rps"]})
-        if s["slo_attainment"] >= 0.99:
+        s = probe(rate)
+        passed = s["slo_attainment"] >= PASS_ATTAINMENT
+        row = {"rate_rps": rate, "load": rate / bound, "offered_rps": s["offered_rps"],
+               "requests": s["requests"], "attainment": s["slo_attainment"],
+               "goodput_rps": s["goodput_rps"], "passed": passed,
+               "send_late_p99_ms": (s.get("send_lateness_ms") or {}).get("p99")}
+        for extra in ("drain", "restarted"):
+            if extra in s:
+                row[extra] = s[extra]
+        probes.append(row)
+        if log is not None:
+            log(f"  {label} @{rate:.1f}/s ({rate / bound:.3f} of bound): attainment "
+                f"{row['attainment']:.4f}, goodput {row['goodput_rps']:.1f} req/s, send late p99 "
+                f"{row['send_late_p99_ms'] or 0.0:.1f} ms -> {'pass' if passed else 'fail'}")
+        if passed:
             lo = rate
         else:
             hi = rate
     return probes
 
 
+def search_result(probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search's answer from its probes: the highest passing one, and the lowest failing.
+
+    ``goodput_rps`` (None when no probe passed) is the goodput measured at the highest
+    passing rate ``rate_rps``; ``fail_rps`` the lowest failing rate above it (None when
+    none failed), so the system's 99% capacity lies between the two, as far as the
+    probes tell (a different rate is a different sample path: not strictly monotone).
+    """
+    passed = [p for p in probes if p["passed"]]
+    best = max(passed, key=lambda p: p["rate_rps"], default=None)
+    floor = best["rate_rps"] if best else 0.0
+    failed = [p["rate_rps"] for p in probes if not p["passed"] and p["rate_rps"] > floor]
+    return {
+        "goodput_rps": best["goodput_rps"] if best else None,
+        "rate_rps": best["rate_rps"] if best else None,
+        "attainment": best["attainment"] if best else None,
+        "fail_rps": min(failed) if failed else None,
+    }
+
+
+def _search(setup: Setup, address: str, label: str, iters: int = 5,
+            lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
+            log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+    """``bisect_rate`` on a running Baton cluster at ``address``."""
+
+    def probe(rate: float) -> dict[str, Any]:
+        tr = setup.trace(rate)
+        time.sleep(0.5)  # let the previous probe's stragglers drain
+        rec = _play(address, setup, tr, f"{label} @{rate:.0f}/s")
+        return records_summary(rec, setup.slo_ms, tr.duration_ns or 1)
+
+    return bisect_rate(setup, probe, iters=iters, lo_frac=lo_frac, hi_frac=hi_frac, log=log,
+                       label=label)
+
+
+def search_baton(setup: Setup, policy: str, log_dir: Path, label: str, *, iters: int = 5,
+                 lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
+                 warmup_s: float = 2.0, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A fresh Baton cluster with ``policy``; a warm-up, then the live goodput search on it.
+
+    Returns ``search_result``'s dict plus ``probes`` and ``start_s`` (cluster start-up).
+    """
+    config = _cluster_config(setup, policy)
+    t0 = time.monotonic()
+    with Cluster(config, log_dir=str(log_dir)):
+        started = time.monotonic() - t0
+        warm = _warmup_trace(setup, lo_frac, warmup_s)
+        if warm is not None:  # a fresh cluster's first batches pay for imports and caches
+            _play(config.frontend_address, dataclasses.replace(setup, duration_s=warmup_s),
+                  warm, f"{label} warm-up")
+        probes = _search(setup, config.frontend_address, label, iters, lo_frac, hi_frac, log)
+    return {**search_result(probes), "probes": probes, "start_s": started, "warmup_s": warmup_s}
+
+
+def _warmup_trace(setup: Setup, lo_frac: float, warmup_s: float) -> Trace | None:
+    """``warmup_s`` of Poisson at the search's lower bracket, played before the probes and
+    not measured (the same for every system); None for none."""
+    if warmup_s <= 0:
+        return None
+    warm = dataclasses.replace(setup, trace_kind="poisson", csv=None, duration_s=warmup_s)
+    return warm.trace(lo_frac * setup.bound_rps())
 def records_summary(rec: np.ndarray, slo_ms: float, span_ns: int) -> dict[str, Any]:
     """Client records ``[planned, sent, done, status]`` -> the simulator's metrics."""
     status = rec[:, 3]
@@ -249,13 +341,101 @@ def records_summary(rec: np.ndarray, slo_ms: float, span_ns: int) -> dict[str, A
 # -------------------------------------------------------------------------- peers
 
 
-def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path) -> dict[str, Any]:
+def _peer_records(run: dict[str, Any]) -> np.ndarray:
+    """A peer run's per-request arrays as client records ``[planned, sent, done, status]``.
+
+    An HTTP 200 is OK (late or not, as measured), any other answer REJECTED (the peer
+    refused it), none at all -1.
+    """
+    outcome = np.asarray(run["outcome"])
+    served = (outcome == metrics.Outcome.OK) | (outcome == metrics.Outcome.LATE)
+    status = np.where(served, int(Status.OK),
+                      np.where(outcome == metrics.Outcome.UNFINISHED, -1, int(Status.REJECTED)))
+    rec = np.stack([run["planned_ns"], run["arrival_ns"],
+                    np.where(run["finish_ns"] >= 0, run["finish_ns"], 0), status], axis=1)
+    return rec.astype(np.int64)
+
+
+def _span(trace: Trace) -> int:
+    return int(trace.duration_ns or (int(trace.times_ns[-1]) + 1 if len(trace.times_ns) else 1))
+
+
+def tune_knobs(name: str, setup: Setup, rate_rps: float, duration_s: float,
+               grid: list[Any] | None = None) -> dict[str, Any]:
+    """``bench.peers.tune_peer`` for ``setup``'s profile, N and SLO at ``rate_rps``.
+
+    Returns its dict plus ``wall_s``. Raises ``ImportError`` without ``bench.peers``.
+    """
+    from bench import peers
+
+    t0 = time.monotonic()
+    tuned = peers.tune_peer(name, rate_rps, duration_s, round(setup.slo_ms * 1e6), setup.k_ms,
+                            setup.c_ms, setup.n, grid, seed=setup.seed, senders=setup.senders,
+                            log=lambda line: print(line, flush=True))
+    tuned["wall_s"] = time.monotonic() - t0
+    return tuned
+
+
+def _peer_probe(session: Any, setup: Setup, trace: Trace, label: str) -> tuple[dict[str, Any],
+                                                                                 dict[str, Any],
+                                                                                 np.ndarray]:
+    """One replay on a peer session: (``records_summary`` dict, the peer's run, records)."""
+    starts = len(session.starts)
+    span = _span(trace)
+    with Progress(label, len(trace.times_ns)) as bar:
+        run = session.play(np.asarray(trace.times_ns, np.int64), span_ns=span)
+        bar.counter.value = len(trace.times_ns)
+    rec = _peer_records(run)
+    s = records_summary(rec, setup.slo_ms, span)
+    s["drain"] = run.get("drain")
+    s["restarted"] = any(st["why"] != "first start" for st in session.starts[starts:])
+    return s, run, rec
+
+
+def _server_costs(session: Any) -> dict[str, Any]:
+    return {"starts": session.starts, "drains": session.drains, "stops_s": session.stops_s}
+
+
+def search_peer(name: str, setup: Setup, knobs: Any, log_dir: Path, label: str, *,
+                iters: int = 5, lo_frac: float = PEER_LO_FRAC, hi_frac: float = HI_FRAC,
+                warmup_s: float = 2.0, drain_timeout_s: float = 30.0,
+                log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The live goodput search on one peer server with ``knobs``, kept up across probes.
+
+    A warm-up as ``search_baton``'s comes first. Returns ``search_result``'s dict plus
+    ``probes``, ``knobs`` and ``server`` (every start, drain and stop, timed: the cost of
+    keeping one server against restarting).
+    """
+    from bench import peers
+
+    with peers.PeerSession(name, round(setup.slo_ms * 1e6), setup.k_ms, setup.c_ms, setup.n,
+                           knobs, senders=setup.senders, drain_timeout_s=drain_timeout_s,
+                           log_dir=log_dir) as session:
+        warm = _warmup_trace(setup, lo_frac, warmup_s)
+        if warm is not None:
+            _peer_probe(session, setup, warm, f"{label} warm-up")
+        def probe(rate: float) -> dict[str, Any]:
+            return _peer_probe(session, setup, setup.trace(rate), f"{label} @{rate:.0f}/s")[0]
+
+        try:
+            probes = bisect_rate(setup, probe, iters=iters, lo_frac=lo_frac, hi_frac=hi_frac,
+                                 log=log, label=label)
+        finally:
+            session.close()
+    return {**search_result(probes), "probes": probes, "knobs": knobs.as_dict(),
+            "server": _server_costs(session), "warmup_s": warmup_s}
+
+
+def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path,
+                search: bool = False, iters: int = 5) -> dict[str, Any]:
     """Ray Serve or PyTriton through ``bench.peers``; ``{"skipped": why}`` when absent.
 
     The peer's knobs are tuned first at the trace's mean rate (``tune_peer``: several
     max batch sizes and queue delays, the best by goodput), then the trace is replayed
-    once with the best. Peer outcomes map onto Baton's statuses: an HTTP 200 is OK (late
-    or not, as measured), any other answer REJECTED (the peer refused it), none at all -1.
+    once with the best, and with ``search`` the live goodput search follows on the same
+    server (``PEER_LO_FRAC`` to ``HI_FRAC`` of the bound). Peer outcomes map onto Baton's
+    statuses: an HTTP 200 is OK (late or not, as measured), any other answer REJECTED (the
+    peer refused it), none at all -1.
     """
     try:
         from bench import peers
@@ -264,27 +444,24 @@ def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path) -> dict[st
     reason = peers.available(name)
     if reason:
         return {"skipped": reason}
-    slo_ns = round(setup.slo_ms * 1e6)
-    span = int(trace.duration_ns or (int(trace.times_ns[-1]) + 1))
+    span = _span(trace)
     rate = len(trace.times_ns) * 1e9 / span
-    tuned = peers.tune_peer(name, rate, min(setup.duration_s, 10.0), slo_ns, setup.k_ms,
-                            setup.c_ms, setup.n, seed=setup.seed, senders=setup.senders,
-                            log=lambda line: print(line, flush=True))
+    tuned = tune_knobs(name, setup, rate, min(setup.duration_s, 10.0))
     knobs = peers.Knobs(**tuned["best"]["knobs"])
-    with Progress(name, len(trace.times_ns)) as bar:
-        run = peers.replay_peer(name, np.asarray(trace.times_ns, np.int64), slo_ns, setup.k_ms,
-                                setup.c_ms, setup.n, knobs, span_ns=span, senders=setup.senders,
-                                log_dir=out_dir)
-        bar.counter.value = len(trace.times_ns)
-    outcome = np.asarray(run["outcome"])
-    served = (outcome == metrics.Outcome.OK) | (outcome == metrics.Outcome.LATE)
-    status = np.where(served, int(Status.OK),
-                      np.where(outcome == metrics.Outcome.UNFINISHED, -1, int(Status.REJECTED)))
-    rec = np.stack([run["planned_ns"], run["arrival_ns"],
-                    np.where(run["finish_ns"] >= 0, run["finish_ns"], 0), status], axis=1)
-    rec = rec.astype(np.int64)
-    out = records_summary(rec, setup.slo_ms, span)
-    sizes = np.asarray(run["batch_size"])[served & (np.asarray(run["batch_size"]) > 0)]
+    with peers.PeerSession(name, round(setup.slo_ms * 1e6), setup.k_ms, setup.c_ms, setup.n,
+                           knobs, senders=setup.senders, log_dir=out_dir) as session:
+        out, run, rec = _peer_probe(session, setup, trace, name)
+        probes = []
+        if search:
+            probes = bisect_rate(
+                setup, lambda r: _peer_probe(session, setup, setup.trace(r), f"{name} @{r:.0f}/s")[0],
+                iters=iters, lo_frac=PEER_LO_FRAC, log=lambda line: print(line, flush=True),
+                label=name)
+        session.close()
+    out.pop("drain", None)
+    out.pop("restarted", None)
+    batch = np.asarray(run["batch_size"])
+    sizes = batch[(rec[:, 3] == int(Status.OK)) & (batch > 0)]
     per_batch = np.repeat(np.unique(sizes), [int(round(c / b)) or 1 for b, c in
                                               zip(*np.unique(sizes, return_counts=True))])
     out["batches"] = {
@@ -295,6 +472,8 @@ def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path) -> dict[st
     out["knobs"] = knobs.as_dict()
     out["tuning"] = tuned["tried"]
     out["version"] = run.get("version")
+    out["probes"] = probes
+    out["server"] = _server_costs(session)
     out["records"] = rec.tolist()
     return out
 
@@ -464,7 +643,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="multiply k, c and SLO by this (default: 8 below 8 cores, else 1)")
     p.add_argument("--senders", type=int, default=None,
                    help="sender processes (default: 1 below 8 cores, else 2)")
-    p.add_argument("--search", action="store_true", help="also run a live goodput search per system")
+    p.add_argument("--search", action="store_true",
+                   help="also run a live goodput search per system (5 probes; the peers on "
+                   "their tuned knobs, one server kept up across the probes)")
     p.add_argument("--no-agreement", action="store_true", help="skip the simulator check")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="bench-results/replay", help="report directory")
@@ -506,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             runners[name] = (lambda n=name: replay_baton(
                 setup, BATON_SYSTEMS[n], trace, out / "logs" / n, n, args.search))
         else:
-            runners[name] = lambda n=name: replay_peer(n, setup, trace, out / n)
+            runners[name] = lambda n=name: replay_peer(n, setup, trace, out / n, args.search)
     for name, run in runners.items():
         results[name] = run()
         r = results[name]
