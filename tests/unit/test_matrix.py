@@ -1,0 +1,159 @@
+"""``bench.matrix``'s table and target logic on synthetic search results (no servers)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import matrix
+from bench.replay import bisect_rate, search_result
+
+
+def _found(goodput: float, fail: float | None = None) -> dict:
+    return {"goodput_rps": goodput, "rate_rps": goodput, "attainment": 0.995, "fail_rps": fail,
+            "probes": [{"rate_rps": goodput, "passed": True, "attainment": 0.995,
+                        "send_late_p99_ms": 1.0}]}
+
+
+def _none_passed(fail: float) -> dict:
+    return {"goodput_rps": None, "rate_rps": None, "attainment": None, "fail_rps": fail,
+            "probes": [{"rate_rps": fail, "passed": False, "attainment": 0.5,
+                        "send_late_p99_ms": 9.0}]}
+
+
+def _doc(cells: list[dict]) -> dict:
+    return {
+        "command": ".venv/bin/python -m bench.matrix --probes 4",
+        "started": "2026-11-30 11:00 UTC", "wall_s": 600.0,
+        "machine": {"arch": "x86_64", "cores": 2, "python": "3.11.7", "gpu": None,
+                    "load_before": [0.5, 0.6, 0.7], "load_after": [1.5, 1.2, 0.9]},
+        "settings": {"n": 8, "dilation": 8.0, "probes": 4, "duration_s": 6.0, "senders": 1,
+                     "baton_lo_frac": 0.3, "other_lo_frac": 0.05, "hi_frac": 1.05,
+                     "systems": ["baton", "baton-uncoordinated", "triton", "ray"]},
+        "cells": cells, "tuning": {},
+    }
+
+
+def _cell(slo: float, trace: str, bound: float, **systems: dict) -> dict:
+    return {"slo_ms": slo, "trace": trace, "bound_rps": bound,
+            "systems": {k.replace("_", "-"): v for k, v in systems.items()}}
+
+
+def _status(doc: dict) -> dict[tuple[str, float, str], str]:
+    return {(t["id"], t["slo_ms"], t["trace"]): t["status"] for t in matrix.targets(doc)}
+
+
+def test_interval_ratio_and_judgement() -> None:
+    assert matrix.interval(_found(500.0, 550.0)) == (500.0, 500.0)
+    assert matrix.interval(_none_passed(80.0)) == (0.0, 80.0)
+    assert matrix.interval({"skipped": "no ray"}) is None
+    assert matrix.interval({"error": "PeerFailed: boom"}) is None
+    assert matrix.interval(None) is None
+    assert matrix.ratio((600.0, 600.0), (300.0, 300.0)) == (2.0, 2.0)
+    # the divisor is only known to be below 80: the ratio is above 600/80
+    assert matrix.ratio((600.0, 600.0), (0.0, 80.0)) == (7.5, math.inf)
+    assert matrix.ratio((0.0, 80.0), (700.0, 700.0)) == (0.0, 80.0 / 700.0)
+    assert matrix.ratio(None, (1.0, 1.0)) is None
+    assert matrix.judge((2.0, 2.0), 2.0) == "met"
+    assert matrix.judge((1.99, 1.99), 2.0) == "not met"
+    assert matrix.judge((7.5, math.inf), 2.0) == "met"
+    assert matrix.judge((1.5, math.inf), 2.0) == "undetermined"
+    assert matrix.judge((0.0, 0.11), 0.9) == "not met"
+    assert matrix.judge((0.0, 0.95), 0.9) == "undetermined"
+    assert matrix.judge(None, 0.9) == "undetermined"
+    assert matrix.fmt_interval((7.5, math.inf)) == "> 7.50"
+    assert matrix.fmt_interval((0.0, 0.114)) == "< 0.11"
+    assert matrix.fmt_interval((1.0, 1.0)) == "1.00"
+    assert matrix.fmt_interval(None) == "?"
+
+
+def test_targets_met_and_not_met_by_cell() -> None:
+    doc = _doc([
+        # SLO 25: Baton at 0.91 of the bound, 1.4x uncoordinated, > 2x both peers
+        _cell(25.0, "poisson", 700.0, baton=_found(637.0, 670.0),
+              baton_uncoordinated=_found(455.0), triton=_found(300.0), ray=_none_passed(80.0)),
+        # SLO 25 on the log: Baton below 0.9, uncoordinated close, a peer within 2x
+        _cell(25.0, "azure", 700.0, baton=_found(560.0), baton_uncoordinated=_found(500.0),
+              triton=_found(400.0), ray=_found(60.0)),
+        # SLO 100: 0.96 of the bound; ray skipped, so the best peer is not known
+        _cell(100.0, "poisson", 860.0, baton=_found(826.0), baton_uncoordinated=_found(800.0),
+              triton=_found(350.0), ray={"skipped": "no interpreter at .venv/ray/bin/python"}),
+        # SLO 100: Baton passed no probe at all
+        _cell(100.0, "azure", 860.0, baton=_none_passed(300.0),
+              baton_uncoordinated=_found(200.0), triton=_found(100.0), ray=_found(40.0)),
+    ])
+    st = _status(doc)
+    assert st[("bound-25", 25.0, "poisson")] == "met"
+    assert st[("uncoord-25", 25.0, "poisson")] == "met"
+    assert st[("peer", 25.0, "poisson")] == "met"  # 637 / 300 = 2.12; ray < 80
+    assert st[("bound-25", 25.0, "azure")] == "not met"  # 0.8
+    assert st[("uncoord-25", 25.0, "azure")] == "not met"  # 1.12
+    assert st[("peer", 25.0, "azure")] == "not met"  # 1.4
+    assert st[("bound-100", 100.0, "poisson")] == "met"  # 0.96
+    assert st[("peer", 100.0, "poisson")] == "undetermined"
+    assert st[("bound-100", 100.0, "azure")] == "not met"  # < 300/860
+    assert st[("peer", 100.0, "azure")] == "undetermined"  # < 3x of 100: maybe below 2x
+    # the 25 ms targets are not judged at 100 ms and vice versa
+    assert ("bound-100", 25.0, "poisson") not in st and ("uncoord-25", 100.0, "azure") not in st
+    assert len(st) == 3 * 2 + 2 * 2  # three targets at 25 ms, two at 100 ms
+    why = {(t["id"], t["trace"], t["slo_ms"]): t["why"] for t in matrix.targets(doc)}
+    assert why[("peer", "poisson", 100.0)] == "no result for ray"
+
+
+def test_markdown_table_names_machine_dilation_ratios_and_targets() -> None:
+    doc = _doc([_cell(25.0, "poisson", 700.0, baton=_found(630.0),
+                      baton_uncoordinated=_found(420.0), triton=_found(315.0),
+                      ray=_none_passed(126.0))])
+    doc["targets"] = matrix.targets(doc)
+    md = matrix.markdown(doc)
+    assert "x86_64, 2 cores" in md and "no GPU" in md and "dilation x8" in md
+    assert "0.50/0.60/0.70" in md and "1.50/1.20/0.90" in md
+    assert "`.venv/bin/python -m bench.matrix --probes 4`" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 25 ms | poisson"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["25 ms", "poisson", "700.0", "630.0 (0.90)", "420.0 (0.67)",
+                     "315.0 (0.50)", "< 126.0 (< 0.20)", "1.50", "2.00"]
+    assert "| Baton >= 0.9 of the analytic bound at SLO 25 ms | 25 ms | poisson | 0.90 | met |" in md
+    assert "| Baton >= 1.3x baton-uncoordinated at SLO 25 ms | 25 ms | poisson | 1.50 | met |" in md
+    assert "| Baton >= 2x the best peer | 25 ms | poisson | 2.00 | met |" in md
+
+
+def test_skipped_and_failed_systems_show_in_the_table() -> None:
+    doc = _doc([_cell(25.0, "azure", 700.0, baton=_found(600.0),
+                      baton_uncoordinated={"skipped": "time budget spent"},
+                      triton={"error": "PeerFailed: not ready within 120 s\nlog..."},
+                      ray={"skipped": "no ray"})])
+    md = matrix.markdown(doc)
+    assert "skipped (time budget spent)" in md and "failed (PeerFailed: not ready within 120 s)" in md
+    st = _status(doc)
+    assert st[("uncoord-25", 25.0, "azure")] == "undetermined"
+    assert st[("peer", 25.0, "azure")] == "undetermined"
+
+
+class _Setup:
+    """Just what ``bisect_rate`` reads of a ``Setup``."""
+
+    def bound_rps(self) -> float:
+        return 1000.0
+
+
+@pytest.mark.parametrize(("capacity", "lo_frac"), [(640.0, 0.3), (90.0, 0.05), (20.0, 0.05)])
+def test_bisection_and_its_answer(capacity: float, lo_frac: float) -> None:
+    def probe(rate: float) -> dict:
+        att = 1.0 if rate <= capacity else 0.9
+        return {"slo_attainment": att, "goodput_rps": rate * att, "offered_rps": rate,
+                "requests": int(rate), "send_lateness_ms": {"p99": 1.0}}
+
+    probes = bisect_rate(_Setup(), probe, iters=5, lo_frac=lo_frac)  # type: ignore[arg-type]
+    assert len(probes) == 5
+    assert probes[0]["rate_rps"] == pytest.approx((lo_frac + 1.05) / 2 * 1000)
+    r = search_result(probes)
+    step = (1.05 - lo_frac) * 1000 / 2**5
+    if capacity < lo_frac * 1000 + step:  # below every probe: only an upper bound
+        assert r["goodput_rps"] is None and r["fail_rps"] == min(p["rate_rps"] for p in probes)
+        assert matrix.interval(r) == (0.0, r["fail_rps"])
+    else:
+        assert capacity - 2 * step <= r["rate_rps"] <= capacity
+        assert r["fail_rps"] is None or r["rate_rps"] < r["fail_rps"] <= capacity + 2 * step
+        assert r["goodput_rps"] == pytest.approx(r["rate_rps"])
