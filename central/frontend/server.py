@@ -11,6 +11,18 @@ exactly one ``Reply``: the lifecycle table ``TRANSITIONS`` says which moves are 
 an illegal one raises (our bug). A sweep answers FAILED for anything left without an
 answer well past its deadline, so nothing hangs whatever fails downstream.
 
+Model shards (DESIGN §5): a split scheduler is a matcher (at the scheduler address) and K
+model-shard processes. After registration the matcher sends a ``ShardDirectory`` (shard
+addresses, model owners, a growing version); from then on each turn's metadata is split
+by owning shard, order kept, and sent as one ``Requests`` per shard on a DEALER of its
+own, while ``Route`` and liveness stay with the matcher. A shard's DEALER is told who we
+are (``AttachFrontend``) before its first ``Requests``: the socket refuses sends until
+connected, so the attach is retried on every heartbeat tick and before a flush, redone
+after each accepted directory (a shard may have restarted at its old address) and after
+re-registration (a new index). A request whose shard cannot be reached is answered
+UNAVAILABLE at once; shards may answer ``DropRequests``. Without a directory (a
+single-process scheduler) everything goes to the scheduler socket, unchanged.
+
 Observability (docs/metrics.md): per-model counters and an accept-to-reply latency
 histogram are bumped as requests are accepted and answered; an optional asyncio HTTP
 server renders them for ``GET /metrics``.
@@ -32,9 +44,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import zmq
 
+from central.policy.sharded import default_shard
 from central.policy.types import DropReason
 from central.protocol import (
     DEFAULT_LIMITS,
+    AttachFrontend,
     DescribeModels,
     DropRequests,
     Error,
@@ -51,6 +65,7 @@ from central.protocol import (
     Requests,
     Results,
     Route,
+    ShardDirectory,
     StatsQuery,
     StatsReply,
     Status,
@@ -152,6 +167,16 @@ class _Pending:
     worker: int = -1  # the worker process it was last shipped to (its results only count)
 
 
+@dataclass(slots=True)
+class _Shard:
+    """A DEALER to one model shard of a split scheduler."""
+
+    address: str
+    sock: zmq.Socket
+    reader: Reader
+    attached: bool = False  # AttachFrontend went out on the current connection
+
+
 class Frontend:
     """Serve clients until ``stop`` is set."""
 
@@ -207,6 +232,14 @@ class Frontend:
         self.http_server: Any = None  # kserve_http.HttpServer when --http-port is given
         self.grpc_server: Any = None  # kserve_grpc.GrpcServer when --grpc-port is given
         self._flush_soon = False
+        # The split scheduler's shards (None: no directory, all metadata to the scheduler)
+        self._shard_at: dict[int, _Shard] | None = None  # shard index -> its socket
+        self._shards: dict[str, _Shard] = {}  # address -> socket, every one open
+        self._shard_owner: dict[str, int] = {}  # model -> shard index (defaults memoized)
+        self._shard_count = 0
+        self._shard_version = 0  # of the directory in force
+        self._shard_floor: int | None = None  # accept only newer; None: any (re-registered)
+        self._shard_addresses: list[str] = []  # as the directory lists them, by index
 
     @property
     def client_address(self) -> str:
@@ -225,12 +258,7 @@ class Frontend:
         clients.setsockopt(zmq.RCVHWM, 0)
         clients.setsockopt(zmq.SNDHWM, 0)
         clients.bind(self.config.client_bind)
-        sched = self._ctx.socket(zmq.DEALER)
-        sched.setsockopt(zmq.LINGER, 0)
-        sched.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
-        if keys is not None:
-            keys.client(sched, "scheduler")
-        sched.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
+        sched = self._scheduler_dealer()
         sched.connect(self.config.scheduler)
         self._clients, self._sched = clients, sched
         readers = [Reader(clients, self._on_clients, copy=False), Reader(sched, self._on_sched)]
@@ -263,12 +291,25 @@ class Frontend:
             for _, sock, reader in self._workers.values():
                 reader.close()
                 socks.append(sock)
+            for shard in self._shards.values():
+                shard.reader.close()
+                socks.append(shard.sock)
             now = self._clock()
             for rid in list(self._pending):
                 self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
             close_all(socks)
             if keys is not None:
                 keys.stop()
+
+    def _scheduler_dealer(self) -> zmq.Socket:
+        """A DEALER to the scheduler or one of its model shards (not yet connected)."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
+        if self._keys is not None:
+            self._keys.client(sock, "scheduler")  # the shards use the scheduler's key pair
+        sock.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
+        return sock
 
     async def _drain(self) -> None:
         """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish."""
@@ -444,11 +485,58 @@ class Frontend:
         if not ids:
             return
         self._meta = ([], [], [], [])
+        if self._shard_at is not None:
+            self._flush_to_shards(ids, models, budgets, sizes)
+            return
         self.counters["metadata_messages"] += 1
         if not self._send_sched(Requests(tuple(ids), tuple(models), tuple(budgets), tuple(sizes))):
             now = self._clock()
             for rid in ids:  # the scheduler is unreachable: say so now, not at the sweep
                 self._reply_status(rid, Status.UNAVAILABLE, "the scheduler is unreachable", now)
+
+    def _flush_to_shards(
+        self, ids: list[int], models: list[str], budgets: list[int], sizes: list[int]
+    ) -> None:
+        """One ``Requests`` per owning shard, each in acceptance order."""
+        owner = self._shard_owner
+        groups: dict[int, list[int]] = {}  # shard index -> positions in this turn
+        for i, model in enumerate(models):
+            s = owner.get(model)
+            if s is None:  # not placed: the stable hash, as every process computes it
+                count = self._shard_count
+                s = owner[model] = default_shard(model, count) if count else -1
+            group = groups.get(s)
+            if group is None:
+                groups[s] = [i]
+            else:
+                group.append(i)
+        if len(groups) == 1:  # one shard this turn: the lists as they are
+            self._send_shard(next(iter(groups)), ids, Requests(
+                tuple(ids), tuple(models), tuple(budgets), tuple(sizes)))
+            return
+        for s, picks in groups.items():
+            part = [ids[i] for i in picks]
+            self._send_shard(s, part, Requests(
+                tuple(part), tuple(models[i] for i in picks),
+                tuple(budgets[i] for i in picks), tuple(sizes[i] for i in picks)))
+
+    def _send_shard(self, index: int, ids: list[int], msg: Requests) -> None:
+        """Send ``msg`` to shard ``index``; its requests are answered UNAVAILABLE if not."""
+        self.counters["metadata_messages"] += 1
+        assert self._shard_at is not None
+        shard = self._shard_at.get(index)
+        if shard is not None and (shard.attached or self._attach(shard)):
+            try:
+                shard.sock.send_multipart(encode(msg), zmq.NOBLOCK)
+                return
+            except zmq.ZMQError as exc:  # disconnected: attach again once it is back
+                shard.attached = False
+                log.debug("send Requests to model shard %d failed: %s", index, exc)
+            finally:
+                shard.reader.poke()
+        now = self._clock()
+        for rid in ids:  # the shard is unreachable: say so now, not at the sweep
+            self._reply_status(rid, Status.UNAVAILABLE, f"model shard {index} is unreachable", now)
 
     # -------------------------------------------------------------- scheduler
 
@@ -464,12 +552,7 @@ class Frontend:
             if isinstance(msg, Route):
                 self._route(msg, now)
             elif isinstance(msg, DropRequests):
-                try:
-                    status = _DROP_STATUS[DropReason(msg.reason)]
-                except ValueError:  # a newer scheduler's reason: still a terminal answer
-                    status = Status.FAILED
-                for rid in msg.request_ids:
-                    self._reply_status(rid, status, msg.detail, now)
+                self._drop(msg, now)
             elif isinstance(msg, WorkerDirectory):
                 self._update_workers(msg)
             elif isinstance(msg, FrontendRegistered):
@@ -478,12 +561,24 @@ class Frontend:
                 self._models = set(msg.models)
                 self.registered.set()
                 log.info("registered as frontend %d", msg.frontend_index)
+                self._attach_shards(again=True)  # the shards must learn the new index
+            elif isinstance(msg, ShardDirectory):
+                self._update_shards(msg)
             elif isinstance(msg, HeartbeatAck):
                 if not msg.registered and self._index is not None:
                     self._scheduler_lost("the scheduler no longer knows this frontend", now)
                     self._send_sched(RegisterFrontend(self.name))
             elif isinstance(msg, Error):
                 log.error("scheduler refused a message: %s", msg.message)
+
+    def _drop(self, msg: DropRequests, now: int) -> None:
+        """Answer requests the scheduler (or a model shard) will never run."""
+        try:
+            status = _DROP_STATUS[DropReason(msg.reason)]
+        except ValueError:  # a newer scheduler's reason: still a terminal answer
+            status = Status.FAILED
+        for rid in msg.request_ids:
+            self._reply_status(rid, status, msg.detail, now)
 
     def _scheduler_lost(self, why: str, now: int) -> None:
         """Forget the registration; answer what only the scheduler knew about."""
@@ -492,6 +587,7 @@ class Frontend:
         log.warning("scheduler lost (%s): re-registering", why)
         self._index = None
         self.registered.clear()
+        self._shard_floor = None  # a restarted scheduler numbers its directories anew
         queued = [rid for rid, p in self._pending.items() if p.phase is Phase.QUEUED]
         for rid in queued:  # its metadata died with the scheduler's soft state
             self._reply_status(rid, Status.UNAVAILABLE, f"scheduler lost: {why}", now)
@@ -556,6 +652,81 @@ class Frontend:
             except zmq.ZMQError as exc:
                 log.warning("could not ask worker %d for its models: %s", pid, exc)
             reader.poke()
+
+    # ------------------------------------------------------------ model shards
+
+    def _update_shards(self, msg: ShardDirectory) -> None:
+        """Take a newer directory: open, keep or close shard sockets; new owners."""
+        if self._shard_floor is not None and msg.version <= self._shard_floor:
+            log.debug("shard directory %d ignored: have %d", msg.version, self._shard_floor)
+            return
+        self._shard_floor = self._shard_version = msg.version
+        listed = dict(msg.shards)
+        addresses = set(listed.values())
+        for addr in [a for a in self._shards if a not in addresses]:
+            shard = self._shards.pop(addr)
+            shard.reader.close()
+            shard.sock.close(linger=0)
+        at: dict[int, _Shard] = {}
+        for index, addr in listed.items():
+            if not addr:  # not registered yet: its models' requests are refused meanwhile
+                continue
+            shard = self._shards.get(addr) or self._open_shard(index, addr)
+            if shard is not None:
+                at[index] = shard
+        self._shard_at = at
+        self._shard_owner = dict(msg.owners)
+        self._shard_count = len(listed)
+        self._shard_addresses = [listed[i] for i in sorted(listed)]
+        self._attach_shards(again=True)  # a shard may have restarted at its old address
+        log.info("shard directory %d: %d shards", msg.version, len(listed))
+
+    def _open_shard(self, index: int, addr: str) -> _Shard | None:
+        sock = self._scheduler_dealer()
+        try:
+            sock.connect(addr)
+        except zmq.ZMQError as exc:  # a peer-supplied address: refuse it, keep the rest
+            log.error("model shard %d has an unusable address %r: %s", index, addr, exc)
+            sock.close(linger=0)
+            return None
+        shard = _Shard(addr, sock, Reader(sock, functools.partial(self._on_shard, addr)))
+        self._shards[addr] = shard
+        return shard
+
+    def _attach_shards(self, again: bool = False) -> None:
+        """Send ``AttachFrontend`` to each shard that lacks it (``again``: to every one)."""
+        for shard in self._shards.values():
+            if again or not shard.attached:
+                self._attach(shard)
+
+    def _attach(self, shard: _Shard) -> bool:
+        """Tell one shard our index; False while not registered or not connected."""
+        shard.attached = False
+        if self._index is None:
+            return False
+        try:
+            shard.sock.send_multipart(encode(AttachFrontend(self._index)), zmq.NOBLOCK)
+            shard.attached = True
+        except zmq.ZMQError as exc:  # not connected yet: the heartbeat tick retries
+            log.debug("attach to model shard %s failed: %s", shard.address, exc)
+        shard.reader.poke()
+        return shard.attached
+
+    def _on_shard(self, addr: str, batch: list[Sequence[bytes]]) -> None:
+        # Liveness is the matcher's: a shard's word does not count as the scheduler's.
+        now = self._clock()
+        for frames in batch:
+            try:
+                msg, _ = decode(frames, DEFAULT_LIMITS)
+            except RemoteProtocolError as exc:
+                log.error("bad message from model shard %s: %s", addr, exc)
+                continue
+            if isinstance(msg, DropRequests):
+                self._drop(msg, now)
+            elif isinstance(msg, Error):
+                log.error("model shard %s refused a message: %s", addr, msg.message)
+            elif not isinstance(msg, HeartbeatAck):
+                log.debug("ignored %s from model shard %s", type(msg).__name__, addr)
 
     # ----------------------------------------------------------------- workers
 
@@ -680,11 +851,12 @@ class Frontend:
                 self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
                 continue
             self._send_sched(Heartbeat(now))
+            self._attach_shards()
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
     def stats(self) -> dict[str, Any]:
         """Counters and the number of requests in flight, JSON-able."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "index": self._index,
             "counters": dict(self.counters),
@@ -697,6 +869,9 @@ class Frontend:
             "http_port": self.http_server.port if self.http_server is not None else None,
             "grpc_port": self.grpc_server.port if self.grpc_server is not None else None,
         }
+        if self._shard_at is not None:
+            out["shards"] = {"version": self._shard_version, "addresses": self._shard_addresses}
+        return out
 
 
     def _recent_latency(self, window_ns: int = 5_000_000_000) -> dict[str, dict[str, float]]:
