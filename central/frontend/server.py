@@ -587,7 +587,7 @@ class Frontend:
         log.warning("scheduler lost (%s): re-registering", why)
         self._index = None
         self.registered.clear()
-        self._shard_floor = None  # a restarted scheduler numbers its directories anew
+        self._forget_shards()  # a restarted scheduler may be split otherwise, or not at all
         queued = [rid for rid, p in self._pending.items() if p.phase is Phase.QUEUED]
         for rid in queued:  # its metadata died with the scheduler's soft state
             self._reply_status(rid, Status.UNAVAILABLE, f"scheduler lost: {why}", now)
@@ -680,6 +680,18 @@ class Frontend:
         self._shard_addresses = [listed[i] for i in sorted(listed)]
         self._attach_shards(again=True)  # a shard may have restarted at its old address
         log.info("shard directory %d: %d shards", msg.version, len(listed))
+
+    def _forget_shards(self) -> None:
+        """Back to no directory: metadata goes to the scheduler (a split one passes it
+        on to its shards until it sends its directory), any directory version is taken.
+        The shard sockets stay open (a new directory naming the same addresses reuses
+        them, and attaches again; others it closes): a socket reopened at once with the
+        same routing id could be refused by the shard while the old one lingers."""
+        self._shard_at = None
+        self._shard_owner = {}
+        self._shard_count = 0
+        self._shard_addresses = []
+        self._shard_floor = None
 
     def _open_shard(self, index: int, addr: str) -> _Shard | None:
         sock = self._scheduler_dealer()

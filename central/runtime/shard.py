@@ -164,6 +164,7 @@ class ShardServer:
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
         front.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        front.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a frontend reconnecting takes its id over
         front.bind(cfg.address)
         self.address = front.getsockopt_string(zmq.LAST_ENDPOINT)
         up.setsockopt(zmq.IDENTITY, f"s-{cfg.index}".encode())

@@ -312,6 +312,14 @@ class SplitScheduler(Scheduler):
     # ------------------------------------------------------------ messages
 
     def _handle_message(self, identity: bytes, msg: Any, nbytes: int, now: int) -> None:
+        if isinstance(msg, _SHARD_KINDS) or identity in self._shard_ids:
+            # traffic inside the scheduler: counted apart from what frontends and
+            # workers send (bytes_in stays "what reached the scheduler from outside")
+            counters = self.counters
+            counters["messages_in"] -= 1
+            counters["bytes_in"] -= nbytes
+            counters["internal_messages_in"] = counters.get("internal_messages_in", 0) + 1
+            counters["internal_bytes_in"] = counters.get("internal_bytes_in", 0) + nbytes
         if isinstance(msg, _SHARD_KINDS):
             self._from_shard(identity, msg, now)
         elif isinstance(msg, Heartbeat) and identity in self._shard_ids:

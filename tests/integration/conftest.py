@@ -43,6 +43,19 @@ def emulated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     yield from _cluster(config, tmp_path_factory.mktemp("emulated"))
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "2-shards"])
+def serving_cluster(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The emulated cluster with a one-process scheduler, then with a scheduler split
+    into a matcher and 2 model-shard processes (``[scheduler] shards``): the serving
+    checks must hold for both."""
+    config = dilate(load_config(None), DILATION, "symphony")
+    config = dataclasses.replace(
+        config, shards=request.param,
+        workers=tuple(w for w in config.workers if w.kind == "emulated"))
+    yield from _cluster(config, tmp_path_factory.mktemp(f"serving{request.param}"))
+
+
 @pytest.fixture(scope="module")
 def default_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The embedded default: 8 emulated GPUs plus a CPU torch worker (real models)."""

@@ -295,11 +295,14 @@ def test_re_registration_attaches_again_and_takes_any_version() -> None:
             await h.sched.send(h.make_directory(9, a=0, b=1))
             h.index, h.directory = 7, None  # a restarted matcher, its directory comes later
             await h.sched.send(HeartbeatAck(0, time.monotonic_ns(), 0))  # "who are you?"
+            # the old directory is forgotten with the old scheduler (the new one may not
+            # be split at all): until a new one comes, metadata goes to the scheduler
+            await until(lambda: "shards" not in fe.stats())
+            await h.sched.send(h.make_directory(1, a=1, b=0))  # numbered anew: taken
+            await until(lambda: "shards" in fe.stats() and fe.stats()["shards"]["version"] == 1)
             for shard in h.shards:  # past the attaches with index 3
                 while (msg := await shard.recv()) != AttachFrontend(7):
                     assert msg == AttachFrontend(3)
-            await h.sched.send(h.make_directory(1, a=1, b=0))  # numbered anew: taken
-            await until(lambda: fe.stats()["shards"]["version"] == 1)
             h.infer("a")
             h.infer("b")
             (on_1,), (on_0,) = await h.shards[1].requests(1), await h.shards[0].requests(1)
