@@ -82,13 +82,17 @@ PROBE_OVERHEAD_S = 3.5  # sender warm-up lead, SLO + grace wait, drain
 def interval(r: dict[str, Any] | None) -> tuple[float, float] | None:
     """What a system's search result says of its goodput at >= 99%: ``(low, high)``.
 
-    A passing probe gives a point (its measured goodput, twice); none passing gives
-    ``(0, lowest failing rate)``; no result (skipped, failed, time budget) gives None.
+    The search's answer, the goodput measured at its highest passing rate, is a point
+    (twice) when a probe above it failed: the bisection's answer at its resolution. When
+    no probe failed the search hit its bracket's top, not the system's limit: only
+    ``(goodput, inf)`` is known. None passing gives ``(0, lowest failing rate)``; no
+    result (skipped, failed, time budget) gives None.
     """
     if not r or "skipped" in r or "error" in r:
         return None
     if r.get("goodput_rps") is not None:
-        return (float(r["goodput_rps"]), float(r["goodput_rps"]))
+        g = float(r["goodput_rps"])
+        return (g, g) if r.get("fail_rps") is not None else (g, math.inf)
     if r.get("fail_rps") is not None:
         return (0.0, float(r["fail_rps"]))
     return None
@@ -130,7 +134,7 @@ def fmt_interval(v: tuple[float, float] | None, digits: int = 2) -> str:
     if lo == hi:
         return f"{lo:.{digits}f}"
     if math.isinf(hi):
-        return f"> {lo:.{digits}f}"
+        return f">= {lo:.{digits}f}"
     if lo == 0.0:
         return f"< {hi:.{digits}f}"
     return f"{lo:.{digits}f}-{hi:.{digits}f}"
@@ -190,7 +194,10 @@ def _probe_line(name: str, r: dict[str, Any]) -> str:
     if "probes" not in r:
         return ""
     steps = ", ".join(f"{p['rate_rps']:.0f}{'+' if p['passed'] else '-'}"
-                      f"({p['attainment']:.3f}, late {p['send_late_p99_ms'] or 0:.0f})"
+                      f"({p['attainment']:.3f}, late {p['send_late_p99_ms'] or 0:.0f}"
+                      + (f", offered {p['offered_rps']:.0f}"
+                         if abs(p.get("offered_rps", p["rate_rps"]) / p["rate_rps"] - 1) > 0.02
+                         else "") + ")"
                       for p in r["probes"])
     extra = ""
     if "knobs" in r:
@@ -229,7 +236,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Goodput at >= 99% SLO attainment, req/s of the dilated profile; in brackets: Baton's "
         "ratio to the analytic bound, every other system's ratio to Baton's. `< x`: no probe "
-        "passed, below the lowest failing rate.",
+        "passed, below the lowest failing rate; `>= x`: every probe passed, the search's "
+        "ceiling was reached before the system's.",
         "",
         "| SLO | trace | bound req/s | " + " | ".join(systems)
         + " | Baton / uncoord | Baton / best peer |",
@@ -252,7 +260,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['slo_ms']:g} ms | {t['trace']} | "
                      f"{fmt_interval(value)} | {t['status']}"
                      + (f" ({t['why']})" if t.get("why") else "") + " |")
-    lines += ["", "Probes (req/s asked for, + pass / - fail, attainment, sender late p99 ms):"]
+    lines += ["", "Probes (mean req/s asked for, + pass / - fail, attainment, sender late p99 ms, "
+              "and what the trace's first seconds actually offered where it differs by over 2%):"]
     for cell in doc["cells"]:
         lines += ["", f"SLO {cell['slo_ms']:g} ms, {cell['trace']} (load average at the start "
                   f"{_load(cell.get('load_before'))}):"]

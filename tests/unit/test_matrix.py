@@ -10,7 +10,10 @@ from bench import matrix
 from bench.replay import bisect_rate, search_result
 
 
-def _found(goodput: float, fail: float | None = None) -> dict:
+def _found(goodput: float, fail: float | None | str = "above") -> dict:
+    """A search that passed at ``goodput`` and failed at ``fail`` (default: 6% above it;
+    None: no probe failed)."""
+    fail = goodput * 1.06 if fail == "above" else fail
     return {"goodput_rps": goodput, "rate_rps": goodput, "attainment": 0.995, "fail_rps": fail,
             "probes": [{"rate_rps": goodput, "passed": True, "attainment": 0.995,
                         "send_late_p99_ms": 1.0}]}
@@ -46,6 +49,8 @@ def _status(doc: dict) -> dict[tuple[str, float, str], str]:
 
 def test_interval_ratio_and_judgement() -> None:
     assert matrix.interval(_found(500.0, 550.0)) == (500.0, 500.0)
+    # no probe failed: the search's ceiling, not the system's, ended it
+    assert matrix.interval(_found(500.0, None)) == (500.0, math.inf)
     assert matrix.interval(_none_passed(80.0)) == (0.0, 80.0)
     assert matrix.interval({"skipped": "no ray"}) is None
     assert matrix.interval({"error": "PeerFailed: boom"}) is None
@@ -62,7 +67,8 @@ def test_interval_ratio_and_judgement() -> None:
     assert matrix.judge((0.0, 0.11), 0.9) == "not met"
     assert matrix.judge((0.0, 0.95), 0.9) == "undetermined"
     assert matrix.judge(None, 0.9) == "undetermined"
-    assert matrix.fmt_interval((7.5, math.inf)) == "> 7.50"
+    assert matrix.fmt_interval((7.5, math.inf)) == ">= 7.50"
+    assert matrix.fmt_interval((0.0, math.inf)) == "?"
     assert matrix.fmt_interval((0.0, 0.114)) == "< 0.11"
     assert matrix.fmt_interval((1.0, 1.0)) == "1.00"
     assert matrix.fmt_interval(None) == "?"
@@ -157,3 +163,23 @@ def test_bisection_and_its_answer(capacity: float, lo_frac: float) -> None:
         assert capacity - 2 * step <= r["rate_rps"] <= capacity
         assert r["fail_rps"] is None or r["rate_rps"] < r["fail_rps"] <= capacity + 2 * step
         assert r["goodput_rps"] == pytest.approx(r["rate_rps"])
+
+
+def test_a_search_that_never_failed_gives_only_a_lower_bound() -> None:
+    # every probe passed: Baton's goodput is at least 770 (0.9 of 860), maybe more
+    doc = _doc([_cell(100.0, "azure", 860.0, baton=_found(774.0, None),
+                      baton_uncoordinated=_found(760.0, None), triton=_found(300.0),
+                      ray=_found(100.0)),
+                _cell(100.0, "poisson", 860.0, baton=_found(830.0, None),
+                      baton_uncoordinated=_found(700.0), triton=_found(500.0),
+                      ray=_found(100.0))])
+    st = _status(doc)
+    assert st[("bound-100", 100.0, "azure")] == "undetermined"  # >= 0.9: maybe >= 0.95
+    assert st[("peer", 100.0, "azure")] == "met"  # >= 774 / 300
+    assert st[("bound-100", 100.0, "poisson")] == "met"  # >= 0.965
+    assert st[("peer", 100.0, "poisson")] == "undetermined"  # >= 1.66: maybe >= 2
+    md = matrix.markdown(doc)
+    row = next(line for line in md.splitlines() if line.startswith("| 100 ms | azure"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:5] == [">= 774.0 (>= 0.90)", ">= 760.0 (?)"]
+    assert cells[-2:] == ["?", ">= 2.58"]
