@@ -57,7 +57,7 @@ from bench.replay import (ALL_SYSTEMS, BATON_LO_FRAC, BATON_SYSTEMS, HI_FRAC, PE
 from central.policy.bound import analytic_bound
 
 __all__ = ["main", "run_matrix", "estimate", "interval", "ratio", "judge", "targets",
-           "markdown", "tune_load", "TARGETS", "TRACES"]
+           "markdown", "tune_load", "ceiling_rps", "TARGETS", "TRACES"]
 
 AZURE_CSV = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
 # trace name in the matrix -> bench.replay's trace kind
@@ -140,16 +140,40 @@ def fmt_interval(v: tuple[float, float] | None, digits: int = 2) -> str:
     return f"{lo:.{digits}f}-{hi:.{digits}f}"
 
 
-def cell_figures(cell: dict[str, Any]) -> dict[str, tuple[float, float] | None]:
-    """The ratios the table and the targets use, for one cell."""
+def ceiling_rps(settings: dict[str, Any], slo_ms: float) -> float:
+    """The most goodput any system can show in one probe: the devices' throughput at the
+    largest batch, ``N * B / l(B)``, times ``(duration + SLO) / duration`` (answers may
+    come up to one SLO after the probe's last arrival and still count)."""
+    d, b = settings["dilation"], settings["max_batch"]
+    throughput = settings["n"] * b / ((settings["k_ms"] * b + settings["c_ms"]) * d / 1e3)
+    duration = settings["duration_s"]
+    return throughput * (duration + slo_ms * d / 1e3) / duration
+
+
+def _capped(v: tuple[float, float] | None, cap: float) -> tuple[float, float] | None:
+    return None if v is None else (v[0], max(v[0], min(v[1], cap)))
+
+
+def cell_figures(cell: dict[str, Any], settings: dict[str, Any] | None = None
+                 ) -> dict[str, tuple[float, float] | None]:
+    """The ratios the table and the targets use, for one cell.
+
+    With ``settings`` (the doc's), a goodput known only from below is capped at
+    ``ceiling_rps``: no system serves more than its devices can run.
+    """
+    cap = ceiling_rps(settings, cell["slo_ms"]) if settings else math.inf
     sys_ = cell["systems"]
-    baton = interval(sys_.get("baton"))
+
+    def iv(name: str) -> tuple[float, float] | None:
+        return _capped(interval(sys_.get(name)), cap)
+
+    baton = iv("baton")
     bound = (cell["bound_rps"], cell["bound_rps"])
     peers_run = [p for p in PEER_SYSTEMS if p in sys_]
     return {
         "baton/bound": ratio(baton, bound),
-        "baton/uncoord": ratio(baton, interval(sys_.get("baton-uncoordinated"))),
-        "baton/best-peer": ratio(baton, best_of([interval(sys_[p]) for p in peers_run]))
+        "baton/uncoord": ratio(baton, iv("baton-uncoordinated")),
+        "baton/best-peer": ratio(baton, best_of([iv(p) for p in peers_run]))
         if peers_run else None,
     }
 
@@ -158,7 +182,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target of the issue in every cell it applies to, judged."""
     out = []
     for cell in doc["cells"]:
-        figures = cell_figures(cell)
+        figures = cell_figures(cell, doc.get("settings"))
         for tid, what, slo, quantity, threshold in TARGETS:
             if slo is not None and cell["slo_ms"] != slo:
                 continue
@@ -237,7 +261,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "Goodput at >= 99% SLO attainment, req/s of the dilated profile; in brackets: Baton's "
         "ratio to the analytic bound, every other system's ratio to Baton's. `< x`: no probe "
         "passed, below the lowest failing rate; `>= x`: every probe passed, the search's "
-        "ceiling was reached before the system's.",
+        "ceiling was reached before the system's. Ratios of such bounds use the devices' "
+        "own ceiling as the upper end (`N*B/l(B)` at the largest batch B, times "
+        "(duration + SLO) / duration).",
         "",
         "| SLO | trace | bound req/s | " + " | ".join(systems)
         + " | Baton / uncoord | Baton / best peer |",
@@ -245,12 +271,14 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for cell in doc["cells"]:
         sys_ = cell["systems"]
-        fig = cell_figures(cell)
+        fig = cell_figures(cell, st)
         baton = interval(sys_.get("baton"))
         row = [f"{cell['slo_ms']:g} ms", cell["trace"], f"{cell['bound_rps']:.1f}"]
         for name in systems:
             r = sys_.get(name)
-            rel = fig["baton/bound"] if name == "baton" else ratio(interval(r), baton)
+            cap = ceiling_rps(st, cell["slo_ms"])
+            rel = (fig["baton/bound"] if name == "baton"
+                   else ratio(_capped(interval(r), cap), _capped(baton, cap)))
             row.append(_system_cell(r, rel))
         row += [fmt_interval(fig["baton/uncoord"]), fmt_interval(fig["baton/best-peer"])]
         lines.append("| " + " | ".join(row) + " |")
