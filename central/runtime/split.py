@@ -250,6 +250,10 @@ class MatcherPolicy:
             self.matcher.receive([Withdraw(model)])
         self.directory_changed = True
         self.moves += 1
+        # the new owner gets the views of the model's pools, which it had no need of
+        self.shards[to].pools.extend(
+            (st.models, st.free_at_ns, int(st.busy), st.size)
+            for st in self.matcher.pool_states() if model in st.models)
         return src
 
     def rebalance_plan(self, ratio: float) -> list[tuple[str, int]]:
@@ -279,10 +283,14 @@ class MatcherPolicy:
     # ---------------------------------------------------------------- helpers
 
     def _pools(self, states: list[PoolState]) -> None:
-        if states:
-            views = [(s.models, s.free_at_ns, int(s.busy), s.size) for s in states]
-            for shard in self.shards:
-                shard.pools.extend(views)
+        """Each pool's new view goes to the shards that own one of its models (not to
+        every shard: the traffic per batch must not grow with K)."""
+        shards, owner = self.shards, self.owner
+        for st in states:
+            view = (st.models, st.free_at_ns, int(st.busy), st.size)
+            targets = {owner(m) for m in st.models}
+            for index in targets:
+                shards[index].pools.append(view)
 
     def _orphan(self, models: list[str]) -> None:
         for name in models:
@@ -378,7 +386,8 @@ class SplitScheduler(Scheduler):
         self._send(identity, self._shard_directory())  # first: it acknowledges
         if owned:
             self._send(identity, ShardModels(owned))
-        views = policy.matcher.pool_states()
+        mine = {name for name, *_ in owned}
+        views = [v for v in policy.matcher.pool_states() if mine.intersection(v.models)]
         if views:
             self._send(identity, PoolStates(tuple((s.models, s.free_at_ns, int(s.busy), s.size)
                                                   for s in views)))

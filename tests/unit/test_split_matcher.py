@@ -77,7 +77,7 @@ def _policy(shards: int = 2) -> MatcherPolicy:
 def test_a_grant_goes_to_the_owner_and_is_booked_with_the_offer() -> None:
     p = _policy()
     assert [m[0] for m in p.shards[0].models] == ["a", "b"]  # ShardModels for the owner
-    assert p.shards[0].pools and p.shards[1].pools  # pool views for every shard
+    assert p.shards[0].pools and not p.shards[1].pools  # views only where a model is
     p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 1 * MS),), ()), 0)
     p.decide(1 * MS)
     (grant,) = p.shards[0].grants
@@ -93,6 +93,7 @@ def test_offers_from_a_shard_that_no_longer_owns_the_model_are_ignored() -> None
     p = _policy()
     assert p.move("a", 1) == 0
     assert p.directory_changed
+    assert [v[0] for v in p.shards[1].pools] == [("a",)]  # the new owner gets a's pool
     p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)  # the old owner
     p.decide(1 * MS)
     assert not p.shards[0].grants and not p.shards[1].grants
