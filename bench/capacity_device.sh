@@ -5,9 +5,9 @@
 # generators spread over more cores than a 2-core VM has:
 #   1. the hot path: the scheduler's own CPU per request (in-process replay, no sockets);
 #   2. the split: each role's CPU per request for 1, 2, 4 and 8 model shards (simulator);
-#   3. the live ramp: the highest Poisson rate the scheduler process sustains with
-#      decision lag p99 <= 1 ms, 64 models on 256 emulated GPUs (4 worker processes,
-#      4 feeders), for the monolithic policy and for the split one in one process.
+#   3. the live ramp: the highest Poisson rate the scheduler sustains with decision lag
+#      p99 <= 1 ms, 64 models on 256 emulated GPUs (4 worker processes, 4 feeders), as
+#      one process and split into a matcher and 2 and 4 shard processes.
 # Every result is written as JSON (and the console log) under OUT_DIR (default: $OUT when
 # the device tool sets it, else results/capacity-<host>). Needs the project's .venv
 # (carry it to the device machine: it has no network).
@@ -24,9 +24,7 @@ mkdir -p "$OUT_DIR"
   done
   timeout 240 "$PY" -m bench.capacity --roles 160000 --hot-path-s 2 --shards 1 2 4 8 \
     --json "$OUT_DIR/roles.json"
-  for mode in "" "--split"; do
-    timeout 180 "$PY" -m bench.capacity $mode --worker-procs 4 --feeders 4 \
-      --start-rps 4000 --factor 1.5 --step-s 3 --max-rps 300000 \
-      --json "$OUT_DIR/live${mode:+-split}.json"
-  done
+  timeout 420 "$PY" -m bench.capacity --shards 1 2 4 --worker-procs 4 --feeders 4 \
+    --start-rps 4000 --factor 1.5 --step-s 3 --max-rps 300000 \
+    --json "$OUT_DIR/live.json"
 } 2>&1 | tee "$OUT_DIR/capacity.log"
