@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.metrics import Outcome, met_slo
-from bench.peers import Knobs, available, replay_peer
+from bench.peers import Knobs, PeerSession, available, replay_peer
 from bench.peers.common import alive
 from central.client.load import poisson_times
 
@@ -67,6 +67,36 @@ def test_peer_replays_a_poisson_trace(peer: str, tmp_path) -> None:
     # every process the peer ran is gone
     assert len(run["server_processes"]) >= 2
     assert alive(run["server_processes"]) == [], run["server_processes"]
+
+
+@pytest.mark.parametrize("peer", ["ray", "triton"])
+def test_one_server_serves_several_replays(peer: str, tmp_path) -> None:
+    """A goodput search's probes on one server: started once, drained between replays."""
+    reason = available(peer)
+    if reason:
+        pytest.skip(reason)
+    arrivals = poisson_times(RATE_RPS, 2.5, seed=4)
+    span = int(2.5e9)
+    with PeerSession(peer, int(SLO_MS * 1e6), K_MS, C_MS, N, KNOBS[peer],
+                     log_dir=tmp_path) as session:
+        first = session.play(arrivals, span_ns=span)
+        second = session.play(arrivals, span_ns=span)
+        processes = session.processes()
+    assert [s["why"] for s in session.starts] == ["first start"], session.starts
+    assert first["drain"] is None and second["drain"]["drained"], second["drain"]
+    assert len(session.drains) == 1 and len(session.stops_s) == 1
+    for run in (first, second):
+        assert len(run["outcome"]) == len(arrivals)
+        assert not np.any(run["outcome"] == Outcome.UNFINISHED), run["summary"]
+        assert sum(run["summary"]["outcomes"].values()) == len(arrivals)
+    assert len(processes) >= 2 and alive(processes) == [], processes
+
+
+def test_a_session_refuses_unsorted_arrivals_before_starting_anything() -> None:
+    session = PeerSession("triton", int(SLO_MS * 1e6), K_MS, C_MS, N, KNOBS["triton"])
+    with pytest.raises(ValueError, match="sorted"):
+        session.play(np.array([2, 1], dtype=np.int64))
+    assert session.starts == [] and session.processes() == []
 
 
 def test_unknown_peer_is_an_error() -> None:
