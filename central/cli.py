@@ -126,8 +126,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from central.runtime.split import ShardProcesses, SplitScheduler
 
     matcher = SplitScheduler(config)
-    host = args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
-    if host in ("*", "0.0.0.0"):
+    host = args.shard_host or args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host in ("", "*", "0.0.0.0", "::"):
+        log.warning("shards bind to 127.0.0.1: frontends on other hosts cannot reach them; "
+                    "give --shard-host an address they can dial")
         host = "127.0.0.1"
     children = matcher.children = ShardProcesses(args.shards, args.address,
                                                  _policy_flags(args),
@@ -432,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rebalance-s", type=float, default=2.0, metavar="S",
                    help="with --shards: compare the shards' arrival rates every S seconds "
                    "and move models off a shard with 1.5x the mean; 0: never (2)")
+    s.add_argument("--shard-host", metavar="HOST",
+                   help="with --shards: the address the shards bind to (any free port), "
+                   "which frontends must be able to dial (default: the --address host; "
+                   "127.0.0.1 when that is a wildcard)")
     s.add_argument("--shard-log-dir", metavar="DIR",
                    help="with --shards: the shard processes log to DIR/shardI.log (else to "
                    "this process's stderr)")
