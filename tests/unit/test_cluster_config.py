@@ -262,3 +262,14 @@ def test_security_section_names_the_keys_and_token() -> None:
         parse_config("[security]\nkeys = 3\n")
     with pytest.raises(ValueError, match="unknown keys"):
         parse_config('[security]\ncert = "x"\n')
+
+
+def test_scheduler_shards_are_parsed_and_checked() -> None:
+    assert parse_config("").shards == 1
+    assert parse_config("[scheduler]\nshards = 4\n").shards == 4
+    with pytest.raises(ValueError, match="shards must be an integer >= 1"):
+        parse_config("[scheduler]\nshards = 0\n")
+    with pytest.raises(ValueError, match="shards must be an integer >= 1"):
+        parse_config('[scheduler]\nshards = "2"\n')
+    with pytest.raises(ValueError, match="splits the default policy"):
+        parse_config('[scheduler]\npolicy = "uncoordinated"\nshards = 2\n')
