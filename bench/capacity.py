@@ -760,6 +760,193 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
             "capacity_rps": requests / busy if busy else float("inf")}
 
 
+def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
+                   seed: int = 1) -> dict[str, Any]:
+    """A split scheduler's CPU cost per request, per process, on virtual time, without
+    sockets: the production matcher (``SplitScheduler``) and ``shards`` production
+    ``ShardServer`` objects in this thread, driven like ``hot_path`` (one loop turn per
+    ``setup.interval_ns``), every message between them encoded and decoded as on the wire.
+    The thread CPU time spent inside each is charged to it, so ``shard_us_per_request``
+    is what one shard *process* would spend per request of the whole load and
+    ``1e6 / max(...)`` the rate at which the busiest shard's core would be full."""
+    from central.policy import PolicyConfig
+    from central.policy.types import Profile
+    from central.runtime.scheduler import SchedulerConfig
+    from central.runtime.shard import ShardConfig, ShardServer, owner_of
+    from central.runtime.split import SplitScheduler
+    from central.runtime.translate import make_request_id
+
+    prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
+    pconf = PolicyConfig(
+        profiles={m: prof for m in setup.model_names()},
+        dispatch_cost_ns=setup.dispatch_cost_ns, reply_cost_ns=setup.reply_cost_ns,
+        timer_slack_ns=setup.timer_slack_ns,
+    )
+    clock = [1_000_000_000]
+    now = lambda: clock[0]  # noqa: E731
+    matcher = SplitScheduler(SchedulerConfig(policy_config=pconf, shard_processes=shards,
+                                             rebalance_interval_ns=0), clock=now)
+    m_out, m_timer = _Capture(), _VirtualTimer()
+    matcher.attach(m_out, m_timer)
+    servers, fronts, ups, timers = [], [], [], []
+    for i in range(shards):
+        server = ShardServer(ShardConfig(index=i, policy_config=pconf), clock=now)
+        front, up, timer = _Capture(), _Capture(), _VirtualTimer()
+        server.attach(front, up, timer, f"inproc://shard{i}")
+        servers.append(server)
+        fronts.append(front)
+        ups.append(up)
+        timers.append(timer)
+    spent = [0.0] * (shards + 1)  # per shard, then the matcher
+    perf = time.thread_time
+    rng = random.Random(seed)
+    pending: list[tuple[int, int, list[bytes]]] = []
+    counts = {"batches": 0, "drops": 0, "messages": 0}
+
+    def to_matcher(batch: list[list[bytes]]) -> None:
+        t0 = perf()
+        matcher.receive(batch)
+        spent[shards] += perf() - t0
+
+    def to_shard(i: int, method: Any, *args: Any) -> None:
+        t0 = perf()
+        method(*args)
+        spent[i] += perf() - t0
+
+    def pump() -> None:
+        while True:
+            moved = False
+            for i, up in enumerate(ups):
+                if up.sent:
+                    batch = [[f"s-{i}".encode(), *frames] for frames in up.sent]
+                    up.sent.clear()
+                    counts["messages"] += len(batch)
+                    to_matcher(batch)
+                    moved = True
+            for front in fronts:
+                for frames in front.sent:
+                    msg, _ = decode(frames[1:])
+                    if isinstance(msg, DropRequests):
+                        counts["drops"] += len(msg.request_ids)
+                front.sent.clear()
+            if m_out.sent:
+                by_shard: dict[int, list[list[bytes]]] = {}
+                for frames in m_out.sent:
+                    ident = frames[0]
+                    if ident.startswith(b"s-"):
+                        by_shard.setdefault(int(ident[2:]), []).append(frames[1:])
+                        continue
+                    msg, _ = decode(frames[1:])
+                    if isinstance(msg, Execute):
+                        counts["batches"] += 1
+                        done = Done(msg.batch_id, msg.gpu, int(BatchStatus.OK), msg.earliest_ns,
+                                    msg.earliest_ns + msg.expected_ns, len(msg.request_ids))
+                        heapq.heappush(pending, (done.end_ns, msg.batch_id,
+                                                 [ident, *encode(done)]))
+                    elif isinstance(msg, DropRequests):
+                        counts["drops"] += len(msg.request_ids)
+                m_out.sent.clear()
+                for i, batch in sorted(by_shard.items()):
+                    counts["messages"] += len(batch)
+                    to_shard(i, servers[i]._on_up, batch)
+                moved = True
+            if not moved:
+                return
+
+    # registration, as on the wire: shards, workers, feeders
+    for server in servers:
+        server._register()
+    pump()
+    names = setup.model_names()
+    groups = [tuple(m for i, m in enumerate(names) if setup.pool_of_model(i) == p)
+              for p in range(setup.pools)]
+    gpus = [groups[setup.pool_of_gpu(g)] for g in range(setup.gpus)]
+    for w in range(setup.worker_procs):
+        mine = gpus[w :: setup.worker_procs]
+        specs = tuple((i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
+                      for i, ms in enumerate(mine))
+        to_matcher([[f"w{w}".encode(), *encode(RegisterWorker(f"w{w}", "tcp://127.0.0.1:9",
+                                                             specs))]])
+    feeders = [f"f{f}".encode() for f in range(setup.feeders)]
+    to_matcher([[ident, *encode(RegisterFrontend(ident.decode()))] for ident in feeders])
+    index = {ident: i + 1 for i, ident in enumerate(feeders)}
+    for ident in feeders:
+        for i, server in enumerate(servers):
+            to_shard(i, server._on_front, [[ident, *encode(AttachFrontend(index[ident]))]])
+    pump()
+    owners = dict(_directory_owners(matcher))
+    spent = [0.0] * (shards + 1)  # start-up is not counted
+    counts.update(batches=0, drops=0, messages=0)
+    seqs = dict.fromkeys(feeders, 0)
+    gap = 1e9 * len(feeders) / rate_rps
+    arrivals = {ident: clock[0] + rng.expovariate(1.0) * gap for ident in feeders}
+    requests = 0
+    end_at = clock[0] + int(seconds * 1e9)
+    t = clock[0]
+    while t < end_at:
+        t += setup.interval_ns
+        while True:  # due timers, earliest first
+            due = [(tm.target, i) for i, tm in enumerate([*timers, m_timer])
+                   if tm.target is not None and tm.target <= t]
+            if not due:
+                break
+            at, i = min(due)
+            clock[0] = max(clock[0], at)
+            if i == shards:
+                m_timer.target = None
+                to_matcher_tick = perf()
+                matcher.tick()
+                spent[shards] += perf() - to_matcher_tick
+            else:
+                timers[i].target = None
+                to_shard(i, servers[i]._on_timer)
+            pump()
+        clock[0] = t
+        done = []
+        while pending and pending[0][0] <= t:
+            done.append(heapq.heappop(pending)[2])
+        if done:
+            to_matcher(done)
+        for ident in feeders:
+            times: list[float] = []
+            while arrivals[ident] <= t:
+                times.append(arrivals[ident])
+                arrivals[ident] += rng.expovariate(1.0) * gap
+            if not times:
+                continue
+            n, seq = len(times), seqs[ident]
+            seqs[ident] = seq + n
+            requests += n
+            rows: dict[int, list[int]] = {}
+            models = [names[rng.randrange(len(names))] for _ in range(n)]
+            for j, model in enumerate(models):
+                rows.setdefault(owner_of(model, owners, shards), []).append(j)
+            for i, js in rows.items():
+                msg = Requests(tuple(make_request_id(index[ident], seq + j) for j in js),
+                               tuple(models[j] for j in js),
+                               tuple(setup.slo_ns - int(t - times[j]) for j in js), (0,) * len(js))
+                to_shard(i, servers[i]._on_front, [[ident, *encode(msg)]])
+        pump()
+    served = requests - counts["drops"]
+    return {
+        "shards": shards, "rate_rps": rate_rps, "seconds": seconds, "requests": requests,
+        "batches": counts["batches"], "drops": counts["drops"],
+        "mean_batch": served / counts["batches"] if counts["batches"] else 0.0,
+        "messages_between_roles_per_batch": (counts["messages"] / counts["batches"]
+                                             if counts["batches"] else float("nan")),
+        "shard_us_per_request": [x * 1e6 / requests for x in spent[:shards]] if requests else [],
+        "matcher_us_per_request": spent[shards] * 1e6 / requests if requests else float("nan"),
+        # each shard sees only its own models' requests: its cost per request *it* handled
+        "shard_us_per_own_request": [
+            x * 1e6 / max(1, s.counters.get("requests_in", 0))
+            for x, s in zip(spent[:shards], servers)],
+    }
+
+
+def _directory_owners(matcher: Any) -> list[tuple[str, int]]:
+    return list(matcher._shard_directory().owners)
+
+
 def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
                seed: int = 1) -> dict[str, Any]:
     """CPU per request of each role of the split policy, in the simulator.
@@ -891,7 +1078,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the scheduler under cProfile; write DIR/scheduler-K.pstats")
     p.add_argument("--hot-path", type=float, metavar="RPS",
                    help="instead of the live ramp, replay RPS req/s of virtual time through "
-                   "the scheduler in-process (no sockets) and print its CPU cost per request")
+                   "the scheduler in-process (no sockets) and print its CPU cost per request; "
+                   "with --shards K >= 2, the matcher's and each shard's")
     p.add_argument("--hot-path-s", type=float, default=5.0, help="virtual seconds to replay")
     p.add_argument("--roles", type=float, metavar="RPS",
                    help="instead of the live ramp, simulate the split policy at RPS req/s "
@@ -899,9 +1087,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(k < 1 for k in args.shards):
         p.error("--shards: every count must be >= 1")
-    if args.hot_path and args.shards != [1]:
-        p.error("--hot-path drives one scheduler object in-process (--shards 1); use the "
-                "live ramp or --roles for the split (docs/capacity.md)")
     if args.quick:
         args.models, args.gpus, args.pools, args.worker_procs = 8, 32, 4, 1
         args.feeders, args.step_s, args.start_rps, args.factor = 1, 1.0, 1000.0, 2.0
@@ -913,6 +1098,33 @@ def main(argv: list[str] | None = None) -> int:
         split=args.split,
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.hot_path and args.shards != [1]:
+        print(f"hot path of the split ({machine}): {args.hot_path:.0f} req/s offered, "
+              f"{args.hot_path_s:g} virtual s, thread CPU per request of the whole load")
+        print("| shards | mean batch | drops | busiest shard us/req (of all) | "
+              "busiest shard us/own req | matcher us/req | messages/batch | "
+              "matcher full at (req/s) |")
+        print("|---|---|---|---|---|---|---|---|")
+        rows = []
+        for k in args.shards:
+            if k == 1:
+                r = hot_path(setup, args.hot_path, args.hot_path_s)
+                rows.append({"shards": 1, **r})
+                print(f"| 1 (one process) | {r['mean_batch']:.1f} | {r['drops']} | - | - | "
+                      f"{r['us_per_request']:.2f} | - | {r['capacity_rps']:.0f} |")
+                continue
+            r = split_hot_path(setup, args.hot_path, args.hot_path_s, k)
+            rows.append(r)
+            print(f"| {k} | {r['mean_batch']:.1f} | {r['drops']} | "
+                  f"{max(r['shard_us_per_request']):.2f} | "
+                  f"{max(r['shard_us_per_own_request']):.2f} | "
+                  f"{r['matcher_us_per_request']:.2f} | "
+                  f"{r['messages_between_roles_per_batch']:.1f} | "
+                  f"{1e6 / r['matcher_us_per_request']:.0f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"setup": asdict(setup), "machine": machine,
+                                                   "split_hot_path": rows}, indent=1))
+        return 0
     if args.hot_path:
         path = None
         if args.profile_dir:

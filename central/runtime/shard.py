@@ -123,6 +123,7 @@ class ShardServer:
         self._ctx = context or zmq.Context.instance()
         self.shard = ModelShard(config.policy_config)
         self._front_out: Callable[[list[bytes], int], None] | None = None
+        self._up_out: Callable[[list[bytes], int], None] | None = None
         self._up: zmq.Socket | None = None
         self._front: zmq.Socket | None = None
         self._readers: list[Reader] = []
@@ -171,6 +172,7 @@ class ShardServer:
         up.connect(cfg.scheduler)
         self._front, self._up = front, up
         self._front_out = functools.partial(send_frames, front)
+        self._up_out = functools.partial(send_frames, up)
         wakeups = Wakeups(clock=self._clock, spin_ns=cfg.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
         if keys is None:
@@ -198,6 +200,17 @@ class ShardServer:
             close_all([front, up])
             if keys is not None:
                 keys.stop()
+
+    def attach(self, front: Any, up: Any, timer: Any, address: str = "inproc://shard") -> None:
+        """Drive this shard without sockets or a loop: ``front`` and ``up`` need only
+        ``send_multipart(frames, flags)`` (``front``'s frames start with the frontend's
+        routing id), ``timer`` only ``arm(t_ns | None)``; feed it with ``_on_front``,
+        ``_on_up`` and ``_on_timer``. For in-process drivers (the capacity benchmark's
+        hot path); ``serve`` does the same with real ones."""
+        self._front_out = front.send_multipart
+        self._up_out = up.send_multipart
+        self._timer = timer
+        self.address = address
 
     def _register(self) -> None:
         cfg = self.config
@@ -464,9 +477,9 @@ class ShardServer:
             log.warning("send %s to %r failed: %s", type(msg).__name__, identity, exc)
 
     def _send_up(self, msg: Any) -> None:
-        assert self._up is not None
+        assert self._up_out is not None
         try:
-            send_frames(self._up, encode(msg), _NOBLOCK)
+            self._up_out(encode(msg), _NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("send %s to the matcher failed: %s", type(msg).__name__, exc)
 

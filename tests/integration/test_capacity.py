@@ -97,3 +97,21 @@ def test_hot_path_replay_measures_the_scheduler_alone() -> None:
     # heavier load makes larger batches, which is what makes a request cheaper
     assert heavy["mean_batch"] > 2 * light["mean_batch"]
     assert heavy["us_per_request"] < light["us_per_request"]
+
+
+def test_split_hot_path_charges_each_role_and_decides_the_same_load() -> None:
+    from bench.capacity import split_hot_path
+
+    setup = Setup(models=16, gpus=64, worker_procs=2, pools=4, feeders=2)
+    mono = hot_path(setup, 20_000, 1.0)
+    for k in (2, 3):
+        res = split_hot_path(setup, 20_000, 1.0, k)
+        assert res["requests"] == mono["requests"]  # the same seeded arrivals
+        assert res["drops"] == 0 and res["batches"] > 0
+        # the same policy rules: batches of the same size on average (decisions may
+        # differ in detail: the roles see each other's state a message later)
+        assert abs(res["mean_batch"] - mono["mean_batch"]) < 0.25 * mono["mean_batch"]
+        assert len(res["shard_us_per_request"]) == k
+        assert all(x > 0 for x in res["shard_us_per_request"]) and res["matcher_us_per_request"] > 0
+        # a few messages between the roles per batch, whatever the batch holds
+        assert res["messages_between_roles_per_batch"] < 8
