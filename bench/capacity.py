@@ -129,6 +129,24 @@ class Setup:
     def pool_of_gpu(self, g: int) -> int:
         return g % self.pools
 
+    def gpu_models(self) -> list[tuple[str, ...]]:
+        """Per emulated GPU, the models it serves (its pool's)."""
+        names = self.model_names()
+        groups = [tuple(m for i, m in enumerate(names) if self.pool_of_model(i) == p)
+                  for p in range(self.pools)]
+        return [groups[self.pool_of_gpu(g)] for g in range(self.gpus)]
+
+    def policy_config(self) -> Any:
+        """The policy knobs every scheduler process of the experiment plans with."""
+        from central.policy import PolicyConfig
+        from central.policy.types import Profile
+
+        prof = Profile(self.k_ns, self.c_ns, self.max_batch)
+        return PolicyConfig(profiles={m: prof for m in self.model_names()},
+                            dispatch_cost_ns=self.dispatch_cost_ns,
+                            reply_cost_ns=self.reply_cost_ns,
+                            timer_slack_ns=self.timer_slack_ns)
+
 
 # ---------------------------------------------------------------- child processes
 
@@ -148,17 +166,9 @@ def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> Non
 
     import uvloop
 
-    from central.policy import PolicyConfig
-    from central.policy.types import Profile
     from central.runtime.scheduler import Scheduler, SchedulerConfig
 
-    prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
-    pconf = PolicyConfig(
-        profiles={m: prof for m in setup.model_names()},
-        dispatch_cost_ns=setup.dispatch_cost_ns,
-        reply_cost_ns=setup.reply_cost_ns,
-        timer_slack_ns=setup.timer_slack_ns,
-    )
+    pconf = setup.policy_config()
     config = SchedulerConfig(address=address, policy_config=pconf,
                              inprocess_shards=1 if setup.split else 0,
                              shard_processes=setup.shards if setup.shards > 1 else 0)
@@ -454,10 +464,7 @@ class _Rig:
             name="capacity-scheduler", daemon=True)
         self.scheduler.start()
         self._procs.append(self.scheduler)
-        names = s.model_names()
-        groups = [tuple(m for i, m in enumerate(names) if s.pool_of_model(i) == p)
-                  for p in range(s.pools)]
-        gpus = [groups[s.pool_of_gpu(g)] for g in range(s.gpus)]
+        gpus = s.gpu_models()
         for w in range(s.worker_procs):
             mine = gpus[w :: s.worker_procs]
             self._workers.append(self._spawn(_worker_main, f"emulated-{w}", mine, s))
@@ -653,26 +660,17 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
     inside the scheduler's ``receive``/``tick`` is counted, so the figure is free of the
     load generator, the sockets and the other processes sharing the machine.
     """
-    from central.policy import PolicyConfig
-    from central.policy.types import Profile
     from central.runtime.scheduler import Scheduler, SchedulerConfig
     from central.runtime.translate import make_request_id
 
-    prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
-    pconf = PolicyConfig(
-        profiles={m: prof for m in setup.model_names()},
-        dispatch_cost_ns=setup.dispatch_cost_ns, reply_cost_ns=setup.reply_cost_ns,
-        timer_slack_ns=setup.timer_slack_ns,
-    )
+    pconf = setup.policy_config()
     clock = [1_000_000_000]
     sched = Scheduler(SchedulerConfig(policy_config=pconf, inprocess_shards=1 if setup.split else 0),
                       clock=lambda: clock[0])
     out, timer = _Capture(), _VirtualTimer()
     sched.attach(out, timer)
     names = setup.model_names()
-    groups = [tuple(m for i, m in enumerate(names) if setup.pool_of_model(i) == p)
-              for p in range(setup.pools)]
-    gpus = [groups[setup.pool_of_gpu(g)] for g in range(setup.gpus)]
+    gpus = setup.gpu_models()
     workers: list[bytes] = []
     for w in range(setup.worker_procs):
         mine = gpus[w :: setup.worker_procs]
@@ -769,19 +767,12 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
     The thread CPU time spent inside each is charged to it, so ``shard_us_per_request``
     is what one shard *process* would spend per request of the whole load and
     ``1e6 / max(...)`` the rate at which the busiest shard's core would be full."""
-    from central.policy import PolicyConfig
-    from central.policy.types import Profile
     from central.runtime.scheduler import SchedulerConfig
     from central.runtime.shard import ShardConfig, ShardServer, owner_of
     from central.runtime.split import SplitScheduler
     from central.runtime.translate import make_request_id
 
-    prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
-    pconf = PolicyConfig(
-        profiles={m: prof for m in setup.model_names()},
-        dispatch_cost_ns=setup.dispatch_cost_ns, reply_cost_ns=setup.reply_cost_ns,
-        timer_slack_ns=setup.timer_slack_ns,
-    )
+    pconf = setup.policy_config()
     clock = [1_000_000_000]
     now = lambda: clock[0]  # noqa: E731
     matcher = SplitScheduler(SchedulerConfig(policy_config=pconf, shard_processes=shards,
@@ -858,9 +849,7 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
         server._register()
     pump()
     names = setup.model_names()
-    groups = [tuple(m for i, m in enumerate(names) if setup.pool_of_model(i) == p)
-              for p in range(setup.pools)]
-    gpus = [groups[setup.pool_of_gpu(g)] for g in range(setup.gpus)]
+    gpus = setup.gpu_models()
     for w in range(setup.worker_procs):
         mine = gpus[w :: setup.worker_procs]
         specs = tuple((i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
@@ -966,11 +955,9 @@ def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
     from central.policy.types import Profile
 
     names = setup.model_names()
-    groups = [tuple(m for i, m in enumerate(names) if setup.pool_of_model(i) == p)
-              for p in range(setup.pools)]
     prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
     cluster = Cluster({m: prof for m in names}, {m: setup.slo_ns for m in names},
-                      tuple(groups[setup.pool_of_gpu(g)] for g in range(setup.gpus)))
+                      tuple(setup.gpu_models()))
     config = SimConfig(dispatch_delay_ns=setup.dispatch_cost_ns,
                        reply_cost_ns=setup.reply_cost_ns, seed=seed)
     policy = ShardedPolicy(policy_config_for(cluster, config,
