@@ -179,7 +179,8 @@ def replay_baton(
     with Cluster(config, log_dir=str(log_dir)) as cluster:
         rec = _play(config.frontend_address, setup, trace, label)
         stats = query_stats(config.scheduler_address, with_batches=True)
-        probes = _search(setup, config.frontend_address, label) if search else []
+        probes = (_search(setup, config.frontend_address, label,
+                          log=lambda line: print(line, flush=True)) if search else [])
     out = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
     batches = np.asarray(stats.get("batches", []), dtype=object)
     out["batches"] = _batch_summary(batches)
