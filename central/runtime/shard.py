@@ -322,9 +322,9 @@ class ShardServer:
             for model in msg.orphaned:
                 self._offers(shard.orphaned(model))
             again = [r for bid in msg.lost for r in self._inflight.pop(bid, ())]
-            if again:
+            if again:  # queued again here, or passed on if their model has moved
                 self.counters["redispatched"] += len(again)
-                self._arrived.extend(again)
+                self._accept(again)
         elif isinstance(msg, ShardModels):
             for name, k, c, max_batch in msg.models:
                 shard.add_model(name, Profile(k, c, max_batch) if k or c else None)

@@ -128,6 +128,7 @@ class MatcherPolicy:
         self.profiles: dict[str, tuple[int, int, int]] = {}
         self.offers: dict[str, tuple[int, int, int]] = {}  # model -> (version, exp, margin)
         self.pending: dict[int, Grant] = {}  # granted, the shard's answer not in yet
+        self.dispatched_by: dict[int, int] = {}  # batch in flight -> the shard holding it
         self.directory_version = 0
         self.directory_changed = False
         self.moves = 0
@@ -139,9 +140,15 @@ class MatcherPolicy:
         if isinstance(event, BatchDone):
             finished, states = m.done(event, now)
             if finished is not None:
-                self.shard_of(finished.model).notes[1].append(
-                    (event.batch_id, finished.model, int(finished.ok), finished.batch_size,
-                     finished.duration_ns))
+                # to the shard that dispatched it (it holds the requests) and, if the
+                # model has moved since, to its owner too (it refits the profile)
+                note = (event.batch_id, finished.model, int(finished.ok),
+                        finished.batch_size, finished.duration_ns)
+                owner = self.owner(finished.model)
+                by = self.dispatched_by.pop(event.batch_id, owner)
+                self.shards[by].notes[1].append(note)
+                if by != owner:
+                    self.shards[owner].notes[1].append(note)
             self._pools(states)
         elif isinstance(event, WorkerJoined):
             offered = dict(event.profiles)
@@ -231,8 +238,8 @@ class MatcherPolicy:
                 else:
                     self._pools([msg])
 
-    def answered(self, msg: Dispatched, now: int) -> Grant | None:
-        """A shard's answer to a grant: the grant if it was accepted, else None."""
+    def answered(self, msg: Dispatched, now: int, by: int | None = None) -> Grant | None:
+        """Shard ``by``'s answer to a grant: the grant if it was accepted, else None."""
         grant = self.pending.pop(msg.batch_id, None)
         if grant is None:
             return None
@@ -240,7 +247,14 @@ class MatcherPolicy:
             self._pools(self.matcher.rebook(msg.batch_id, 0, 0, now))
             return None
         self._pools(self.matcher.rebook(msg.batch_id, msg.expected_ns, msg.margin_ns, now))
+        self.dispatched_by[msg.batch_id] = by if by is not None else self.owner(grant.model)
         return grant
+
+    def give_back(self, batch_id: int, model: str) -> None:
+        """A batch will not run (its worker is gone): its requests go back to the shard
+        that holds them, which queues them again or passes them to the model's owner."""
+        by = self.dispatched_by.pop(batch_id, None)
+        self.shards[by if by is not None else self.owner(model)].notes[3].append(batch_id)
 
     def move(self, model: str, to: int) -> int:
         """Make shard ``to`` the owner of ``model``; returns the old owner."""
@@ -353,7 +367,7 @@ class SplitScheduler(Scheduler):
             policy.offers_in(msg, index)
             policy.decide(now)
         elif isinstance(msg, Dispatched):
-            grant = policy.answered(msg, now)
+            grant = policy.answered(msg, now, index)
             if grant is not None:
                 self._dispatched_batch(grant, msg, now)
             policy.decide(now)
@@ -398,7 +412,7 @@ class SplitScheduler(Scheduler):
         w = self.policy.matcher.workers.get(grant.worker_id)
         if w is None or not w.alive or grant.worker_id not in self._gpu:
             # lost (or draining) while the grant was on the wire: the requests go back
-            self.policy.shard_of(msg.model).notes[3].append(msg.batch_id)
+            self.policy.give_back(msg.batch_id, msg.model)
             return
         self._carry_out(Dispatch(msg.batch_id, msg.model, msg.worker_id, msg.request_ids,
                                  msg.earliest_ns, msg.latest_ns, msg.expected_ns), now)
@@ -487,7 +501,7 @@ class SplitScheduler(Scheduler):
                    if action.worker_id in gids]
         for bid, action in orphans:
             del self._dispatched[bid]
-            self.policy.shard_of(action.model).notes[3].append(bid)
+            self.policy.give_back(bid, action.model)
         if orphans:
             self.counters["redispatched_batches"] = (
                 self.counters.get("redispatched_batches", 0) + len(orphans))

@@ -110,3 +110,32 @@ def test_rebalance_moves_models_off_a_shard_with_most_of_the_load() -> None:
     p.shards[1].stats = {"models": {"b": {"rate_rps": 90.0}}}
     p.owners["b"] = 1
     assert p.rebalance_plan(1.5) == []  # balanced enough: nothing moves
+
+
+def test_a_batch_answers_to_the_shard_that_dispatched_it_after_a_move() -> None:
+    p = _policy()
+    p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
+    p.decide(1 * MS)
+    (grant,) = p.shards[0].grants
+    ok = Dispatched(grant.batch_id, "a", 0, (1, 2), grant.earliest_ns, 40 * MS, 12 * MS, 0)
+    assert p.answered(ok, 2 * MS, by=0) is not None
+    for shard in p.shards:
+        shard.clear()
+    p.move("a", 1)
+    end = grant.earliest_ns + 12 * MS
+    p.handle(BatchDone(grant.batch_id, 0, BatchStatus.OK, grant.earliest_ns, end, 2), end)
+    # the old shard holds the requests (it forgets them), the new owner refits
+    assert [n[0] for n in p.shards[0].notes[1]] == [grant.batch_id]
+    assert [n[0] for n in p.shards[1].notes[1]] == [grant.batch_id]
+
+
+def test_a_lost_batch_goes_back_to_the_shard_that_holds_its_requests() -> None:
+    p = _policy()
+    p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
+    p.decide(1 * MS)
+    (grant,) = p.shards[0].grants
+    p.answered(Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS,
+                          12 * MS, 0), 2 * MS, by=0)
+    p.move("a", 1)
+    p.give_back(grant.batch_id, "a")
+    assert p.shards[0].notes[3] == [grant.batch_id] and not p.shards[1].notes[3]
