@@ -35,6 +35,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import time
 import zlib
 from collections import Counter
@@ -215,7 +216,7 @@ class ShardServer:
     def _register(self) -> None:
         cfg = self.config
         self._directory_version = -1  # a restarted matcher numbers its directories anew
-        self._send_up(RegisterShard(cfg.index, self.address, f"shard{cfg.index}"))
+        self._send_up(RegisterShard(cfg.index, self.address, f"shard{cfg.index}-{os.getpid()}"))
 
     async def _heartbeat_loop(self) -> None:
         cfg = self.config

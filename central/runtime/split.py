@@ -96,13 +96,14 @@ _SHARD_KINDS = (RegisterShard, Offers, Dispatched, ModelState, Requeue, ShardSta
 class _Shard:
     """The matcher's view of one shard process, and what it will be sent this turn."""
 
-    __slots__ = ("index", "identity", "address", "stats", "models", "pools", "notes",
+    __slots__ = ("index", "identity", "address", "name", "stats", "models", "pools", "notes",
                  "grants", "seen_ns")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.identity: bytes | None = None
         self.address = ""
+        self.name = ""  # names the incarnation (a restarted shard has another pid)
         self.stats: dict[str, Any] = {}
         self.seen_ns = 0
         self.clear()
@@ -390,11 +391,14 @@ class SplitScheduler(Scheduler):
         shard = policy.shards[msg.index]
         if shard.identity is not None and shard.identity != identity:
             self._shard_ids.pop(shard.identity, None)
+        again = shard.name == msg.name and shard.address == msg.address
         shard.identity, shard.address, shard.seen_ns = identity, msg.address, now
+        shard.name = msg.name
         self._shard_ids[identity] = msg.index
-        for g in [g for g in policy.pending.values() if policy.owner(g.model) == msg.index]:
-            # granted to a previous incarnation that will never answer: unbook
-            policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0), now)
+        if not again:  # a new incarnation: what the old one was granted, it never answers
+            for g in [g for g in policy.pending.values() if policy.owner(g.model) == msg.index]:
+                policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0),
+                                now)
         owned = tuple((name, *p) for name, p in sorted(policy.profiles.items())
                       if policy.owner(name) == msg.index)
         self._send(identity, self._shard_directory())  # first: it acknowledges

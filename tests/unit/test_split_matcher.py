@@ -139,3 +139,37 @@ def test_a_lost_batch_goes_back_to_the_shard_that_holds_its_requests() -> None:
     p.move("a", 1)
     p.give_back(grant.batch_id, "a")
     assert p.shards[0].notes[3] == [grant.batch_id] and not p.shards[1].notes[3]
+
+
+def test_a_repeated_registration_keeps_grants_a_new_incarnation_drops_them() -> None:
+    from central.protocol import RegisterShard
+
+    from central.runtime.split import SplitScheduler
+
+    class Out:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def send_multipart(self, frames: list, flags: int = 0) -> None:
+            self.sent.append(frames)
+
+    class Timer:
+        def arm(self, t: object) -> None:
+            pass
+
+    from central.protocol import encode
+
+    sched = SplitScheduler(SchedulerConfig(shard_processes=2, placement=(("a", 0),)),
+                           clock=lambda: 5 * MS)
+    sched.attach(Out(), Timer())
+    sched.policy.handle(WorkerJoined(0, ("a",), (("a", PROFILE),)), 0)
+    reg = RegisterShard(0, "tcp://127.0.0.1:7000", "shard0-100")
+    sched.receive([[b"s-0", *encode(reg)]])
+    sched.policy.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
+    sched.policy.decide(1 * MS)
+    assert len(sched.policy.pending) == 1
+    sched.receive([[b"s-0", *encode(reg)]])  # the same one again (crossed its answer)
+    assert len(sched.policy.pending) == 1
+    sched.receive([[b"s-0", *encode(RegisterShard(0, "tcp://127.0.0.1:7001", "shard0-101"))]])
+    assert not sched.policy.pending  # restarted: its grant is unbooked
+    assert sched.policy.matcher.workers[0].free_at == 0
