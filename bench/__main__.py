@@ -2,8 +2,9 @@
 
 Subcommands: ``bound`` (analytic goodput bounds), ``live`` (live goodput vs the bounds on
 a real local cluster, ``bench/live_goodput.py``), ``sim`` (the discrete-event policy
-lab), ``replay`` (one trace on Baton and its peers, ``bench/replay.py``) and
-``perf-analyzer`` (``bench/perf_analyzer.py``).
+lab), ``replay`` (one trace on Baton and its peers, ``bench/replay.py``), ``matrix`` (issue
+4's SLO x trace x system table of live goodput searches, ``bench/matrix.py``),
+``perf-analyzer`` (``bench/perf_analyzer.py``) and the others its usage lists.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         "loadgen": "bench.loadgen",
         "peers": "bench.peers.__main__",
         "capacity": "bench.capacity",
+        "matrix": "bench.matrix",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  overload  goodput at 1x, 1.5x, 2x and 3x capacity (no congestion collapse)")
         print("  loadgen   MLPerf LoadGen, Server scenario: VALID/INVALID at a QPS and bound")
         print("  peers     check or tune the Ray Serve and PyTriton peers (make peers)")
-        print("  capacity  scheduler capacity: live ramp, --hot-path, --roles")
+        print("  capacity  scheduler capacity: live ramp (--shards K...), --hot-path, --roles")
+        print("  matrix    SLO x trace x system: live goodput searches of Baton and its peers")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 
