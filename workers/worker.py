@@ -158,6 +158,11 @@ class Worker:
             keys.server(data, self._ctx)
         data.setsockopt(zmq.LINGER, 0)
         data.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A frontend reopens its data socket to us under the same routing id when the
+        # worker directory renumbers processes (a restarted scheduler). Without handover
+        # the new connection can be refused for good while the old one lingers: every
+        # payload for us was then lost (found by the scheduler-restart chaos test).
+        data.setsockopt(zmq.ROUTER_HANDOVER, 1)
         data.setsockopt(zmq.RCVHWM, 0)
         data.setsockopt(zmq.SNDHWM, 0)
         data.bind(self.config.data_bind)

@@ -219,6 +219,10 @@ class Scheduler:
         if keys is not None:
             keys.server(sock, self._ctx)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a restarted worker or shard reconnects under its old routing id: it takes the id
+        # over at once (without handover the new connection may be refused while the old
+        # one lingers; with keys, PeerGate still refuses an id moving to another key)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)

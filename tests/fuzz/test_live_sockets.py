@@ -53,12 +53,14 @@ from central.protocol import (
     DEFAULT_LIMITS,
     MESSAGE_TYPES,
     VERSION,
+    DescribeModels,
     Done,
     Error,
     Execute,
     FrontendRegistered,
     Heartbeat,
     Infer,
+    ModelsDescribed,
     Payloads,
     RegisterFrontend,
     RegisterWorker,
@@ -482,3 +484,20 @@ def test_malformed_worker_address_does_not_break_the_frontend(
     # the real worker plus the well-formed fake one, however the malformed one fared
     assert stats["workers"] >= 2, stats
     _assert_alive(cluster)
+
+
+def test_a_frontend_reconnecting_under_its_routing_id_is_served(cluster: Cluster) -> None:
+    """A frontend reopens its data socket to a worker under the same routing id when a
+    restarted scheduler renumbers the worker processes. The worker must take the new
+    connection over at once: a ROUTER without handover may refuse it while the old one
+    lingers, and every payload shipped to that worker was lost (the chaos suite's
+    scheduler restart showed it as half the requests FAILED)."""
+    address = cluster.config.workers[0].data_address
+    for i in range(40):
+        peer = Peer(address, b"reconnecting-fe")
+        try:
+            peer.send(encode(DescribeModels(i)))
+            got = peer.answers(2.0, until=1)
+            assert got and isinstance(got[0][0], ModelsDescribed) and got[0][0].tag == i, (i, got)
+        finally:
+            peer.close()
