@@ -205,3 +205,45 @@ def _wait_served(cluster: Cluster, model: str, timeout_s: float = 15.0) -> None:
     raise AssertionError(f"{model} not served again within {timeout_s} s: {last!r}")
 
 
+
+
+def test_sigkill_the_matcher_its_shards_follow_and_a_restart_serves_again(
+        split_cluster: Cluster) -> None:
+    """The shards die with their matcher (none is left holding a port or stale queues),
+    every request gets one answer meanwhile, and a restarted split scheduler serves."""
+    config = split_cluster.config
+    old = query_stats(config.scheduler_address)["shard_pids"]
+    matcher = split_cluster.process("scheduler")
+    rate = 0.3 * _rate()
+
+    def fault() -> None:
+        time.sleep(1.5)
+        os.kill(matcher.pid, signal.SIGKILL)
+        matcher.wait()
+        time.sleep(1.0)
+        split_cluster.respawn("scheduler")
+
+    thread = threading.Thread(target=fault)
+    thread.start()
+    records = _load(config.frontend_address, rate, 6.0, seed=90)
+    thread.join()
+    for model, rec in records.items():
+        s = summarize(rec, SLO_MS, 6.0)
+        assert s["outcomes"]["no_answer"] == 0, (model, s)
+    deadline = time.monotonic() + 5.0
+    while any(_alive(pid) for pid in old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in old if _alive(pid)], "shards outlived their matcher"
+    for model in MODELS:
+        _wait_served(split_cluster, model, timeout_s=30.0)
+    new = query_stats(config.scheduler_address)
+    assert len(new["shard_pids"]) == 2 and not set(new["shard_pids"]) & set(old)
+    assert query_stats(config.frontend_address)["pending"] == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
