@@ -321,7 +321,7 @@ def _setup(args: argparse.Namespace, slo_ms: float, trace: str) -> Setup:
     return Setup(n=args.n, k_ms=K_MS * d, c_ms=C_MS * d, slo_ms=slo_ms * d, max_batch=MAX_BATCH,
                  dilation=d, trace_kind=TRACES[trace], cv=3.0,
                  csv=str(args.csv) if trace == "azure" else None, duration_s=args.duration,
-                 senders=args.senders, seed=args.seed)
+                 senders=args.senders, seed=args.seed, window=args.azure_window)
 
 
 def estimate(args: argparse.Namespace, grid_size: int, peers_ok: list[str]) -> float:
@@ -521,6 +521,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="poisson, and/or azure (the Azure LLM conversation log, compressed "
                    "to each probe's mean rate)")
     p.add_argument("--csv", type=Path, default=AZURE_CSV, help="the Azure trace file")
+    p.add_argument("--azure-window", choices=("prefix", "whole"), default="prefix",
+                   help="prefix: each probe replays the log's opening arrivals rescaled to "
+                   "the probe's rate and length (it offers its nominal rate); whole: the "
+                   "whole log compressed to the rate, of which a short probe replays the "
+                   "sparser opening seconds (the first matrix run's setting)")
     p.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, default=list(ALL_SYSTEMS))
     p.add_argument("--duration", type=float, default=8.0, help="seconds per probe")
     p.add_argument("--probes", type=int, default=5, help="bisection probes per system and cell")

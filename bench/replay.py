@@ -57,7 +57,7 @@ import numpy as np
 
 from bench import metrics
 from bench.search import TRACE_KINDS, trace_maker
-from bench.traces import Trace
+from bench.traces import Trace, replay_csv_window
 from central.client import query_stats
 from central.client.load import LoadSpec, run_load
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
@@ -98,6 +98,9 @@ class Setup:
     duration_s: float
     senders: int
     seed: int
+    # a replayed log: "whole" compresses the whole log to the rate (a short trace offers
+    # the log's opening rate), "prefix" rescales the trace's own window to the rate
+    window: str = "whole"
 
     @property
     def profile(self) -> Profile:
@@ -110,6 +113,10 @@ class Setup:
                               max_batch=p.max_batch).goodput_rps
 
     def trace(self, rate_rps: float) -> Trace:
+        if self.trace_kind == "replay" and self.window == "prefix":
+            if self.csv is None:
+                raise ValueError("a replayed trace needs its csv")
+            return replay_csv_window(self.csv, rate_rps, self.duration_s, model=MODEL)
         make = trace_maker(self.trace_kind, (MODEL,), cv=self.cv, csv_path=self.csv)
         return make(rate_rps, self.duration_s, self.seed)
 

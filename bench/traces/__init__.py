@@ -25,7 +25,7 @@ else. The full rules are in ``fileformat.py`` and docs/simulator.md.
 
 from bench.traces.fileformat import MAGIC, TraceFormatError, load, save
 from bench.traces.generators import gamma, piecewise, poisson
-from bench.traces.replay import read_csv_times, replay_csv
+from bench.traces.replay import read_csv_times, replay_csv, replay_csv_window
 from bench.traces.trace import Trace, mix
 
 __all__ = [
@@ -39,5 +39,6 @@ __all__ = [
     "poisson",
     "read_csv_times",
     "replay_csv",
+    "replay_csv_window",
     "save",
 ]

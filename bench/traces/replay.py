@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.traces.trace import NS_PER_S, Trace
 
-__all__ = ["read_csv_times", "replay_csv"]
+__all__ = ["read_csv_times", "replay_csv", "replay_csv_window"]
 
 
 def _parse_times(values: list[str], path: Path, first_line: int) -> np.ndarray:
@@ -139,3 +139,36 @@ def replay_csv(
         None if sizes is None else sizes[:cut],
         end,
     )
+
+
+def replay_csv_window(
+    path: str | Path,
+    target_rate_rps: float,
+    duration_s: float,
+    column: str = "TIMESTAMP",
+    *,
+    model: str = "m",
+) -> Trace:
+    """The log's first ``target_rate_rps * duration_s`` arrivals, stretched or squeezed
+    so that they fill ``duration_s`` exactly: a window that offers its nominal mean rate
+    and keeps the log's shape within it.
+
+    ``replay_csv`` compresses the *whole* log to the target rate, so a window much shorter
+    than the compressed log offers the local rate of the log's opening minutes instead
+    (0.84-0.89 of the target for the first seconds of the Azure conversation log). Raises
+    ``ValueError`` for a non-positive rate or duration, plus what ``replay_csv`` raises.
+    """
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    want = max(1, int(round(target_rate_rps * duration_s)))
+    span = duration_s * 2.0
+    while True:  # enough of the (repeated) log to hold one more arrival than wanted
+        base = replay_csv(path, target_rate_rps, column, span, model=model)
+        if base.times_ns.size > want:
+            break
+        span *= 2.0
+    times = base.times_ns[: want + 1].astype(np.float64)
+    end = int(round(duration_s * NS_PER_S))
+    scaled = np.rint(times[:want] * (end / times[want])).astype(np.int64)
+    sizes = None if base.sizes is None else base.sizes[:want]
+    return Trace(scaled, np.zeros(want, dtype=np.int32), (model,), sizes, end)

@@ -18,6 +18,7 @@ from bench.traces import (
     poisson,
     read_csv_times,
     replay_csv,
+    replay_csv_window,
     save,
 )
 
@@ -274,3 +275,20 @@ def test_save_refuses_names_the_format_cannot_hold(tmp_path: Path) -> None:
         tr = Trace(np.array([0]), np.array([0]), (name,))
         with pytest.raises(ValueError, match="cannot be written"):
             save(tr, tmp_path / "x.trace")
+
+
+def test_a_replay_window_offers_its_nominal_rate_with_the_logs_shape(azure_trace: Path) -> None:
+    times, _ = read_csv_times(azure_trace)
+    for rate, dur in ((500.0, 6.0), (80.0, 6.0), (5_000.0, 10.0)):  # the last repeats the log
+        whole = replay_csv(azure_trace, rate, duration_s=dur)
+        win = replay_csv_window(azure_trace, rate, dur)
+        assert len(win) == round(rate * dur) and win.span_ns == int(dur * S)
+        assert win.mean_rate_rps == pytest.approx(rate, rel=1e-9)
+        if rate * dur < times.size:  # a window shorter than the log
+            assert len(whole) < len(win)  # the log opens sparser than its mean: the reason
+            # the same opening arrivals, on a uniformly scaled clock
+            n = len(win)
+            ratio = win.times_ns[1:n] / times[1:n].astype(float)
+            assert np.allclose(ratio, ratio[0], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="duration_s"):
+        replay_csv_window(azure_trace, 100.0, 0.0)
