@@ -150,6 +150,11 @@ def run_demo(args: argparse.Namespace) -> int:
           f"p99 {sched['timer_lateness_us']['p99']:.0f} us; "
           f"{sched['counters']['request_bytes_in'] / max(1, sched['counters']['requests_in']):.0f} "
           f"metadata bytes in per request")
+    if "grant_round_trip_us" in sched:  # a split scheduler (--shards K)
+        rtt = sched["grant_round_trip_us"]
+        print(f"matcher <-> shards  grant round trip p50 {rtt['p50']:.0f} us, "
+              f"p99 {rtt['p99']:.0f} us ({len(sched.get('shards', []))} shard processes; "
+              f"--dispatch-cost-us must cover it)")
     if real is not None:
         print(f"MobileNetV2         chelsea the cat -> {real['top1']!r} "
               f"(class {real['top1_id']}, p={real['top1_score']:.2f}, {real['classify_ms']:.0f} ms)")

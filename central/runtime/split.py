@@ -83,6 +83,7 @@ from central.protocol import (
     ShardStats,
 )
 
+from .clock import LatenessLog
 from .scheduler import Scheduler, SchedulerConfig, _WorkerProc
 from .shard import owner_of
 
@@ -129,6 +130,10 @@ class MatcherPolicy:
         self.profiles: dict[str, tuple[int, int, int]] = {}
         self.offers: dict[str, tuple[int, int, int]] = {}  # model -> (version, exp, margin)
         self.pending: dict[int, Grant] = {}  # granted, the shard's answer not in yet
+        self.granted_at: dict[int, int] = {}  # batch -> when it was granted
+        # grant -> the shard's answer: the split's extra round trip, which the dispatch
+        # budget (--dispatch-cost-us) must cover on top of Execute and payload transfer
+        self.round_trips = LatenessLog(4096)
         self.dispatched_by: dict[int, int] = {}  # batch in flight -> the shard holding it
         self.directory_version = 0
         self.directory_changed = False
@@ -228,6 +233,7 @@ class MatcherPolicy:
             if type(step) is Grant:
                 _, expected, margin = self.offers.pop(step.model, (0, 1, 0))
                 self.pending[step.batch_id] = step
+                self.granted_at[step.batch_id] = now
                 self.shard_of(step.model).grants.append(
                     GrantBatch(step.model, step.batch_id, step.worker_id, step.earliest_ns))
                 self._pools(m.booked(step, Booked(step.batch_id, max(1, expected), margin),
@@ -244,6 +250,9 @@ class MatcherPolicy:
         grant = self.pending.pop(msg.batch_id, None)
         if grant is None:
             return None
+        at = self.granted_at.pop(msg.batch_id, None)
+        if at is not None and msg.request_ids:  # (a decline may be the matcher's own)
+            self.round_trips.add(now - at)
         if not msg.request_ids:
             self._pools(self.matcher.rebook(msg.batch_id, 0, 0, now))
             return None
@@ -552,6 +561,10 @@ class SplitScheduler(Scheduler):
             for reason, n in s.get("drops_by_reason", {}).items():
                 out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
         out["shards"] = shards
+        rtt = self.policy.round_trips
+        out["grant_round_trip_us"] = {"p50": rtt.percentile(0.5) / 1e3,
+                                      "p99": rtt.percentile(0.99) / 1e3,
+                                      "max": rtt.percentile(1.0) / 1e3}
         if self.children is not None:
             out["shard_pids"] = [p.pid if p is not None else None for p in self.children.procs]
             out["shard_restarts"] = self.children.restarts

@@ -173,3 +173,13 @@ def test_a_repeated_registration_keeps_grants_a_new_incarnation_drops_them() -> 
     sched.receive([[b"s-0", *encode(RegisterShard(0, "tcp://127.0.0.1:7001", "shard0-101"))]])
     assert not sched.policy.pending  # restarted: its grant is unbooked
     assert sched.policy.matcher.workers[0].free_at == 0
+
+
+def test_the_grant_round_trip_is_measured() -> None:
+    p = _policy()
+    p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
+    p.decide(1 * MS)
+    (grant,) = p.shards[0].grants
+    p.answered(Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS,
+                          12 * MS, 0), 1 * MS + 700_000, by=0)
+    assert p.round_trips.percentile(0.99) == 700_000
