@@ -1021,6 +1021,13 @@ def _table(setup: Setup, results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write_json(path: str | None, setup: Setup, machine: str, key: str, value: Any) -> None:
+    """With ``--json PATH``: the setup, the machine and one mode's results."""
+    if path:
+        Path(path).write_text(json.dumps({"setup": asdict(setup), "machine": machine,
+                                          key: value}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="baton bench capacity",
@@ -1108,9 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['matcher_us_per_request']:.2f} | "
                   f"{r['messages_between_roles_per_batch']:.1f} | "
                   f"{1e6 / r['matcher_us_per_request']:.0f} |")
-        if args.json:
-            Path(args.json).write_text(json.dumps({"setup": asdict(setup), "machine": machine,
-                                                   "split_hot_path": rows}, indent=1))
+        _write_json(args.json, setup, machine, "split_hot_path", rows)
         return 0
     if args.hot_path:
         path = None
@@ -1122,9 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(mean {res['mean_batch']:.1f}), {res['drops']} drops: "
               f"{res['us_per_request']:.2f} us/request inside the scheduler, "
               f"{res['capacity_rps']:.0f} req/s per core")
-        if args.json:
-            Path(args.json).write_text(json.dumps({"setup": asdict(setup), "machine": machine,
-                                                   "hot_path": res}, indent=1))
+        _write_json(args.json, setup, machine, "hot_path", res)
         return 0
     print(f"capacity: {setup.models} models, {setup.gpus} emulated GPUs in "
           f"{setup.worker_procs} processes, {setup.feeders} feeders, SLO {args.slo_ms} ms; "
@@ -1137,9 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['shards']} | {max(r['shard_us_per_request']):.2f} | "
                   f"{r['matcher_us_per_request']:.2f} | {r['messages_per_batch']:.1f} | "
                   f"{r['on_time']:.4f} |")
-        if args.json:
-            Path(args.json).write_text(json.dumps({"setup": asdict(setup), "machine": machine,
-                                                   "roles": rows}, indent=1))
+        _write_json(args.json, setup, machine, "roles", rows)
         return 0
     results = []
     for k in args.shards:

@@ -36,7 +36,7 @@ KNOBS = {"ray": Knobs(max_batch=6, queue_delay_us=int(0.3 * SLO_MS * 1000)),
 def test_peer_replays_a_poisson_trace(peer: str, tmp_path) -> None:
     reason = available(peer)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"{reason} (`make peers` installs it)")
     arrivals = poisson_times(RATE_RPS, DURATION_S, seed=3)
     assert 150 <= len(arrivals) <= 260
     slo_ns = int(SLO_MS * 1e6)
@@ -74,7 +74,7 @@ def test_one_server_serves_several_replays(peer: str, tmp_path) -> None:
     """A goodput search's probes on one server: started once, drained between replays."""
     reason = available(peer)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"{reason} (`make peers` installs it)")
     arrivals = poisson_times(RATE_RPS, 2.5, seed=4)
     span = int(2.5e9)
     with PeerSession(peer, int(SLO_MS * 1e6), K_MS, C_MS, N, KNOBS[peer],

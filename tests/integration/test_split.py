@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -71,6 +71,22 @@ def _load(address: str, rate: float, duration: float, seed: int) -> dict[str, np
     for t in threads:
         t.join()
     return out
+
+
+def _load_through(fault: Callable[[], None], address: str, rate: float, duration: float,
+                  seed: int) -> None:
+    """Both models' load while ``fault`` runs beside it: every request gets exactly one
+    terminal answer (the SDK would show a missing one as no answer)."""
+    thread = threading.Thread(target=fault)
+    thread.start()
+    try:
+        records = _load(address, rate, duration, seed)
+    finally:
+        thread.join()
+    for model, rec in records.items():
+        s = summarize(rec, SLO_MS, duration)
+        assert s["outcomes"]["no_answer"] == 0, (model, s)
+        assert s["requests"] == sum(s["outcomes"].values())
 
 
 def _shard_stats(cluster: Cluster) -> list[dict]:
@@ -134,14 +150,7 @@ def test_a_lost_worker_batches_go_back_to_their_shard(split_cluster: Cluster) ->
         time.sleep(1.5)  # declared lost after 0.9 s of silence
         split_cluster.respawn("worker1")
 
-    fault = threading.Thread(target=kill_and_restart)
-    fault.start()
-    records = _load(address, rate, 8.0, seed=70)
-    fault.join()
-    for model, rec in records.items():
-        s = summarize(rec, SLO_MS, 8.0)
-        assert s["outcomes"]["no_answer"] == 0, (model, s)
-        assert s["requests"] == sum(s["outcomes"].values())
+    _load_through(kill_and_restart, address, rate, 8.0, seed=70)
     sched = query_stats(split_cluster.config.scheduler_address)
     assert sched["counters"].get("workers_lost", 0) >= 1
     _wait_served(split_cluster, "symphony_b")
@@ -158,13 +167,7 @@ def test_a_killed_shard_is_restarted_and_every_request_answered(split_cluster: C
         time.sleep(1.5)
         os.kill(pid, signal.SIGKILL)
 
-    fault = threading.Thread(target=kill)
-    fault.start()
-    records = _load(config.frontend_address, rate, 5.0, seed=80)
-    fault.join()
-    for model, rec in records.items():
-        s = summarize(rec, SLO_MS, 5.0)
-        assert s["outcomes"]["no_answer"] == 0, (model, s)
+    _load_through(kill, config.frontend_address, rate, 5.0, seed=80)
     sched = query_stats(config.scheduler_address)
     assert sched["shard_restarts"] == restarts + 1
     assert sched["shard_pids"][0] != pid
@@ -223,13 +226,7 @@ def test_sigkill_the_matcher_its_shards_follow_and_a_restart_serves_again(
         time.sleep(1.0)
         split_cluster.respawn("scheduler")
 
-    thread = threading.Thread(target=fault)
-    thread.start()
-    records = _load(config.frontend_address, rate, 6.0, seed=90)
-    thread.join()
-    for model, rec in records.items():
-        s = summarize(rec, SLO_MS, 6.0)
-        assert s["outcomes"]["no_answer"] == 0, (model, s)
+    _load_through(fault, config.frontend_address, rate, 6.0, seed=90)
     deadline = time.monotonic() + 5.0
     while any(_alive(pid) for pid in old) and time.monotonic() < deadline:
         time.sleep(0.1)
