@@ -219,6 +219,7 @@ def _probe_line(name: str, r: dict[str, Any]) -> str:
         return ""
     steps = ", ".join(f"{p['rate_rps']:.0f}{'+' if p['passed'] else '-'}"
                       f"({p['attainment']:.3f}, late {p['send_late_p99_ms'] or 0:.0f}"
+                      + (f", sim {p['sim_attainment']:.3f}" if "sim_attainment" in p else "")
                       + (f", offered {p['offered_rps']:.0f}"
                          if abs(p.get("offered_rps", p["rate_rps"]) / p["rate_rps"] - 1) > 0.02
                          else "") + ")"
@@ -252,7 +253,8 @@ def markdown(doc: dict[str, Any]) -> str:
          f"multiplied by {d:g} (every ratio, the bound as a fraction included, unchanged); "
          "SLOs below are before dilation  " if d != 1 else "No time dilation  "),
         f"Search: {st['probes']} probes of {st['duration_s']:g} s per system and cell, "
-        f">= 99% of requests within the SLO; bracket {st['baton_lo_frac']:g}-{st['hi_frac']:g} "
+        f">= 99% of requests within the SLO; bracket {st['baton_lo_frac']:g}-"
+        f"{st.get('baton_hi_frac', st['hi_frac']):g} "
         f"(Baton) or {st['other_lo_frac']:g}-{st['hi_frac']:g} (the others) of the analytic "
         f"bound, after {st.get('warmup_s', 0):g} s of warm-up at its lower end (not measured); "
         f"{st['senders']} sender process(es)  ",
@@ -365,7 +367,8 @@ def run_matrix(args: argparse.Namespace, command: str,
                      "dilation": args.dilation, "slos_ms": args.slos, "traces": args.traces,
                      "csv": str(args.csv), "systems": args.systems, "probes": args.probes,
                      "duration_s": args.duration, "senders": args.senders, "seed": args.seed,
-                     "baton_lo_frac": BATON_LO_FRAC, "other_lo_frac": args.lo_frac,
+                     "baton_lo_frac": args.baton_bracket[0],
+                     "baton_hi_frac": args.baton_bracket[1], "other_lo_frac": args.lo_frac,
                      "hi_frac": HI_FRAC, "tune_load": args.tune_load, "warmup_s": args.warmup,
                      "tune_duration_s": args.tune_duration, "tune_grid": args.tune_grid,
                      "budget_min": args.budget_min},
@@ -422,11 +425,13 @@ def run_matrix(args: argparse.Namespace, command: str,
                 log(f"searching {label} (bound {cell['bound_rps']:.1f} req/s)")
                 try:
                     if name in BATON_SYSTEMS:
-                        lo = BATON_LO_FRAC if name == "baton" else args.lo_frac
+                        lo, hi = (args.baton_bracket if name == "baton"
+                                  else (args.lo_frac, HI_FRAC))
                         r = search_baton(setup, BATON_SYSTEMS[name],
                                          out / "logs" / label.replace(" ", "_"), label,
-                                         iters=args.probes, lo_frac=lo, warmup_s=args.warmup,
-                                         log=log)
+                                         iters=args.probes, lo_frac=lo, hi_frac=hi,
+                                         warmup_s=args.warmup, log=log,
+                                         sim_check=args.sim_check)
                     elif peer_reason.get(name):
                         r = {"skipped": peer_reason[name]}
                     elif name not in knobs:
@@ -536,7 +541,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="sender processes (None: 1 below 8 cores, else 2)")
     p.add_argument("--lo-frac", type=float, default=PEER_LO_FRAC,
                    help="lower end of the bracket for every system but baton, as a fraction "
-                   f"of the coordinated bound (baton's: {BATON_LO_FRAC})")
+                   "of the coordinated bound (baton's: --baton-bracket)")
+    p.add_argument("--baton-bracket", type=float, nargs=2, default=[BATON_LO_FRAC, HI_FRAC],
+                   metavar=("LO", "HI"),
+                   help="baton's search bracket, as fractions of the coordinated bound (a "
+                   "narrow one around a known capacity gives a finer answer in few probes)")
+    p.add_argument("--sim-check", action="store_true",
+                   help="beside each probe of Baton's systems, the simulator's attainment for "
+                   "the same policy on the same arrivals (what the policy alone does with "
+                   "them; the difference is the live system's)")
     p.add_argument("--tune-load", nargs="+", default=["0.7"], metavar="[PEER=]FRACTION",
                    help="the peers' tuning rate, as a fraction of the uncoordinated bound: "
                    "one for all, and/or per peer (e.g. 0.7 ray=0.15: aim near each peer's "
@@ -575,6 +588,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"python -m bench.matrix: --tune-load takes FRACTION or PEER=FRACTION, got "
               f"{args.tune_load}", file=sys.stderr)
+        return 2
+    lo, hi = args.baton_bracket
+    if not 0 < lo < hi:
+        print(f"python -m bench.matrix: --baton-bracket needs 0 < LO < HI, got {lo:g} {hi:g}",
+              file=sys.stderr)
         return 2
     if args.probes < 1 or args.duration <= 0:
         print("python -m bench.matrix: --probes must be >= 1 and --duration > 0", file=sys.stderr)

@@ -66,7 +66,7 @@ from central.policy.bound import analytic_bound
 from central.protocol.messages import Status
 
 __all__ = ["main", "replay_baton", "replay_peer", "records_summary", "agreement", "bisect_rate",
-           "search_result", "search_baton", "search_peer", "tune_knobs", "PASS_ATTAINMENT",
+           "sim_attainment", "search_result", "search_baton", "search_peer", "tune_knobs", "PASS_ATTAINMENT",
            "BATON_LO_FRAC", "PEER_LO_FRAC", "HI_FRAC"]
 
 MODEL = "symphony"
@@ -244,14 +244,16 @@ def bisect_rate(
                "requests": s["requests"], "attainment": s["slo_attainment"],
                "goodput_rps": s["goodput_rps"], "passed": passed,
                "send_late_p99_ms": (s.get("send_lateness_ms") or {}).get("p99")}
-        for extra in ("drain", "restarted"):
+        for extra in ("drain", "restarted", "sim_attainment"):
             if extra in s:
                 row[extra] = s[extra]
         probes.append(row)
         if log is not None:
             log(f"  {label} @{rate:.1f}/s ({rate / bound:.3f} of bound): attainment "
                 f"{row['attainment']:.4f}, goodput {row['goodput_rps']:.1f} req/s, send late p99 "
-                f"{row['send_late_p99_ms'] or 0.0:.1f} ms -> {'pass' if passed else 'fail'}")
+                f"{row['send_late_p99_ms'] or 0.0:.1f} ms"
+                + (f", simulator {row['sim_attainment']:.4f}" if "sim_attainment" in row else "")
+                + f" -> {'pass' if passed else 'fail'}")
         if passed:
             lo = rate
         else:
@@ -279,16 +281,32 @@ def search_result(probes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def sim_attainment(setup: Setup, trace: Trace, policy: str) -> float:
+    """The simulator's SLO attainment for ``policy`` on ``trace`` (default overheads): what
+    the policy alone does with these very arrivals, beside what the live system did."""
+    from bench.sim.config import Cluster as SimCluster
+    from bench.sim.config import SimConfig
+    from bench.sim.engine import simulate_policy
+
+    cluster = SimCluster.shared({MODEL: setup.profile}, round(setup.slo_ms * 1e6), setup.n)
+    return float(simulate_policy(policy, trace, cluster, SimConfig(strict=False)).attainment)
+
+
 def _search(setup: Setup, address: str, label: str, iters: int = 5,
             lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
-            log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
-    """``bisect_rate`` on a running Baton cluster at ``address``."""
+            log: Callable[[str], Any] | None = None,
+            sim_policy: str | None = None) -> list[dict[str, Any]]:
+    """``bisect_rate`` on a running Baton cluster at ``address``; with ``sim_policy``, each
+    probe also records ``sim_attainment`` (``sim_attainment``) for its trace."""
 
     def probe(rate: float) -> dict[str, Any]:
         tr = setup.trace(rate)
         time.sleep(0.5)  # let the previous probe's stragglers drain
         rec = _play(address, setup, tr, f"{label} @{rate:.0f}/s")
-        return records_summary(rec, setup.slo_ms, tr.duration_ns or 1)
+        s = records_summary(rec, setup.slo_ms, tr.duration_ns or 1)
+        if sim_policy is not None:
+            s["sim_attainment"] = sim_attainment(setup, tr, sim_policy)
+        return s
 
     return bisect_rate(setup, probe, iters=iters, lo_frac=lo_frac, hi_frac=hi_frac, log=log,
                        label=label)
@@ -296,10 +314,12 @@ def _search(setup: Setup, address: str, label: str, iters: int = 5,
 
 def search_baton(setup: Setup, policy: str, log_dir: Path, label: str, *, iters: int = 5,
                  lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
-                 warmup_s: float = 2.0, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                 warmup_s: float = 2.0, log: Callable[[str], Any] | None = None,
+                 sim_check: bool = False) -> dict[str, Any]:
     """A fresh Baton cluster with ``policy``; a warm-up, then the live goodput search on it.
 
     Returns ``search_result``'s dict plus ``probes`` and ``start_s`` (cluster start-up).
+    ``sim_check``: each probe row also carries the simulator's attainment on its trace.
     """
     config = _cluster_config(setup, policy)
     t0 = time.monotonic()
@@ -309,7 +329,8 @@ def search_baton(setup: Setup, policy: str, log_dir: Path, label: str, *, iters:
         if warm is not None:  # a fresh cluster's first batches pay for imports and caches
             _play(config.frontend_address, dataclasses.replace(setup, duration_s=warmup_s),
                   warm, f"{label} warm-up")
-        probes = _search(setup, config.frontend_address, label, iters, lo_frac, hi_frac, log)
+        probes = _search(setup, config.frontend_address, label, iters, lo_frac, hi_frac, log,
+                         sim_policy=policy if sim_check else None)
     return {**search_result(probes), "probes": probes, "start_s": started, "warmup_s": warmup_s}
 
 

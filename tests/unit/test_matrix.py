@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bench import matrix
-from bench.replay import bisect_rate, search_result
+from bench.replay import Setup, bisect_rate, search_result, sim_attainment
 
 
 def _found(goodput: float, fail: float | None | str = "above") -> dict:
@@ -187,3 +187,37 @@ def test_a_search_that_never_failed_gives_only_a_lower_bound() -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3:5] == [">= 774.0 (0.90-1.13)", ">= 760.0 (0.78-1.26)"]
     assert cells[-2:] == ["0.79-1.28", "2.58-3.25"]
+
+
+def _setup(slo_ms: float = 25.0) -> Setup:
+    return Setup(n=8, k_ms=1.082, c_ms=5.204, slo_ms=slo_ms, max_batch=64, dilation=1.0,
+                 trace_kind="poisson", cv=1.0, csv=None, duration_s=0.5, senders=1, seed=1)
+
+
+def test_the_simulator_check_tells_a_light_trace_from_an_overload() -> None:
+    setup = _setup()
+    bound = setup.bound_rps()
+    light = sim_attainment(setup, setup.trace(0.5 * bound), "symphony")
+    overload = sim_attainment(setup, setup.trace(1.5 * bound), "symphony")
+    assert light == 1.0
+    assert overload < 0.9
+    # the uncoordinated policy is the weaker one on the same arrivals near the bound
+    near = setup.trace(0.85 * bound)
+    assert sim_attainment(setup, near, "uncoordinated") < sim_attainment(setup, near, "symphony")
+
+
+def test_probe_lines_and_settings_show_the_bracket_and_the_simulator() -> None:
+    found = _found(630.0)
+    found["probes"][0]["sim_attainment"] = 0.9987
+    doc = _doc([_cell(25.0, "poisson", 700.0, baton=found)])
+    doc["settings"].update(baton_lo_frac=0.84, baton_hi_frac=0.96)
+    md = matrix.markdown(doc)
+    assert "bracket 0.84-0.96 (Baton)" in md
+    assert "630+(0.995, late 1, sim 0.999)" in md
+
+
+@pytest.mark.parametrize("bracket", [["0.9", "0.8"], ["0", "0.5"], ["0.5", "0.5"]])
+def test_a_bad_baton_bracket_is_refused_before_anything_runs(
+        bracket: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert matrix.main(["--systems", "baton", "--baton-bracket", *bracket]) == 2
+    assert "--baton-bracket needs 0 < LO < HI" in capsys.readouterr().err
