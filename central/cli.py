@@ -66,6 +66,15 @@ def _kv(text: str) -> tuple[str, str]:
 
 
 def _policy_config(args: argparse.Namespace) -> Any:
+    """The ``PolicyConfig`` of ``args``; a bad value exits with the field named, not a
+    traceback."""
+    try:
+        return _make_policy_config(args)
+    except ValueError as exc:
+        raise SystemExit(f"baton {args.command}: {exc}") from None
+
+
+def _make_policy_config(args: argparse.Namespace) -> Any:
     from central.policy import PolicyConfig
 
     return PolicyConfig(
@@ -73,6 +82,9 @@ def _policy_config(args: argparse.Namespace) -> Any:
         dispatch_cost_ns=int(args.dispatch_cost_us * 1e3),
         reply_cost_ns=int(args.reply_cost_us * 1e3),
         timer_slack_ns=int(args.timer_slack_us * 1e3),
+        margin_percentile=args.margin_percentile,
+        refit_window=args.refit_window,
+        stall_window=args.stall_window,
         # batch ids unique across scheduler restarts: workers remember recent ones
         first_batch_id=time.time_ns() // 1_000_000 * 1_000_000,
     )
@@ -86,7 +98,10 @@ def _policy_flags(args: argparse.Namespace) -> list[str]:
         out += ["--profile", f"{name}:{p.k_ns / 1e6!r}:{p.c_ns / 1e6!r}:{p.max_batch}"]
     out += ["--dispatch-cost-us", repr(args.dispatch_cost_us),
             "--reply-cost-us", repr(args.reply_cost_us),
-            "--timer-slack-us", repr(args.timer_slack_us)]
+            "--timer-slack-us", repr(args.timer_slack_us),
+            "--margin-percentile", repr(args.margin_percentile),
+            "--refit-window", str(args.refit_window),
+            "--stall-window", str(args.stall_window)]
     if args.keys:
         out += ["--keys", args.keys]
     return out
@@ -369,6 +384,14 @@ def _policy_args(s: argparse.ArgumentParser) -> None:
                    help="how late this process's wake-ups may be: a batch deferred to grow "
                    "goes out this much before its last moment; set it near the p99 timer "
                    "lateness that `baton stats` reports (1000)")
+    s.add_argument("--margin-percentile", type=float, default=0.99,
+                   help="the safety margin is this quantile of the recent batches' overruns "
+                   "(their duration past l(b) plus any unexplained start lateness) (0.99)")
+    s.add_argument("--refit-window", type=int, default=256,
+                   help="how many recent batches the profile refit and the margin look at (256)")
+    s.add_argument("--stall-window", type=int, default=64,
+                   help="a batch's unexplained start lateness (a stall of this machine) counts "
+                   "in the margin for this many recent batches only (64)")
 
 
 def _keys_arg(s: argparse.ArgumentParser) -> None:

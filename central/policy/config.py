@@ -56,6 +56,10 @@ class PolicyConfig:
     refit_window: int = 256
     # Which percentile of the positive residuals becomes the safety margin.
     margin_percentile: float = 0.99
+    # A batch's unexplained start lateness (a stall of the machine, which hits every batch
+    # running at that moment) counts in the margin for this many recent batches only;
+    # duration overruns count for the whole ``refit_window``.
+    stall_window: int = 64
     # Shed a head that would force a batch below ``shed_fraction * target`` when the
     # requests behind it would form a larger batch. 0 turns shedding off (the default).
     shed_fraction: float = 0.95
@@ -99,6 +103,7 @@ class PolicyConfig:
         _check_int("reply_cost_ns", self.reply_cost_ns, 0)
         _check_int("timer_slack_ns", self.timer_slack_ns, 0)
         _check_int("refit_window", self.refit_window, 2)
+        _check_int("stall_window", self.stall_window, 1)
         _check_int("rate_window_ns", self.rate_window_ns, 1)
         _check_int("first_batch_id", self.first_batch_id, 1)
         _check_int("stale_after_ns", self.stale_after_ns, 1)

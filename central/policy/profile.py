@@ -17,7 +17,11 @@ least-squares solve in exact integer arithmetic (no float drift however long it 
   over the window, ``late`` being how much later than it could have a batch started (a
   stalled worker or link; not a wait behind an overrunning batch, whose own residual
   already counts): the scheduler adds it so that only ``1 - percentile`` of batches end
-  after their plan.
+  after their plan. ``late`` counts only for the last ``late_window`` samples: a stall is
+  an event of the machine that hits every batch running at that moment at once, not a
+  property of the model, and over a whole window of 256 batches (6 s at 0.9 of the x8
+  dilated bound) one stall of 15 ms made the margin for all of them, shrinking every
+  batch below what the load needed (seen live, docs/benchmarks.md).
   Sorting the window is the only non-constant step, so the margin is recomputed on every
   ``margin_every``-th sample (and on each of the first ``2 * margin_every``).
 
@@ -63,6 +67,7 @@ class ProfileEstimator:
         "_observed",
         "_margin_ns",
         "_initial",
+        "_late_window",
     )
 
     def __init__(
@@ -74,8 +79,12 @@ class ProfileEstimator:
         refit: bool = True,
         margin_every: int = 16,
         min_samples: int = 8,
+        late_window: int | None = None,
     ) -> None:
-        """Start from ``profile``; raises ``ValueError`` on a bad profile or window."""
+        """Start from ``profile``; raises ``ValueError`` on a bad profile or window.
+
+        ``late_window``: how many of the latest samples count their start lateness in the
+        margin (None: all of the window)."""
         if profile.k_ns <= 0:
             raise ValueError(f"profile needs k_ns > 0, got {profile.k_ns}")
         if window < 2:
@@ -86,6 +95,9 @@ class ProfileEstimator:
             raise ValueError(f"margin_every must be >= 1, got {margin_every}")
         if min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+        if late_window is not None and late_window < 1:
+            raise ValueError(f"late_window must be >= 1, got {late_window}")
+        self._late_window = window if late_window is None else min(late_window, window)
         self._profile = profile
         self._initial = profile
         self._window = window
@@ -180,10 +192,15 @@ class ProfileEstimator:
 
     def _recompute_margin(self) -> None:
         k, c = self._profile.k_ns, self._profile.c_ns  # latency_ns inlined: max(kb + c, k, 1)
+        samples = self._samples
+        old = len(samples) - self._late_window  # samples before this forget their lateness
         if k >= 1 and c >= 0:  # then k b + c >= k >= 1 for every b >= 1: no max needed
-            residuals = sorted([d + late - k * b - c for b, d, late in self._samples])
+            residuals = [d + late - k * b - c for b, d, late in samples]
         else:
-            residuals = sorted([d + late - max(k * b + c, k, 1) for b, d, late in self._samples])
+            residuals = [d + late - max(k * b + c, k, 1) for b, d, late in samples]
+        for i in range(old):
+            residuals[i] -= samples[i][2]
+        residuals.sort()
         if not residuals:
             self._margin_ns = 0
             return

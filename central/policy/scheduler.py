@@ -269,10 +269,8 @@ class SymphonyPolicy:
                 # A worker's own measurement may be degenerate (k <= 0 on CPU CNNs).
                 profile = Profile(max(1, profile.k_ns), profile.c_ns, max(1, profile.max_batch))
                 m.est = ProfileEstimator(
-                    profile,
-                    window=cfg.refit_window,
-                    percentile=cfg.margin_percentile,
-                    refit=cfg.refit,
+                    profile, window=cfg.refit_window, percentile=cfg.margin_percentile,
+                    refit=cfg.refit, late_window=cfg.stall_window,
                 )
         key = tuple(sorted(set(ev.models)))
         old = w.pool

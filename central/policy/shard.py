@@ -104,7 +104,8 @@ class ModelShard:
             profile = Profile(max(1, profile.k_ns), profile.c_ns, max(1, profile.max_batch))
             cfg = self._cfg
             m.est = ProfileEstimator(profile, window=cfg.refit_window,
-                                     percentile=cfg.margin_percentile, refit=cfg.refit)
+                                     percentile=cfg.margin_percentile, refit=cfg.refit,
+                                     late_window=cfg.stall_window)
 
     def arrive(self, requests: list[Request], now: int) -> None:
         """Queue newly arrived requests of this shard's models."""

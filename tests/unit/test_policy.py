@@ -578,6 +578,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "defer_headroom": draw(st.sampled_from([0.0, 2.0])),
         "refit": draw(st.booleans()),
         "refit_window": draw(st.integers(2, 64)),
+        "stall_window": draw(st.integers(1, 64)),
         "shed_fraction": draw(st.sampled_from([0.0, 0.5, 0.95, 1.0])),
     }
     noise = [1.0] if exact else draw(st.lists(st.floats(0.5, 1.6), min_size=1, max_size=8))

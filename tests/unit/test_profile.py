@@ -78,6 +78,43 @@ def test_margin_is_the_percentile_of_positive_residuals() -> None:
     assert est.current() == TRUE  # refit=False: the profile stays as given
 
 
+def test_a_stall_counts_in_the_margin_only_for_the_latest_batches() -> None:
+    # 64 on-time batches, then 4 that started 15 ms late at once (a stall of the machine),
+    # then on-time batches again: the stall makes the margin while it is among the last
+    # `late_window` samples, and is forgotten after, although its batches are still in
+    # the window of 256 that the fit and the duration overruns use.
+    est = ProfileEstimator(TRUE, refit=False, late_window=64, margin_every=1)
+    for _ in range(64):
+        est.observe(8, TRUE.latency_ns(8))
+    for _ in range(4):
+        est.observe(8, TRUE.latency_ns(8), late_ns=15 * MS)
+    assert est.margin_ns == 15 * MS
+    for _ in range(60):  # the stalled batches are samples 65-68 of the last 64 still
+        est.observe(8, TRUE.latency_ns(8))
+    assert est.margin_ns == 15 * MS
+    for _ in range(4):
+        est.observe(8, TRUE.latency_ns(8))
+    assert est.samples == 132 and est.margin_ns == 0
+    # an overrun of the duration itself is a property of the model: it counts all window long
+    est2 = ProfileEstimator(TRUE, refit=False, late_window=64, margin_every=1)
+    for _ in range(4):
+        est2.observe(8, TRUE.latency_ns(8) + 15 * MS)
+    for _ in range(200):
+        est2.observe(8, TRUE.latency_ns(8))
+    assert est2.margin_ns == 15 * MS
+
+
+def test_without_a_late_window_lateness_counts_all_window_long() -> None:
+    est = ProfileEstimator(TRUE, refit=False, margin_every=1)
+    for _ in range(4):
+        est.observe(8, TRUE.latency_ns(8), late_ns=15 * MS)
+    for _ in range(200):
+        est.observe(8, TRUE.latency_ns(8))
+    assert est.margin_ns == 15 * MS
+    with pytest.raises(ValueError, match="late_window"):
+        ProfileEstimator(TRUE, late_window=0)
+
+
 def test_slope_is_clamped_positive() -> None:
     est = ProfileEstimator(TRUE)
     for b in range(1, 33):  # latency that *falls* with batch size

@@ -276,6 +276,7 @@ class BaselinePolicy(abc.ABC):
                     window=cfg.refit_window,
                     percentile=cfg.margin_percentile,
                     refit=cfg.refit,
+                    late_window=cfg.stall_window,
                 )
         key = tuple(sorted(set(ev.models)))
         old = w.models
