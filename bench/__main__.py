@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         "peers": "bench.peers.__main__",
         "capacity": "bench.capacity",
         "matrix": "bench.matrix",
+        "ab": "bench.ab",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix,ab} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  peers     check or tune the Ray Serve and PyTriton peers (make peers)")
         print("  capacity  scheduler capacity: live ramp (--shards K...), --hot-path, --roles")
         print("  matrix    SLO x trace x system: live goodput searches of Baton and its peers")
+        print("  ab        two sets of scheduler flags on the live cluster, runs interleaved")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 

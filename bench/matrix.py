@@ -35,6 +35,11 @@ Reports in ``--out`` (default ``bench-results/matrix``): ``matrix.json`` (settin
 machine, every probe, tuning and server start/drain costs; rewritten after every system,
 so an interrupted run keeps what it measured) and ``matrix.md`` (the table and targets).
 
+``--baton-bracket LO HI`` narrows Baton's search around a known capacity (finer steps in
+few probes); ``--sim-check`` puts beside each probe of Baton's systems the simulator's
+attainment for the same policy on the very same arrivals (``bench.replay.sim_attainment``):
+what the policy alone does with that sample path, so that the live system's own loss shows.
+
 Run: ``.venv/bin/python -m bench.matrix --quick`` (a smoke run, ~4 minutes) or
 ``.venv/bin/python -m bench.matrix --duration 8 --probes 5`` (the full matrix).
 """

@@ -389,9 +389,10 @@ def _policy_args(s: argparse.ArgumentParser) -> None:
                    "(their duration past l(b) plus any unexplained start lateness) (0.99)")
     s.add_argument("--refit-window", type=int, default=256,
                    help="how many recent batches the profile refit and the margin look at (256)")
-    s.add_argument("--stall-window", type=int, default=64,
+    s.add_argument("--stall-window", type=int, default=256,
                    help="a batch's unexplained start lateness (a stall of this machine) counts "
-                   "in the margin for this many recent batches only (64)")
+                   "in the margin for this many recent batches only; duration overruns for "
+                   "--refit-window ones (256: the same)")
 
 
 def _keys_arg(s: argparse.ArgumentParser) -> None:

@@ -58,8 +58,8 @@ class PolicyConfig:
     margin_percentile: float = 0.99
     # A batch's unexplained start lateness (a stall of the machine, which hits every batch
     # running at that moment) counts in the margin for this many recent batches only;
-    # duration overruns count for the whole ``refit_window``.
-    stall_window: int = 64
+    # duration overruns count for the whole ``refit_window`` (the default: the same).
+    stall_window: int = 256
     # Shed a head that would force a batch below ``shed_fraction * target`` when the
     # requests behind it would form a larger batch. 0 turns shedding off (the default).
     shed_fraction: float = 0.95

@@ -17,11 +17,10 @@ least-squares solve in exact integer arithmetic (no float drift however long it 
   over the window, ``late`` being how much later than it could have a batch started (a
   stalled worker or link; not a wait behind an overrunning batch, whose own residual
   already counts): the scheduler adds it so that only ``1 - percentile`` of batches end
-  after their plan. ``late`` counts only for the last ``late_window`` samples: a stall is
-  an event of the machine that hits every batch running at that moment at once, not a
-  property of the model, and over a whole window of 256 batches (6 s at 0.9 of the x8
-  dilated bound) one stall of 15 ms made the margin for all of them, shrinking every
-  batch below what the load needed (seen live, docs/benchmarks.md).
+  after their plan. ``late`` may count for only the last ``late_window`` samples: a stall
+  is an event of the machine that hits every batch running at that moment, not a property
+  of the model (``PolicyConfig.stall_window``; by default the whole window: docs/policy.md
+  §11 has the live comparison, which did not favour a shorter one).
   Sorting the window is the only non-constant step, so the margin is recomputed on every
   ``margin_every``-th sample (and on each of the first ``2 * margin_every``).
 

@@ -46,3 +46,49 @@ def test_quick_replay_reports_both_baton_policies(tmp_path: Path) -> None:
 def test_replay_refuses_a_replay_trace_without_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert replay.main(["--trace", "replay"]) == 2
     assert "--csv" in capsys.readouterr().err
+
+
+def test_ab_runs_both_flag_sets_on_live_clusters(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import ab
+
+    code = ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64", "--seeds", "1",
+                    "--duration", "2", "-n", "2", "--load", "0.4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    runs = [line.split(":")[0] for line in out.splitlines() if line.startswith("seed ")]
+    assert runs == ["seed 1 A", "seed 1 B"]
+    for name in ("A", "B"):
+        summary = next(line for line in out.splitlines() if line.startswith(f"{name}: mean"))
+        assert "of 1" in summary
+        mean = float(summary.split("mean attainment ")[1].split(",")[0])
+        assert mean > 0.5  # light load: the harness counted answers, most on time
+
+
+def test_ab_alternates_the_order_and_passes_each_setting_its_flags(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import ab
+
+    calls = []
+
+    def fake_run(setup, load, flags, log_dir):  # type: ignore[no-untyped-def]
+        calls.append((setup.seed, tuple(flags)))
+        return {"attainment": 0.99 if "64" in flags else 0.98, "goodput_rps": 1.0,
+                "outcome_codes": {}, "mean_batch": 1.0, "start_late_p99_ms": 0.0,
+                "timer_late_p99_ms": 0.0}
+
+    monkeypatch.setattr(ab, "run_one", fake_run)
+    assert ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64",
+                    "--seeds", "1", "2", "3"]) == 0
+    a, b = ("--stall-window", "256"), ("--stall-window", "64")
+    assert calls == [(1, a), (1, b), (2, b), (2, a), (3, a), (3, b)]
+    out = capsys.readouterr().out
+    assert "A: mean attainment 0.9800, min 0.9800, max 0.9800, >= 99% in 0 of 3" in out
+    assert "B: mean attainment 0.9900, min 0.9900, max 0.9900, >= 99% in 3 of 3" in out
+
+
+def test_ab_refuses_two_identical_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import ab
+
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["--a", "--stall-window 64", "--b", "--stall-window  64"])
+    assert exc.value.code == 2 and "nothing to compare" in capsys.readouterr().err

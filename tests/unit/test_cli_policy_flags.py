@@ -25,6 +25,6 @@ def test_margin_flags_reach_the_policy_config_and_the_shards() -> None:
 
 def test_defaults_and_a_bad_value() -> None:
     cfg = cli._policy_config(_args())
-    assert (cfg.margin_percentile, cfg.refit_window, cfg.stall_window) == (0.99, 256, 64)
+    assert (cfg.margin_percentile, cfg.refit_window, cfg.stall_window) == (0.99, 256, 256)
     with pytest.raises(SystemExit, match="baton scheduler: stall_window must be >= 1, got 0"):
         cli._policy_config(_args("--stall-window", "0"))

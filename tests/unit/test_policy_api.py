@@ -36,7 +36,7 @@ def test_config_defaults() -> None:
     assert cfg.dispatch_cost_ns == 500_000
     assert cfg.reply_cost_ns == 300_000
     assert cfg.timer_slack_ns == 200_000
-    assert cfg.refit is True and cfg.refit_window == 256 and cfg.stall_window == 64
+    assert cfg.refit is True and cfg.refit_window == 256 and cfg.stall_window == 256
     assert cfg.margin_percentile == 0.99
     assert cfg.shed_fraction == 0.95
     assert cfg.defer_headroom == 2.0
