@@ -27,7 +27,7 @@ from central.policy.bound import analytic_bound
 from central.protocol import Error, decode
 from central.runtime.shard import owner_of
 
-from conftest import DILATION
+from conftest import DILATION, SPLIT_POLICY_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,8 @@ def split_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
                     for i, m in enumerate(MODELS))
     config = ClusterConfig(models=models, workers=workers, default_slo_ms=SLO_MS,
                            shards=2).with_ports(free_port(), free_port())
-    cluster = Cluster(config, log_dir=str(tmp_path_factory.mktemp("split")))
+    cluster = Cluster(config, log_dir=str(tmp_path_factory.mktemp("split")),
+                      policy_args=SPLIT_POLICY_ARGS)
     cluster.start()
     try:
         yield cluster
