@@ -52,12 +52,12 @@ def run_one(setup: Setup, load: float, flags: list[str], log_dir: str) -> dict[s
         rec = _play(config.frontend_address, setup, trace, " ".join(flags) or "defaults")
         stats = query_stats(config.scheduler_address, with_batches=True)
     s = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
-    batches = np.asarray([b[3:8] for b in stats.get("batches", [])], dtype=np.float64)
-    size, earliest, start = (batches[:, 0], batches[:, 2], batches[:, 4]) if batches.size else (
-        np.zeros(1), np.zeros(1), np.zeros(1))
+    # batch log rows: id, worker, model, size, sent, earliest, latest, start, end, status
+    log = np.asarray([(b[3], b[5], b[7]) for b in stats.get("batches", [])] or [(0, 0, 0)],
+                     dtype=np.float64)
     return {"attainment": s["slo_attainment"], "goodput_rps": s["goodput_rps"],
-            "outcome_codes": s["outcome_codes"], "mean_batch": float(size.mean()),
-            "start_late_p99_ms": float(np.percentile(start - earliest, 99)) / 1e6,
+            "outcome_codes": s["outcome_codes"], "mean_batch": float(log[:, 0].mean()),
+            "start_late_p99_ms": float(np.percentile(log[:, 2] - log[:, 1], 99)) / 1e6,
             "timer_late_p99_ms": (stats.get("timer_lateness_us") or {}).get("p99", 0.0) / 1e3}
 
 

@@ -281,15 +281,21 @@ def search_result(probes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def sim_attainment(setup: Setup, trace: Trace, policy: str) -> float:
-    """The simulator's SLO attainment for ``policy`` on ``trace`` (default overheads): what
-    the policy alone does with these very arrivals, beside what the live system did."""
+def _simulate(setup: Setup, trace: Trace, policy: str, config: Any = None) -> Any:
+    """``policy`` on ``trace`` in the simulator, on ``setup``'s cluster (a ``SimResult``);
+    ``config``: a ``SimConfig`` (default: the simulator's overheads, not strict)."""
     from bench.sim.config import Cluster as SimCluster
     from bench.sim.config import SimConfig
     from bench.sim.engine import simulate_policy
 
     cluster = SimCluster.shared({MODEL: setup.profile}, round(setup.slo_ms * 1e6), setup.n)
-    return float(simulate_policy(policy, trace, cluster, SimConfig(strict=False)).attainment)
+    return simulate_policy(policy, trace, cluster, config or SimConfig(strict=False))
+
+
+def sim_attainment(setup: Setup, trace: Trace, policy: str) -> float:
+    """The simulator's SLO attainment for ``policy`` on ``trace`` (default overheads): what
+    the policy alone does with these very arrivals, beside what the live system did."""
+    return float(_simulate(setup, trace, policy).attainment)
 
 
 def _search(setup: Setup, address: str, label: str, iters: int = 5,
@@ -512,17 +518,14 @@ def replay_peer(name: str, setup: Setup, trace: Trace, out_dir: Path,
 
 def agreement(setup: Setup, trace: Trace, live: dict[str, Any], policy: str) -> dict[str, Any]:
     """The same trace and policy in the simulator, with the live run's measured overheads."""
-    from bench.sim.config import Cluster as SimCluster
     from bench.sim.config import SimConfig
-    from bench.sim.engine import simulate_policy
 
     delay = (live.get("batches") or {}).get("dispatch_delay_ms") or {"p50": 0.5}
     lateness = live.get("timer_lateness_us") or {"p99": 0.0}
     cfg = SimConfig(dispatch_delay_ns=int(delay["p50"] * 1e6),
                     tick_lateness_ns=int(lateness.get("p99", 0.0) * 1e3), seed=setup.seed,
                     strict=False)
-    cluster = SimCluster.shared({MODEL: setup.profile}, round(setup.slo_ms * 1e6), setup.n)
-    sim = simulate_policy(policy, trace, cluster, cfg)
+    sim = _simulate(setup, trace, policy, cfg)
     return {
         "sim_attainment": sim.attainment,
         "sim_goodput_rps": sim.goodput_rps,

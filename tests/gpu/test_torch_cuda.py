@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 pytestmark = [
     pytest.mark.gpu,
