@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {mult:>4.1f}x: goodput {s['goodput_rps']:8.1f} req/s, attainment "
                   f"{s['slo_attainment']:.3f}, ok {o['ok']}, deadline exceeded "
                   f"{o['deadline_exceeded']}, rejected {o['rejected']}, failed {o['failed']}, "
-                  f"no answer {o['no_answer']}", flush=True)
+                  f"no answer {o['no_answer']}, answered twice {s['answered_twice']}",
+                  flush=True)
     base = rows[0]["goodput_rps"] or 1.0
     print()
     print("| load | offered req/s | goodput req/s | goodput / goodput at first point | SLO attainment | deadline exceeded (answered after p50 / p99 ms) | rejected | unavailable | failed | no answer | send late p99 ms |")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "capacity_rps": capacity, "dilation": d,
                                "rows": rows}, indent=1))
-    return 1 if any(r["outcomes"]["no_answer"] for r in rows) else 0
+    return 1 if any(r["outcomes"]["no_answer"] or r["answered_twice"] for r in rows) else 0
 
 
 if __name__ == "__main__":

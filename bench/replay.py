@@ -348,7 +348,9 @@ def _warmup_trace(setup: Setup, lo_frac: float, warmup_s: float) -> Trace | None
     warm = dataclasses.replace(setup, trace_kind="poisson", csv=None, duration_s=warmup_s)
     return warm.trace(lo_frac * setup.bound_rps())
 def records_summary(rec: np.ndarray, slo_ms: float, span_ns: int) -> dict[str, Any]:
-    """Client records ``[planned, sent, done, status]`` -> the simulator's metrics."""
+    """Client records ``[planned, sent, done, status(, replies)]`` -> the simulator's
+    metrics, with the requests never answered and answered twice (the wire ledger's
+    ``replies`` column; peers' records have none)."""
     status = rec[:, 3]
     sent, done = rec[:, 1], rec[:, 2]
     ok = status == int(Status.OK)
@@ -362,6 +364,8 @@ def records_summary(rec: np.ndarray, slo_ms: float, span_ns: int) -> dict[str, A
     counts["no_answer"] = int(np.sum(status < 0))
     return {
         "requests": int(len(rec)),
+        "never_answered": counts["no_answer"],
+        "answered_twice": int(np.sum(rec[:, 4] > 1)) if rec.shape[1] > 4 else 0,
         "offered_rps": len(rec) * 1e9 / span_ns,
         "slo_attainment": metrics.slo_attainment(met),
         "goodput_rps": metrics.goodput_rps(met, span_ns),
@@ -747,8 +751,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {name}: {missing} requests got no answer within SLO + grace")
     unanswered = sum(results[n].get("outcomes", {}).get("no_answer", 0)
                      for n in BATON_SYSTEMS if n in results)
-    if unanswered:  # Baton promises one answer per request: this is a bug
-        print(f"ERROR: {unanswered} requests to Baton got no terminal answer", file=sys.stderr)
+    twice = sum(results[n].get("answered_twice", 0) for n in BATON_SYSTEMS if n in results)
+    if unanswered or twice:  # Baton promises one answer per request: this is a bug
+        print(f"ERROR: {unanswered} requests to Baton got no terminal answer, {twice} "
+              "more than one", file=sys.stderr)
         return 1
     return 0
 

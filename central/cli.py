@@ -190,6 +190,7 @@ def cmd_frontend(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         keys_dir=args.keys,
         token=_token(args.token_file, "frontend"),
+        test_fault=args.test_fault or "",
     )
     return _run_role(Frontend(config).serve)
 
@@ -499,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "metadata; KServe: Authorization: Bearer) (default: no token)")
     _keys_arg(s)
     _metrics_args(s)
+    # Tests only (tests/integration/test_ledger.py): break the one-answer promise on
+    # purpose, to show that the wire ledger catches it. Not for users, so not in --help.
+    s.add_argument("--test-fault", choices=("drop-reply", "duplicate-reply"),
+                   help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_frontend)
 
     s = sub.add_parser("worker", help="run a worker alone (emulated GPUs or torch models)")

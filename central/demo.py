@@ -163,6 +163,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print("processes stopped   " + ", ".join(f"{r}={c}" for r, c in codes.items()))
     if out["no_answer"]:
         failures.append(f"{out['no_answer']} requests got no answer")
+    if summary["answered_twice"]:
+        failures.append(f"{summary['answered_twice']} requests were answered more than once")
     if any(c != 0 for c in codes.values()):
         failures.append("a process did not exit cleanly")
     if fe["pending"]:

@@ -4,6 +4,7 @@ from .client import DEFAULT_ADDRESS, AsyncClient, Client, query_stats
 from .errors import (
     BadRequest,
     BatonError,
+    ClientTimeout,
     DeadlineExceeded,
     InferenceFailed,
     Rejected,
@@ -19,6 +20,7 @@ __all__ = [
     "query_stats",
     "BadRequest",
     "BatonError",
+    "ClientTimeout",
     "DeadlineExceeded",
     "InferenceFailed",
     "Rejected",

@@ -4,8 +4,13 @@ Theory of operation: one DEALER socket to a frontend. ``infer`` packs the inputs
 tensor frames (``protocol.arrays``), tags the request, and waits for the ``Reply`` with
 that tag; a non-OK status becomes its typed error. ``AsyncClient`` keeps many requests in
 flight over one socket: a single receive task resolves each tag's future. If no reply
-comes within the SLO plus ``grace_s``, the call raises ``Unavailable`` (the frontend
-answers every request it accepted, so this means it is unreachable).
+comes within the SLO plus ``grace_s``, the call raises ``ClientTimeout`` (a subclass of
+``Unavailable``: the frontend answers every request it accepted, so this means it is
+unreachable, or a bug lost the request), never to be confused with the frontend's own
+UNAVAILABLE answer. Each call gets one answer; a second reply for a tag that was already
+answered is dropped and counted in ``duplicates`` (it would be a server bug; the wire
+ledger, ``central.client.ledger``, is what tests use to see every reply), one for a call
+that had already timed out in ``late_replies``.
 
 Imports only zmq, numpy and Baton's protocol: never torch.
 """
@@ -16,6 +21,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,11 +43,36 @@ from central.protocol import (
 )
 from central.protocol import arrays
 
-from .errors import BadRequest, BatonError, Unavailable, error_for
+from .errors import BadRequest, BatonError, ClientTimeout, Unavailable, error_for
 
 __all__ = ["Client", "AsyncClient", "query_stats", "secure_socket", "DEFAULT_ADDRESS"]
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5560"
+
+
+class _ReplyBook:
+    """Which recent tags were answered or gave up on, to tell a duplicate reply from a
+    late one; bounded (the oldest ``keep`` tags are forgotten)."""
+
+    def __init__(self, keep: int = 65_536) -> None:
+        self._done: OrderedDict[int, bool] = OrderedDict()  # tag -> answered (else timed out)
+        self._keep = keep
+        self.duplicates = 0  # replies to a tag that already had its answer
+        self.late_replies = 0  # replies to a call that had already timed out
+
+    def settled(self, tag: int, answered: bool) -> None:
+        self._done[tag] = answered
+        if len(self._done) > self._keep:
+            self._done.popitem(last=False)
+
+    def unexpected(self, tag: int) -> None:
+        """A reply for a tag nobody waits for."""
+        answered = self._done.get(tag)
+        if answered:
+            self.duplicates += 1
+        elif answered is not None:
+            self.late_replies += 1
+            self._done[tag] = True  # a further reply is a duplicate
 
 
 def _zmq_address(address: str) -> str:
@@ -136,11 +167,22 @@ class Client:
                 ) from None
             self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s, token=token)
             return
+        self._book = _ReplyBook()
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         secure_socket(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
+
+    @property
+    def duplicates(self) -> int:
+        """Replies dropped because their request already had its answer (a server bug)."""
+        return self._book.duplicates
+
+    @property
+    def late_replies(self) -> int:
+        """Replies dropped because their call had already raised ``ClientTimeout``."""
+        return self._book.late_replies
 
     def infer(
         self,
@@ -153,7 +195,8 @@ class Client:
         """Run one request; returns its named outputs.
 
         Raises ``BadRequest``, ``Rejected``, ``DeadlineExceeded``, ``Unavailable`` or
-        ``InferenceFailed`` (all ``BatonError``).
+        ``InferenceFailed`` (all ``BatonError``); ``ClientTimeout`` (an ``Unavailable``)
+        when no reply came within ``timeout_s`` (default: the SLO plus ``grace_s``).
         """
         if self._grpc is not None:
             return self._grpc.infer(model, inputs, slo_ms, timeout_s)
@@ -176,10 +219,13 @@ class Client:
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not self._sock.poll(left_ms):
-                raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s")
+                self._book.settled(tag, answered=False)
+                raise ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s")
             got_tag, result = _parse(self._sock.recv_multipart(copy=False))
             if got_tag not in (tag, -1):
-                continue  # a late answer to an earlier, timed-out call
+                self._book.unexpected(got_tag)  # a duplicate, or a timed-out call's answer
+                continue
+            self._book.settled(tag, answered=True)
             if isinstance(result, BatonError):
                 raise result
             return result
@@ -216,6 +262,17 @@ class AsyncClient:
         self._grace_s = grace_s
         self._receiver: asyncio.Task[None] | None = None
         self._timed: dict[int, int] = {}  # tag -> reply receive time, for infer_timed
+        self._book = _ReplyBook()
+
+    @property
+    def duplicates(self) -> int:
+        """Replies dropped because their request already had its answer (a server bug)."""
+        return self._book.duplicates
+
+    @property
+    def late_replies(self) -> int:
+        """Replies dropped because their call had already raised ``ClientTimeout``."""
+        return self._book.late_replies
 
     def _ensure_receiver(self) -> None:
         if self._receiver is None or self._receiver.done():
@@ -226,11 +283,13 @@ class AsyncClient:
             frames = await self._sock.recv_multipart(copy=False)
             received = time.monotonic_ns()
             tag, result = _parse(frames)
-            if tag in self._timed:
-                self._timed[tag] = received
             fut = self._waiting.pop(tag, None)
             if fut is None or fut.done():
+                self._book.unexpected(tag)
                 continue
+            if tag in self._timed:
+                self._timed[tag] = received
+            self._book.settled(tag, answered=True)
             if isinstance(result, BatonError):
                 fut.set_exception(result)
             else:
@@ -255,7 +314,8 @@ class AsyncClient:
         try:
             return await asyncio.wait_for(fut, wait_s)
         except asyncio.TimeoutError:
-            raise Unavailable(f"no answer from the frontend within {wait_s:.1f} s") from None
+            self._book.settled(tag, answered=False)
+            raise ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s") from None
         finally:
             self._waiting.pop(tag, None)
 
@@ -264,7 +324,8 @@ class AsyncClient:
     ) -> tuple[dict[str, np.ndarray] | BatonError, int, int]:
         """Like ``infer`` but never raises a ``BatonError``: returns ``(outputs or error,
         sent_ns, received_ns)``, both taken at this client's socket (monotonic clock), so
-        a busy caller's own scheduling delay does not count as service latency."""
+        a busy caller's own scheduling delay does not count as service latency. No reply
+        in time gives a ``ClientTimeout`` error (and ``received_ns`` when it gave up)."""
         self._ensure_receiver()
         tag = next(self._tags)
         frames = _build(tag, model, inputs, slo_ms)
@@ -277,7 +338,8 @@ class AsyncClient:
         try:
             result: dict[str, np.ndarray] | BatonError = await asyncio.wait_for(fut, wait_s)
         except asyncio.TimeoutError:
-            result = Unavailable(f"no answer from the frontend within {wait_s:.1f} s")
+            self._book.settled(tag, answered=False)
+            result = ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s")
         except BatonError as exc:
             result = exc
         finally:

@@ -9,6 +9,7 @@ __all__ = [
     "Rejected",
     "DeadlineExceeded",
     "Unavailable",
+    "ClientTimeout",
     "BadRequest",
     "InferenceFailed",
     "Unauthorized",
@@ -38,6 +39,16 @@ class Unavailable(BatonError):
     """No answer could be had: no worker serves the model, or the service is down."""
 
     status = Status.UNAVAILABLE
+
+
+class ClientTimeout(Unavailable):
+    """No reply came within this client's own wait (the SLO plus ``grace_s``).
+
+    Not an answer from the service: the frontend may be unreachable, or it lost the
+    request (every accepted request is answered, so that would be a bug). A subclass of
+    ``Unavailable`` so that ``except Unavailable`` still catches it; tell the two apart by
+    type.
+    """
 
 
 class BadRequest(BatonError):

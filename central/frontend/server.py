@@ -147,7 +147,13 @@ class FrontendConfig:
     kserve_host: str = "127.0.0.1"
     http_port: int | None = None
     grpc_port: int | None = None
+    # A fault for tests only (``--test-fault``): "drop-reply" never sends the answer of
+    # the TEST_FAULT_AT-th answered request, "duplicate-reply" sends it twice. The wire
+    # ledger's own tests use it to show that a lost or doubled answer is caught.
+    test_fault: str = ""
 
+
+TEST_FAULT_AT = 10  # which answer (counting from 1) the test fault hits
 
 # An in-process client (the KServe gateway): called once with the terminal Reply and its
 # output buffers, instead of a ZMQ identity to send them to.
@@ -240,6 +246,9 @@ class Frontend:
         self._shard_version = 0  # of the directory in force
         self._shard_floor: int | None = None  # accept only newer; None: any (re-registered)
         self._shard_addresses: list[str] = []  # as the directory lists them, by index
+        if config.test_fault not in ("", "drop-reply", "duplicate-reply"):
+            raise ValueError(f"unknown test fault {config.test_fault!r}")
+        self._answers = 0  # answered requests, for the test fault
 
     @property
     def client_address(self) -> str:
@@ -806,7 +815,14 @@ class Frontend:
             if now <= p.deadline_ns:
                 self.counters["ok_within_slo"] += 1
                 self.model_within_slo[p.model] = self.model_within_slo.get(p.model, 0) + 1
-        self._send_client(p.client, Reply(p.tag, int(status), error, metas), buffers)
+        self._answers += 1
+        copies = 1
+        if self.config.test_fault and self._answers == TEST_FAULT_AT:
+            copies = 0 if self.config.test_fault == "drop-reply" else 2
+            log.warning("test fault %s: request %d of %s answered %d times",
+                        self.config.test_fault, p.tag, p.model, copies)
+        for _ in range(copies):
+            self._send_client(p.client, Reply(p.tag, int(status), error, metas), buffers)
 
     def _reply_status(self, rid: int, status: Status, text: str, now: int) -> None:
         p = self._pending.get(rid)

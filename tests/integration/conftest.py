@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
 import pytest
 
 from central.cluster import Cluster, ClusterConfig, free_port, load_config
 from central.demo import dilate
+
+if TYPE_CHECKING:
+    from bench.sim.result import SimResult
 
 # This machine has 2 cores shared by the load generator and every Baton process, and
 # Python's timers are late by up to a few ms there: the integration SLO checks run on a
@@ -77,3 +81,23 @@ def kserve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     config = dilate(load_config(None), DILATION, "symphony")
     yield from _cluster(config, tmp_path_factory.mktemp("kserve"),
                         http_port=free_port(), grpc_port=free_port())
+
+
+def simulate_same_arrivals(cluster: Cluster, model: str, offsets_ns: np.ndarray,
+                           policy: str = "symphony") -> SimResult:
+    """The simulator's run of ``policy`` on the very arrivals a live test sent to
+    ``cluster`` (its model's profile and SLO, its GPUs): the independent expectation a
+    live figure is judged against. Default simulated overheads, not strict."""
+    from bench.sim.config import Cluster as SimCluster
+    from bench.sim.config import SimConfig
+    from bench.sim.engine import simulate_policy
+    from bench.traces import Trace
+    from central.policy import Profile
+
+    m = cluster.config.model(model)
+    assert m.k_ms and m.c_ms and m.slo_ms
+    gpus = sum(w.gpus for w in cluster.config.workers if model in w.models)
+    trace = Trace(np.asarray(offsets_ns, np.int64), np.zeros(len(offsets_ns), np.int32), (model,))
+    sim = SimCluster.shared({model: Profile(round(m.k_ms * 1e6), round(m.c_ms * 1e6), m.max_batch)},
+                            round(m.slo_ms * 1e6), gpus)
+    return simulate_policy(policy, trace, sim, SimConfig(strict=False))

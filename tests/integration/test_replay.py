@@ -23,20 +23,22 @@ def test_quick_replay_reports_both_baton_policies(tmp_path: Path) -> None:
         n = r["requests"]
         sizes.add(n)
         assert n > 100 and len(r["records"]) == n
-        assert r["outcomes"]["no_answer"] == 0  # every request got exactly one terminal answer
-        assert sum(v for k, v in r["outcomes"].items() if k != "no_answer") == n
-        # the harness's accounting is checked here, not the systems' speed (benchmarks do
-        # that): both must still serve most of the trace
-        assert r["slo_attainment"] > 0.5, (name, r["slo_attainment"])
+        # every request exactly one terminal answer, as the wire ledger saw them
+        assert (r["never_answered"], r["answered_twice"]) == (0, 0), (name, r["outcomes"])
         assert r["batches"]["count"] > 0 and r["batches"]["mean_size"] >= 1.0
         assert r["send_lateness_ms"]["p99"] < 50.0  # the sender kept to the trace
     assert len(sizes) == 1  # the same trace for both systems
     # the same trace through the simulator, beside the live run
     assert set(doc["agreement"]) == {"baton", "baton-uncoordinated"}
-    for name, a in doc["agreement"].items():  # reported, not judged: live noise varies
-        assert 0.0 <= a["sim_attainment"] <= 1.0 and 0.0 <= a["live_attainment"] <= 1.0
+    for name, a in doc["agreement"].items():
         assert a["attainment_gap"] == pytest.approx(a["live_attainment"] - a["sim_attainment"])
         assert a["live_attainment"] == results[name]["slo_attainment"]
+        # At 0.4 of the bound both policies meet the SLO in the simulator on this very
+        # trace, and the live systems (time-dilated, so this VM's stalls are a small part
+        # of the SLO) do what the simulator does, within two points: a live loss beyond
+        # that is the system's, not the trace's.
+        assert a["sim_attainment"] >= 0.99, (name, a)
+        assert a["live_attainment"] >= a["sim_attainment"] - 0.02, (name, a)
     md = (tmp_path / "summary.md").read_text()
     assert "| baton |" in md and "| baton-uncoordinated |" in md and "time-dilated" in md
     for png in ("latency_cdf.png", "batch_sizes.png", "gantt.png"):

@@ -271,3 +271,61 @@ def test_summarize_of_no_records() -> None:
     assert s["requests"] == 0 and s["slo_attainment"] == 0.0
     assert s["send_lateness_ms"] == {"p50": 0.0, "p99": 0.0}
     assert sum(s["outcomes"].values()) == 0
+
+
+# ------------------------------------------------- duplicates and own timeouts
+
+
+def test_reply_book_tells_a_duplicate_from_a_late_reply() -> None:
+    from central.client.client import _ReplyBook
+
+    book = _ReplyBook(keep=2)
+    book.settled(1, answered=True)
+    book.settled(2, answered=False)  # the call gave up: ClientTimeout
+    book.unexpected(1)
+    assert (book.duplicates, book.late_replies) == (1, 0)
+    book.unexpected(2)  # the timed-out call's answer, late
+    assert (book.duplicates, book.late_replies) == (1, 1)
+    book.unexpected(2)  # and once more: now a duplicate
+    assert (book.duplicates, book.late_replies) == (2, 1)
+    book.settled(3, answered=True)  # keep=2: tag 1 is forgotten
+    book.unexpected(1)
+    assert (book.duplicates, book.late_replies) == (2, 1)
+
+
+def test_a_client_side_timeout_is_not_the_servers_unavailable() -> None:
+    from central.client import ClientTimeout
+
+    err = ClientTimeout("no answer from the frontend within 1.0 s")
+    assert isinstance(err, Unavailable)  # `except Unavailable` still catches it
+    assert type(err) is not Unavailable
+    assert type(error_for(int(Status.UNAVAILABLE), "no worker")) is Unavailable
+
+
+def test_summarize_counts_never_answered_and_answered_twice() -> None:
+    ok, dx = int(Status.OK), int(Status.DEADLINE_EXCEEDED)
+    rec = np.array([[0, 1, 5, ok, 1], [0, 2, 6, ok, 2], [0, 3, 0, -1, 0], [0, 4, 9, dx, 3]],
+                   dtype=np.int64)
+    s = summarize(rec, 1e-6 * 10, 1.0)
+    assert (s["never_answered"], s["answered_twice"]) == (1, 2)
+    assert s["outcomes"]["no_answer"] == 1 and s["outcomes"]["ok"] == 2
+
+
+def test_ledger_run_names_lost_and_doubled_answers() -> None:
+    from central.client.ledger import LedgerRun
+
+    ok, un = int(Status.OK), int(Status.UNAVAILABLE)
+    run = LedgerRun(["m", "m", "n", "m"], np.array([10, 20, 30, 40]), np.array([11, 21, 31, 0]),
+                    100.0, 0, [[(15, ok, "")], [(25, ok, ""), (27, un, "again")], [], []])
+    # request 3 was never sent (the run was cut short): not counted as lost
+    assert run.never_answered() == [2] and run.answered_twice() == [1]
+    assert not run.one_answer_each()
+    assert "1 of 4 never answered" in run.report() and "1 answered more than once" in run.report()
+    assert run.statuses() == {"OK": 2, "NO_ANSWER": 2}
+    rec = run.records("m")
+    assert rec.tolist() == [[10, 11, 15, ok, 1], [20, 21, 25, ok, 2], [40, 0, 0, -1, 0]]
+    assert run.first_answer_latency_ns().tolist() == [4, 4, -1, -1]
+    clean = LedgerRun(["m"], np.array([1]), np.array([2]), 100.0, 0, [[(3, ok, "")]])
+    assert clean.one_answer_each() and clean.report() == ""
+    clean.stray = 1
+    assert not clean.one_answer_each() and "tag no request had" in clean.report()
