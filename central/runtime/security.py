@@ -6,7 +6,8 @@ Theory of operation: ``baton keys DIR`` makes one CURVE key pair per role
 connect. Every process started with ``--keys DIR`` then:
 
 * runs one ZAP authenticator (``zmq.auth.thread.ThreadAuthenticator``) on its context,
-  which admits a CURVE handshake only from a public key in ``DIR/authorized``;
+  which admits a CURVE handshake only from a public key in ``DIR/authorized`` and
+  logs each refused key (Z85) at WARNING (``_AllowList``);
 * makes its bound sockets CURVE servers with its own key pair (``server``);
 * makes its connecting sockets CURVE clients that insist on the server's public key
   (``client``), so a process that is not the real scheduler, frontend or worker cannot
@@ -78,9 +79,10 @@ class Keys:
             return
         from zmq.auth.thread import ThreadAuthenticator
 
+        allowed = _AllowList(self.directory / "authorized", self.role)
         auth = ThreadAuthenticator(context)
         auth.start()
-        auth.configure_curve(domain="*", location=str(self.directory / "authorized"))
+        auth.configure_curve_callback(domain="*", credentials_provider=allowed)
         self._auth = auth
 
     def server(self, sock: zmq.Socket, context: zmq.Context) -> None:
@@ -113,6 +115,50 @@ class Keys:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+
+
+class _Refusals:
+    """Which refusals to log: the first of each key and reason, then the 10th, 100th...
+
+    A refused peer retries (ZMQ reconnects every 100 ms, a worker re-registers every
+    second), so logging every refusal would flood the log; logging none would hide them.
+    """
+
+    _MAX = 1024  # distinct (key, reason) pairs remembered; forgotten all at once beyond
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def note(self, key: str, reason: str) -> int | None:
+        """Count one refusal; returns the count when it should be logged, else None."""
+        if len(self._counts) >= self._MAX:
+            self._counts.clear()
+        n = self._counts[key, reason] = self._counts.get((key, reason), 0) + 1
+        return n if n == 10 ** (len(str(n)) - 1) else None
+
+
+class _AllowList:
+    """The ZAP authenticator's CURVE check: the public keys in ``authorized/``, read once
+    at start (as ``configure_curve`` would), and a WARNING naming each refused key."""
+
+    def __init__(self, directory: Path, role: str) -> None:
+        from zmq.auth import load_certificates
+
+        self.directory = directory
+        self.role = role
+        self.keys = set(load_certificates(str(directory)))  # Z85 public keys, as bytes
+        self._refusals = _Refusals()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Called by the authenticator's thread with the peer's Z85 key; True admits."""
+        if key in self.keys:
+            return True
+        z85 = key.decode("ascii", "replace")
+        n = self._refusals.note(z85, "handshake")
+        if n is not None:
+            log.warning("SECURITY: the %s refused a CURVE handshake from public key %s: "
+                        "not in %s (refusal %d of this key)", self.role, z85, self.directory, n)
+        return False
 
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:
@@ -236,13 +282,15 @@ class PeerGate:
     came with; later messages on the id with another key are refused (routing ids are
     chosen by the peer and could be reused by another). Each kind is admitted only from
     the roles that may send it (``_SCHEDULER_KINDS``); kinds not listed pass on, so the
-    decoder refuses them with its usual reason.
+    decoder refuses them with its usual reason. Refusals are logged at WARNING with the
+    sender's key (the first of each key and reason, then the 10th, 100th...).
     """
 
     def __init__(self, keys: Keys, kinds: dict[int, frozenset[str]] | None = None) -> None:
         self.keys = keys
         self.kinds = kinds if kinds is not None else _SCHEDULER_KINDS
         self._bound: dict[bytes, str] = {}  # routing id -> key, for workers and frontends
+        self._refusals = _Refusals()
 
     def admit(
         self, batch: list[Any], refuse: Any
@@ -257,15 +305,23 @@ class PeerGate:
             if role in ("worker", "frontend"):
                 bound = self._bound.setdefault(identity, key or "")
                 if bound != key:
-                    refuse(identity, "this routing id belongs to another key")
+                    self._refuse(refuse, identity, key, "this routing id belongs to another key")
                     continue
             kind = _kind(frames[1].bytes) if len(frames) > 1 else None
             allowed = self.kinds.get(kind) if kind is not None else None
             if allowed is not None and role not in allowed:
-                refuse(identity, f"a {role or 'unknown'} key may not send message kind {kind}")
+                self._refuse(refuse, identity, key,
+                             f"a {role or 'unknown'} key may not send message kind {kind}")
                 continue
             out.append([f.bytes for f in frames])
         return out
+
+    def _refuse(self, refuse: Any, identity: bytes, key: str | None, text: str) -> None:
+        n = self._refusals.note(key or "", text)
+        if n is not None:
+            log.warning("SECURITY: the %s refused a message from routing id %r, public key "
+                        "%s: %s (refusal %d of this kind)", self.keys.role, identity, key, text, n)
+        refuse(identity, text)
 
     def forget(self, identity: bytes) -> None:
         """Release a routing id (its peer was lost or left)."""

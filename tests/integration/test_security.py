@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +19,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
+from zmq.auth import create_certificates, load_certificate
 
 from central.client import Client, Unauthorized, Unavailable, query_stats
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
@@ -158,3 +164,149 @@ def test_scheduler_authorizes_on_the_key_role_not_the_routing_id(
         sock.close(linger=0)
     stats = query_stats(cluster.config.scheduler_address, keys=str(keys))
     assert len(stats["workers"]) == 2 and stats["counters"]["unauthorized"] >= 1
+
+
+# ---------------------------------------------------------- the allow-list itself
+#
+# The peers below hold the cluster's TRUE server public keys (frontend.key,
+# scheduler.key), so the only thing wrong with them is their own key pair: they are
+# refused by the ZAP allow-list (or by PeerGate), not by a failed server-key check.
+
+
+def _keyring(keys: Path, dest: Path, role: str, secret: Path) -> Path:
+    """A copy of the cluster's ``baton keys`` directory whose ``role`` key pair is
+    ``secret`` instead; every public key in it (the servers' too) stays the cluster's."""
+    shutil.copytree(keys, dest)
+    shutil.copyfile(secret, dest / f"{role}.key_secret")
+    return dest
+
+
+def _stranger(tmp: Path) -> tuple[Path, str]:
+    """A fresh key pair, in no allow-list: its secret file and its Z85 public key."""
+    public, secret = create_certificates(str(tmp), "stranger")
+    return Path(secret), load_certificate(public)[0].decode()
+
+
+def _log_line(path: Path, *needles: str, timeout_s: float = 15.0) -> str:
+    """The first line of ``path`` holding every needle, waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for line in text.splitlines():
+            if all(n in line for n in needles):
+                return line
+        if time.monotonic() > deadline:
+            pytest.fail(f"no line with {needles} in {path}; its end:\n{text[-2000:]}")
+        time.sleep(0.1)
+
+
+def _worker_names(cluster: Cluster, keys: Path) -> set[str]:
+    stats = query_stats(cluster.config.scheduler_address, keys=str(keys))
+    return {w["process"] for w in stats["workers"].values()}
+
+
+@contextmanager
+def _solo_workers(cluster: Cluster, keys: Path, **keyrings: Path) -> Iterator[None]:
+    """One extra worker process per ``name=keyring``, each the only server of a model
+    ``solo``; each is stopped by its PID on the way out, and waited for until the
+    scheduler no longer lists it (the module's cluster stays as it was)."""
+    procs = []
+    try:
+        for name, keyring in keyrings.items():
+            cmd = [sys.executable, "-m", "central.cli", "worker",
+                   "--scheduler", cluster.config.scheduler_address,
+                   "--data-address", "tcp://127.0.0.1:0", "--name", name,
+                   "--emulate", "1", "--model", "solo:1.0:4.0:4", "--keys", str(keyring)]
+            with open(keys.parent / f"{name}.log", "ab") as out:
+                procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 10
+        while _worker_names(cluster, keys) & set(keyrings) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _wait_serving_solo(cluster: Cluster, keys: Path, name: str, timeout_s: float = 20.0) -> None:
+    """Until worker ``name`` is registered and the frontend knows its model ``solo``."""
+    deadline = time.monotonic() + timeout_s
+    while not (name in _worker_names(cluster, keys) and "solo" in query_stats(
+            cluster.config.frontend_address, keys=str(keys), server="frontend")["models"]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"worker {name} never registered")
+        time.sleep(0.2)
+
+
+def test_curve_allow_list_refuses_a_client_key_not_listed(
+    keyed_cluster: tuple[Cluster, Path], tmp_path: Path
+) -> None:
+    cluster, keys = keyed_cluster
+    secret, public = _stranger(tmp_path)
+    outsider = _keyring(keys, tmp_path / "outsider", "client", secret)
+    listed = _keyring(keys, tmp_path / "listed", "client", keys / "client.key_secret")
+    with Client(cluster.config.frontend_address, keys=str(outsider), grace_s=0.5) as c:
+        with pytest.raises(Unavailable):
+            c.infer("tiny", X, timeout_s=1.5)  # refused in the handshake: no answer at all
+    line = _log_line(keys.parent / "frontend.log", "refused a CURVE handshake", public)
+    assert "the frontend refused" in line, line
+    with pytest.raises(Unavailable):
+        query_stats(cluster.config.scheduler_address, keys=str(outsider), timeout_s=1.5)
+    _log_line(keys.parent / "scheduler.log", "the scheduler refused a CURVE handshake", public)
+    # the same client with a listed key pair (and the same server keys) is served
+    with Client(cluster.config.frontend_address, keys=str(listed)) as c:
+        assert c.infer("tiny", X)["sum"][0] == 3.0
+    assert len(query_stats(cluster.config.scheduler_address, keys=str(listed))["workers"]) == 2
+
+
+def test_curve_allow_list_refuses_a_worker_key_not_listed(
+    keyed_cluster: tuple[Cluster, Path], tmp_path: Path
+) -> None:
+    cluster, keys = keyed_cluster
+    secret, public = _stranger(tmp_path)
+    outsider = _keyring(keys, tmp_path / "outsider", "worker", secret)
+    listed = _keyring(keys, tmp_path / "listed", "worker", keys / "worker.key_secret")
+    before = query_stats(cluster.config.scheduler_address, keys=str(keys))["counters"]
+    with _solo_workers(cluster, keys, outsider_worker=outsider, listed_worker=listed):
+        _log_line(keys.parent / "scheduler.log", "the scheduler refused a CURVE handshake", public)
+        _wait_serving_solo(cluster, keys, "listed_worker")
+        with Client(cluster.config.frontend_address, keys=str(keys)) as c:
+            assert c.infer("solo", X)["sum"][0] == 3.0  # only listed_worker serves solo
+        time.sleep(1.0)  # a registration (retried every second) would have had one more
+        stats = query_stats(cluster.config.scheduler_address, keys=str(keys))
+    assert "outsider_worker" not in {w["process"] for w in stats["workers"].values()}
+    # Refused in the handshake, not later: had it got through, PeerGate would have
+    # refused its RegisterWorker (an unknown key), counted it and answered it.
+    assert stats["counters"].get("unauthorized", 0) == before.get("unauthorized", 0)
+    assert public not in (keys.parent / "scheduler.log").read_text().replace(
+        f"CURVE handshake from public key {public}", "")
+    assert "scheduler refused a message" not in (keys.parent / "outsider_worker.log").read_text()
+
+
+def test_peer_gate_refuses_a_worker_holding_the_frontend_key(
+    keyed_cluster: tuple[Cluster, Path], tmp_path: Path
+) -> None:
+    cluster, keys = keyed_cluster
+    frontend_public = load_certificate(str(keys / "frontend.key"))[0].decode()
+    before = query_stats(cluster.config.scheduler_address, keys=str(keys))["counters"]
+    impostor = _keyring(keys, tmp_path / "impostor", "worker", keys / "frontend.key_secret")
+    listed = _keyring(keys, tmp_path / "listed", "worker", keys / "worker.key_secret")
+    with _solo_workers(cluster, keys, frontend_keyed_worker=impostor, worker_keyed_worker=listed):
+        # the handshake passes (the frontend's key is listed); RegisterWorker does not
+        line = _log_line(keys.parent / "scheduler.log", "the scheduler refused a message",
+                         frontend_public, "a frontend key may not send message kind 1")
+        _log_line(keys.parent / "frontend_keyed_worker.log", "scheduler refused a message",
+                  "a frontend key may not send message kind 1")
+        _wait_serving_solo(cluster, keys, "worker_keyed_worker")
+        with Client(cluster.config.frontend_address, keys=str(keys)) as c:
+            assert c.infer("solo", X)["sum"][0] == 3.0
+        time.sleep(1.0)  # a registration (retried every second) would have had one more
+        stats = query_stats(cluster.config.scheduler_address, keys=str(keys))
+    assert "frontend_keyed_worker" not in {w["process"] for w in stats["workers"].values()}, line
+    assert stats["counters"]["unauthorized"] > before.get("unauthorized", 0)
