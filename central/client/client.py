@@ -75,6 +75,23 @@ class _ReplyBook:
             self._done[tag] = True  # a further reply is a duplicate
 
 
+class _Counted:
+    """What both clients report about replies they dropped (``_book`` is set in
+    ``__init__``)."""
+
+    _book: _ReplyBook
+
+    @property
+    def duplicates(self) -> int:
+        """Replies dropped because their request already had its answer (a server bug)."""
+        return self._book.duplicates
+
+    @property
+    def late_replies(self) -> int:
+        """Replies dropped because their call had already raised ``ClientTimeout``."""
+        return self._book.late_replies
+
+
 def _zmq_address(address: str) -> str:
     if address.startswith("zmq://"):
         return "tcp://" + address[len("zmq://") :]
@@ -139,7 +156,7 @@ def _parse(frames: list[Any]) -> tuple[int, dict[str, np.ndarray] | BatonError]:
         return msg.tag, Unavailable(f"malformed outputs: {exc}")
 
 
-class Client:
+class Client(_Counted):
     """A blocking client: ``Client("tcp://127.0.0.1:5560").infer(model, inputs)``.
 
     ``Client("grpc://host:port")`` speaks KServe v2 over gRPC to a frontend started with
@@ -157,6 +174,7 @@ class Client:
         self._tags = itertools.count(1)
         self._grace_s = grace_s
         self._grpc: Any = None
+        self._book = _ReplyBook()  # gRPC pairs each answer with its call: stays at zero
         if address.startswith("grpc://"):
             try:
                 from .grpc_client import GrpcTransport
@@ -167,22 +185,11 @@ class Client:
                 ) from None
             self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s, token=token)
             return
-        self._book = _ReplyBook()
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         secure_socket(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
-
-    @property
-    def duplicates(self) -> int:
-        """Replies dropped because their request already had its answer (a server bug)."""
-        return self._book.duplicates
-
-    @property
-    def late_replies(self) -> int:
-        """Replies dropped because their call had already raised ``ClientTimeout``."""
-        return self._book.late_replies
 
     def infer(
         self,
@@ -243,7 +250,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Counted):
     """An asyncio client with any number of requests in flight on one socket."""
 
     def __init__(
@@ -263,16 +270,6 @@ class AsyncClient:
         self._receiver: asyncio.Task[None] | None = None
         self._timed: dict[int, int] = {}  # tag -> reply receive time, for infer_timed
         self._book = _ReplyBook()
-
-    @property
-    def duplicates(self) -> int:
-        """Replies dropped because their request already had its answer (a server bug)."""
-        return self._book.duplicates
-
-    @property
-    def late_replies(self) -> int:
-        """Replies dropped because their call had already raised ``ClientTimeout``."""
-        return self._book.late_replies
 
     def _ensure_receiver(self) -> None:
         if self._receiver is None or self._receiver.done():
