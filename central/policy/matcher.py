@@ -128,9 +128,11 @@ class Matcher:
         if batch is None:
             return None, []
         ok = ev.status == BatchStatus.OK and ev.batch_size >= 1 and ev.end_ns >= ev.start_ns
-        finished = Finished(batch.model, ok, ev.batch_size, ev.end_ns - ev.start_ns)
         w = self.workers[batch.worker]
-        timeline = w.timeline
+        # late: started after its window opened and its worker was free (a stall)
+        late = ev.start_ns - max(batch.earliest, w.last_end) if ok else 0
+        finished = Finished(batch.model, ok, ev.batch_size, ev.end_ns - ev.start_ns, late)
+        w.last_end, timeline = ev.end_ns, w.timeline
         while timeline:  # the worker runs batches in order: those before it are over
             bid = timeline.popleft()
             if bid == ev.batch_id:

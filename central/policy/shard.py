@@ -25,6 +25,7 @@ Nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 from central.policy.bound import shed_floor, target_batch
 from central.policy.config import PolicyConfig
@@ -155,7 +156,7 @@ class ModelShard:
         m = self.models.get(msg.model)
         if m is None or m.est is None or not msg.ok:
             return
-        m.est.observe(msg.batch_size, msg.duration_ns)
+        m.est.observe(msg.batch_size, msg.duration_ns, msg.late_ns)
         if m.queue:
             self._dirty[m.name] = None
 
@@ -229,6 +230,27 @@ class ModelShard:
                     m.offered = None
                     out.append(Withdraw(name))
             self._forced.clear()
+        return out
+
+    def model_snapshot(self, now: int) -> dict[str, dict[str, Any]]:
+        """Per model of this shard, plain data for stats: the same keys as
+        ``SymphonyPolicy.snapshot()["models"]`` has, where a shard knows them."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, m in self.models.items():
+            prof = m.est.current() if m.est is not None else None
+            budget = m.load.budget_ns
+            out[name] = {
+                "queue": len(m.queue),
+                "workers": sum(self._views[k].size for k in m.pools if k in self._views),
+                "k_ns": prof.k_ns if prof else None,
+                "c_ns": prof.c_ns if prof else None,
+                "max_batch": prof.max_batch if prof else None,
+                "margin_ns": self._margin(m) if m.est is not None else 0,
+                "rate_rps": m.load.rate_per_ns(now) * 1e9,
+                "budget_ns": round(budget) if budget is not None else None,
+                "candidate_batch": m.batch,
+                "ready": m.ready,
+            }
         return out
 
     def take_drops(self) -> dict[DropReason, list[int]]:

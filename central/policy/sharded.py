@@ -147,9 +147,16 @@ class ShardedPolicy:
         return min(wakes) if wakes else None
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data: per shard its models and queue lengths, per worker its timeline."""
+        """Plain data: per model its queue, profile, margin and rate (the keys of
+        ``SymphonyPolicy.snapshot()["models"]`` a shard knows), per shard its models, per
+        worker its timeline."""
+        now = self._now if self._now is not None else 0
+        models: dict[str, Any] = {}
+        for shard in self.shards:
+            models.update(shard.model_snapshot(now))
         return {
             "now_ns": self._now,
+            "models": models,
             "shards": [
                 {"models": {name: {"queue": len(m.queue), "ready": m.ready, "batch": m.batch}
                             for name, m in shard.models.items()}}

@@ -109,6 +109,10 @@ class Finished:
     ok: bool
     batch_size: int
     duration_ns: int
+    # How much later than it could have the batch started: after its window opened and
+    # its worker was free (a stall of the worker's machine). The margin learns from it
+    # exactly as the single-process policy's does (``ProfileEstimator.observe``).
+    late_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -412,13 +412,14 @@ class ShardNotes:
     """matcher -> shard, per loop turn: what happened to the shard's models.
 
     ``wakes``: models to recompute and re-offer (a worker is about to be free);
-    ``finished``: (batch_id, model, ok 0/1, batch_size, duration_ns) of ended batches;
+    ``finished``: (batch_id, model, ok 0/1, batch_size, duration_ns, late_ns) of ended
+    batches (``late_ns``: how much later than it could have each started, for the margin);
     ``orphaned``: models that lost their last worker; ``lost``: batches whose worker
     was lost (their requests go back to the queue with their deadlines)."""
 
     KIND: ClassVar[Kind] = Kind.SHARD_NOTES
     wakes: tuple[str, ...]
-    finished: tuple[tuple[int, str, int, int, int], ...]
+    finished: tuple[tuple[int, str, int, int, int, int], ...]
     orphaned: tuple[str, ...]
     lost: tuple[int, ...]
 

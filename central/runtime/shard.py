@@ -317,9 +317,9 @@ class ShardServer:
         elif isinstance(msg, ShardNotes):
             for model in msg.wakes:
                 shard.wake(model)
-            for bid, model, ok, size, duration in msg.finished:
+            for bid, model, ok, size, duration, late in msg.finished:
                 self._inflight.pop(bid, None)
-                shard.finished(Finished(model, bool(ok), size, duration))
+                shard.finished(Finished(model, bool(ok), size, duration, late))
             for model in msg.orphaned:
                 self._offers(shard.orphaned(model))
             again = [r for bid in msg.lost for r in self._inflight.pop(bid, ())]

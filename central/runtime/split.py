@@ -149,7 +149,7 @@ class MatcherPolicy:
                 # to the shard that dispatched it (it holds the requests) and, if the
                 # model has moved since, to its owner too (it refits the profile)
                 note = (event.batch_id, finished.model, int(finished.ok),
-                        finished.batch_size, finished.duration_ns)
+                        finished.batch_size, finished.duration_ns, finished.late_ns)
                 owner = self.owner(finished.model)
                 by = self.dispatched_by.pop(event.batch_id, owner)
                 self.shards[by].notes[1].append(note)

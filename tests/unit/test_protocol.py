@@ -111,7 +111,7 @@ SAMPLES: list[tuple[object, list[bytes]]] = [
     (RegisterShard(1, "tcp://127.0.0.1:5571", "shard1"), []),
     (ShardModels((("resnet", 1_082_000, 5_204_000, 64), ("minilm", 0, 0, 0))), []),
     (PoolStates(((("minilm", "resnet"), 123_000_000, 1, 4), (("resnet",), 0, 0, 0))), []),
-    (ShardNotes(("resnet",), ((7, "resnet", 1, 4, 9_532_000),), ("minilm",), (8, 9)), []),
+    (ShardNotes(("resnet",), ((7, "resnet", 1, 4, 9_532_000, 120_000),), ("minilm",), (8, 9)), []),
     (GrantBatch("resnet", 7, 3, 125_000_000), []),
     (Offers((("resnet", 12, 140_000_000, 9_532_000, 300_000),), ("minilm",)), []),
     (Dispatched(7, "resnet", 3, (1 << 40, (1 << 40) + 1), 125_000_000, 140_000_000,
