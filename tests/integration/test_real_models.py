@@ -18,6 +18,9 @@ from central.cluster import Cluster
 pytestmark = pytest.mark.integration
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+# the worker's label list, read here as text (its loader would import torch into the test)
+LABELS = (Path(__file__).resolve().parents[2] / "workers" / "models" / "data"
+          / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 
 
 def _jpeg(array: np.ndarray) -> bytes:
@@ -29,11 +32,20 @@ def _jpeg(array: np.ndarray) -> bytes:
 def test_mobilenet_classifies_real_photographs(default_cluster: Cluster) -> None:
     with Client(default_cluster.config.frontend_address) as client:
         cat = client.infer("mobilenet_v2", image_bytes(_jpeg(data.chelsea())))
-        assert int(cat["class_ids"][0]) in CAT_CLASSES, cat
-        assert b"cat" in cat["labels"][0] or int(cat["class_ids"][0]) in CAT_CLASSES
         cup = client.infer("mobilenet_v2", {"image": data.coffee()})  # decoded HxWx3 also works
-        assert int(cup["class_ids"][0]) in {967, 968, 504}, cup  # espresso, cup, coffee mug
-        assert cup["scores"][0] > 0.5
+    # Expected: the same weights run in-process (workers.models.zoo.load_served_model,
+    # CPU, this venv) give Chelsea 285 "Egyptian cat" 0.703 then tabby 0.148 and tiger cat
+    # 0.142, and the coffee photograph 967 "espresso" 0.992. The bands allow another
+    # CPU's float rounding and JPEG decoder, not another class.
+    assert [int(i) for i in cat["class_ids"][:3]] == [285, 281, 282], cat
+    assert float(cat["scores"][0]) == pytest.approx(0.703, abs=0.03)
+    assert int(cup["class_ids"][0]) == 967 and float(cup["scores"][0]) > 0.95, cup
+    # scores are a descending top-5 of a softmax; each label names its class id
+    for out in (cat, cup):
+        scores = [float(x) for x in out["scores"]]
+        assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-5
+        assert list(out["labels"]) == [LABELS[int(i)].encode() for i in out["class_ids"]]
+    assert cat["labels"][0] == b"Egyptian cat" and cup["labels"][0] == b"espresso"
 
 
 def test_minilm_ranks_paraphrase_above_unrelated(default_cluster: Cluster) -> None:
@@ -44,6 +56,10 @@ def test_minilm_ranks_paraphrase_above_unrelated(default_cluster: Cluster) -> No
     assert a.shape == (384,)
     assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-4)
     assert cosine(a, b) > cosine(a, c) + 0.3
+    # in-process (load_served_model("minilm"), CPU): 0.686 and -0.101; the band allows
+    # float rounding, not another model or tokenizer
+    assert cosine(a, b) == pytest.approx(0.686, abs=0.03)
+    assert cosine(a, c) == pytest.approx(-0.101, abs=0.03)
 
 
 def test_undecodable_image_is_a_bad_request(default_cluster: Cluster) -> None:
@@ -69,7 +85,8 @@ def test_cli_infer_image_and_sentence(default_cluster: Cluster, tmp_path: Path) 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     sim = float(out.stdout.strip().splitlines()[-1].split(":")[1])
-    assert sim > 0.3  # measured 0.48 for this pair; unrelated pairs score near 0
+    # in-process 0.478 for this pair (unrelated pairs score near 0); float rounding only
+    assert sim == pytest.approx(0.478, abs=0.03)
     out = subprocess.run([*run, "mobilenet_v2", "--image", str(tmp_path / "missing.jpg")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "missing.jpg" in out.stderr

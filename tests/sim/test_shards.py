@@ -237,7 +237,11 @@ def test_the_split_keeps_the_default_policys_quality(make_cluster: Any) -> None:
     default = _run(cluster, trace, config, make_policy("symphony", pcfg))
     split = _run(cluster, trace, config, ShardedPolicy(pcfg, ShardOptions(4)))
     on_time = (default.outcome == 0).mean()
-    assert on_time > 0.8
+    # the default policy's own figure here (seed 8 runs; seeds 1-3 measured besides):
+    # pools 0.808 (0.795-0.814), loaded near their two models' bound with noisy
+    # durations; shared 0.928 (0.920-0.931), every worker free for every model
+    low, high = (0.80, 0.83) if make_cluster is _pools_cluster else (0.90, 0.95)
+    assert low < on_time < high
     assert abs((split.outcome == 0).mean() - on_time) < 0.02
     assert abs(split.batch_size.mean() - default.batch_size.mean()) < 0.1 * default.batch_size.mean()
 

@@ -35,6 +35,7 @@ from central.policy import (
     WorkerJoined,
     analytic_bound,
 )
+from central.policy.bound import target_batch
 
 MS = 1_000_000
 PROF = Profile(k_ns=1_082_000, c_ns=5_204_000, max_batch=64)
@@ -362,13 +363,21 @@ def test_symphony_at_60_percent_of_the_bound() -> None:
     tr = poisson(0.6 * bound.goodput_rps, 2.0, seed=1)
     res = simulate_policy("symphony", tr, one_worker(8), SimConfig())
     assert res.violations == {}
-    assert res.attainment >= 0.99
+    assert res.attainment >= 0.999  # 1.0 for seeds 1-4: far below the bound
     assert res.late_in_feasible_batches() == 0
     s = res.summary()
     json.dumps(s)
     assert s["batches_refused"] == 0 and s["drops_by_reason"] == {}
-    assert 0.5 <= s["busy_fraction_mean"] <= 0.7
-    assert 10 <= s["mean_batch_size"] <= bound.batch
+    # the policy's rule l(b) + max(l(b)/N, b/rate) <= SLO - overheads gives 13 at this
+    # rate (seeds 1-4 average 13.12-13.20); each worker then runs rate/N/b batches a
+    # second of l(b) each: 0.62 busy at b = 13.1 (seeds 1-4: 0.619-0.633)
+    target = target_batch(PROF, rate_per_ns=0.6 * bound.goodput_rps / 1e9, n_workers=8,
+                          budget_ns=SLO - 800_000)
+    assert target == 13 and abs(s["mean_batch_size"] - target) <= 1.0
+    mean_b = s["mean_batch_size"]
+    busy = 0.6 * bound.goodput_rps / 8 / mean_b * (PROF.k_ns * mean_b + PROF.c_ns) / 1e9
+    assert s["busy_fraction_mean"] == pytest.approx(busy, abs=0.03)
+    assert 0.58 <= s["busy_fraction_mean"] <= 0.67
     assert s["goodput_rps"] == pytest.approx(0.6 * bound.goodput_rps, rel=0.05)
     assert sum(s["batch_size_histogram"]) == s["batches"]
     assert res.per_model()["m"]["requests"] == len(tr)

@@ -439,7 +439,7 @@ def test_eager_is_work_conserving_under_load() -> None:
             assert all(w["free_at_ns"] > sim.now + D for w in snap["workers"].values())
 
     sim = poisson_run("eager", 0.6, seed=11, seconds=0.3, on_step=conserving)
-    assert sim.attainment() > 0.9
+    assert sim.attainment() >= 0.995  # 1.0 for seeds 1-5 and 11: 60% of the bound
     sim = make_sim("eager", n_workers=4)
     sim.on_step = conserving
     rng = random.Random(3)
@@ -516,7 +516,9 @@ def test_nexus_gives_heavy_models_saturated_gpus() -> None:
     assert len(saturated) == 2
     assert sum(1 for p in plans if p[0] == 0) == 3  # the plan does not need them: idle
     finish(sim)
-    assert sim.attainment() > 0.9
+    # saturated batches of 6 on a fixed duty cycle cannot absorb Poisson bursts: seeds
+    # 1-5 give 0.920-0.943 (seed 1: 0.943)
+    assert 0.90 <= sim.attainment() <= 0.96
 
 
 def test_nexus_fill_spare_spreads_load_and_replans_on_worker_loss() -> None:
@@ -533,7 +535,8 @@ def test_nexus_fill_spare_spreads_load_and_replans_on_worker_loss() -> None:
     sim.step(sim.now + 1, WorkerLost(2))
     assert sim.policy.snapshot()["workers"][2]["queued"] == 0
     finish(sim)
-    assert sim.attainment() > 0.9
+    # spare capacity everywhere, even after the loss: seeds 1-5 give 0.9987-1.0
+    assert sim.attainment() >= 0.995
     assert {d.worker_id for t, d in sim.dispatches if t > 1_600_000_000} <= {0, 1, 3}
 
 
@@ -601,6 +604,16 @@ def test_attainment_side_by_side() -> None:
     assert table[0.6]["symphony"] >= 0.99
     assert table[0.85]["uncoordinated"] <= 1 / (0.85 / (uncoord.goodput_rps / coord.goodput_rps))
     assert table[0.85]["symphony"] - table[0.85]["uncoordinated"] >= 0.1
+    # Measured over seeds 1-5 (seed 1 runs here), each band that range plus a margin:
+    # at 60% every policy keeps up (0.997-1.0); at 85% uncoordinated's queues grow
+    # without end, far below the 86% the arithmetic above allows (0.036-0.066), and
+    # nexus's fixed duty cycles lose the bursts (0.852-0.863); at 95% symphony still
+    # holds (0.979-0.985), nexus 0.764-0.780, eager is in the backlog trap (0.277-0.332)
+    assert all(v >= 0.995 for v in table[0.6].values()), table[0.6]
+    assert table[0.85]["symphony"] >= 0.999 and table[0.85]["uncoordinated"] < 0.1
+    assert 0.82 <= table[0.85]["nexus"] <= 0.90
+    assert table[0.95]["symphony"] >= 0.97 and table[0.95]["uncoordinated"] < 0.05
+    assert 0.73 <= table[0.95]["nexus"] <= 0.81 and table[0.95]["eager"] < 0.45
 
 
 # ---------------------------------------------------------------- properties

@@ -109,9 +109,14 @@ def test_duration_with_noise_is_reproducible_by_seed() -> None:
     assert abs(sum(a) / len(a) / base - 1.0) < 0.1
 
 
-def test_validate_accepts_numeric_inputs() -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64, np.uint8, np.bool_])
+def test_validate_accepts_numeric_inputs(dtype: type) -> None:
     ex = EmulatedExecutor(1, [MODEL])
-    ex.validate("m", {"x": np.zeros(3, np.float32), "i": np.arange(2)})
+    inputs = {"x": np.zeros(3, dtype), "i": np.arange(2)}
+    assert ex.validate("m", inputs) is None  # accepted: no error, nothing returned
+    # and it did look at every input: one non-numeric tensor beside them is refused
+    with pytest.raises(ValueError, match="input 's'.*numeric"):
+        ex.validate("m", {**inputs, "s": np.array([b"text"], dtype=object)})
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,14 @@ def test_mobilenet_classifies_cat_and_coffee(mobilenet: ServedModel, form: str) 
         assert np.all(np.diff(out["scores"]) <= 0) and 0 < out["scores"].sum() <= 1 + 1e-5
     assert cat["class_ids"][0] in CAT_CLASSES  # Egyptian cat, then tiger cat / tabby
     assert cat["labels"][0] == b"Egyptian cat"
-    assert coffee["class_ids"][0] == ESPRESSO and coffee["scores"][0] > 0.9
+    assert coffee["class_ids"][0] == ESPRESSO
+    # top-1 scores measured with these weights on this venv's CPU torch (PNG is lossless,
+    # so it scores as the array does); the band is float rounding on another CPU, far
+    # below what another preprocessing or checkpoint would move
+    cat_score, coffee_score = {"array": (0.717, 0.992), "PNG": (0.717, 0.992),
+                               "JPEG": (0.741, 0.942)}[form]
+    assert float(cat["scores"][0]) == pytest.approx(cat_score, abs=0.02)
+    assert float(coffee["scores"][0]) == pytest.approx(coffee_score, abs=0.02)
     assert CUP in coffee["class_ids"]
     if form != "JPEG":  # lossy re-encoding pushes coffee mug just out of the top 5
         assert COFFEE_MUG in coffee["class_ids"]

@@ -468,13 +468,14 @@ def test_steady_poisson_load_at_60_percent() -> None:
     sim = poisson_run(0.6, seed=1)
     assert len(sim.outcome) == len(sim.requests) > 10_000  # every request ended once
     met = sum(1 for v in sim.outcome.values() if v == "ok") / len(sim.requests)
-    assert met >= 0.99
+    assert met >= 0.999  # 1.0 for seeds 1-3: far below the bound, nothing is late
     assert sim.refused == 0
     assert not sim.drops  # nothing doomed, nothing shed at this load
 
     sizes = [size for _, _, size in sim.starts]
     best = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO, overhead_ns=D + R + T).batch
-    assert 0.85 * best <= statistics.mean(sizes) <= best
+    # the policy's target at this rate is just under b* = 14: seeds 1-3 average 13.34-13.36
+    assert 0.9 * best <= statistics.mean(sizes) <= best
 
     # Staggering: the 8 workers' batches start one after another, not in a clump. With
     # a batch every ~4 ms, consecutive starts closer than a quarter of the mean gap
@@ -483,7 +484,7 @@ def test_steady_poisson_load_at_60_percent() -> None:
     mean_gap = (starts[-1] - starts[0]) / (len(starts) - 1)
     assert close_together(starts, round(mean_gap / 4)) < 0.02
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert statistics.pstdev(gaps) / mean_gap < 0.5
+    assert statistics.pstdev(gaps) / mean_gap < 0.35  # seeds 1-3: 0.231-0.237
     workers = {w for _, w, _ in sim.starts}
     assert workers == set(range(8))
 
@@ -500,9 +501,11 @@ def test_overload_sheds_heads_and_keeps_batches_large() -> None:
     assert len(sim.outcome) == len(sim.requests)
     sizes = [size for _, _, size in sim.starts]
     best = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO, overhead_ns=D + R + T)
-    assert statistics.mean(sizes) >= 0.8 * best.batch
+    # seeds 1-3: mean batch 0.866-0.867 of b*, goodput 0.962-0.965 of the bound with
+    # these overheads; the bound is the ceiling whatever the offered load
+    assert 0.84 * best.batch <= statistics.mean(sizes) <= best.batch
     goodput = sum(1 for v in sim.outcome.values() if v == "ok") / 2.0
-    assert goodput >= 0.85 * best.goodput_rps
+    assert 0.93 * best.goodput_rps <= goodput <= best.goodput_rps
     assert any(d.reason == DropReason.SHED for _, d in sim.drops)
 
 
@@ -515,8 +518,9 @@ def test_shedding_buys_back_goodput_at_capacity() -> None:
     for fraction in (0.0, 0.95):
         sim = poisson_run(1.0, seed=4, seconds=2.0, shed_fraction=fraction)
         goodput[fraction] = sum(1 for v in sim.outcome.values() if v == "ok") / 2.0
-    assert goodput[0.0] < 0.6 * best.goodput_rps
-    assert goodput[0.95] > 0.9 * best.goodput_rps
+    # seeds 1-4: 0.259-0.312 of the bound without shedding, 0.964-0.972 with it
+    assert goodput[0.0] < 0.4 * best.goodput_rps
+    assert 0.94 * best.goodput_rps < goodput[0.95] <= best.goodput_rps
 
 
 def test_seeded_runs_repeat_exactly() -> None:
