@@ -7,7 +7,9 @@ of ``bench.replay`` (``bisect_rate``): the highest mean rate at which >= 99% of 
 meet the SLO, ``--probes`` probes of ``--duration`` seconds each, on N = 8 GPUs or
 replicas of the emulated model ``l(b) = 1.082 ms*b + 5.204 ms``:
 
-* ``baton`` and ``baton-uncoordinated``: a fresh local cluster per cell, probes on it;
+* ``baton`` and ``baton-uncoordinated``: a fresh local cluster per cell, probes on it
+  (``baton-uncoordinated`` with its analytic defaults, untuned: the live scheduler takes
+  no knobs for it; the report gives the knobs it ran with);
   the bracket is ``BATON_LO_FRAC`` (0.3) or ``PEER_LO_FRAC`` (0.05, for uncoordinated
   systems, which may not reach 0.3 of the coordinated bound at a tight SLO) to
   ``HI_FRAC`` (1.05) of the analytic coordinated bound (``central.policy.bound``);
@@ -232,7 +234,8 @@ def _probe_line(name: str, r: dict[str, Any]) -> str:
     extra = ""
     if "knobs" in r:
         k = r["knobs"]
-        extra = f"; knobs max batch {k['max_batch']}, delay {k['queue_delay_us'] / 1000:g} ms"
+        extra = (f"; knobs max batch {k['max_batch']}, delay {k['queue_delay_us'] / 1000:g} ms"
+                 + (f" ({k['source']})" if k.get("source") else ""))
     if "server" in r:
         st = r["server"]
         starts = ", ".join(f"{s['seconds']:.1f} s" for s in st["starts"])
@@ -455,7 +458,9 @@ def run_matrix(args: argparse.Namespace, command: str,
                     r = {"error": f"{type(exc).__name__}: {exc}"}
                 r["wall_s"] = time.monotonic() - t0
                 cell["systems"][name] = r
-                log(f"  -> {name}: {_system_cell(r, None)} in {r['wall_s']:.0f} s")
+                log(f"  -> {name}: {_system_cell(r, None)} in {r['wall_s']:.0f} s"
+                    + (f"; knobs max batch {r['knobs']['max_batch']}, delay "
+                       f"{r['knobs']['queue_delay_us'] / 1000:g} ms" if r.get("knobs") else ""))
                 save()
     doc["machine"]["load_after"] = list(os.getloadavg())
     doc["targets"] = targets(doc)

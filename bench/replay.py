@@ -6,7 +6,11 @@ turn, each started fresh with the same emulated model (``l(b) = k*b + c``), the 
 and the same SLO:
 
 * ``baton`` (the default deferred, coordinated policy) and ``baton-uncoordinated``
-  (per-worker batching like Triton's or Ray Serve's), as real local clusters;
+  (per-worker batching like Triton's or Ray Serve's), as real local clusters. The live
+  scheduler takes no ``UncoordinatedConfig``, so ``baton-uncoordinated`` runs its analytic
+  defaults (max batch ``b`` with ``2 l(b)`` within the SLO, queue delay ``l(b)``), a
+  handicap the peers' tuning and the simulator's (``bench.search.tune_uncoordinated``)
+  do not have; its results carry the knobs it ran with (``policy_knobs``);
 * ``ray`` (Ray Serve, ``@serve.batch``) and ``triton`` (PyTriton's dynamic batcher), from
   ``bench.peers`` when the ``peers`` extra is installed (else reported as skipped, with
   the reason, and the rest still runs).
@@ -58,7 +62,7 @@ import numpy as np
 from bench import metrics
 from bench.search import TRACE_KINDS, trace_maker
 from bench.traces import Trace, replay_csv_window
-from central.client import query_stats
+from central.client import Unavailable, query_stats
 from central.client.load import LoadSpec, run_load
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
 from central.policy import Profile
@@ -66,6 +70,7 @@ from central.policy.bound import analytic_bound
 from central.protocol.messages import Status
 
 __all__ = ["main", "replay_baton", "replay_peer", "records_summary", "agreement", "bisect_rate",
+           "policy_knobs",
            "sim_attainment", "search_result", "search_baton", "search_peer", "tune_knobs", "PASS_ATTAINMENT",
            "BATON_LO_FRAC", "PEER_LO_FRAC", "HI_FRAC"]
 
@@ -192,10 +197,29 @@ def replay_baton(
     batches = np.asarray(stats.get("batches", []), dtype=object)
     out["batches"] = _batch_summary(batches)
     out["timer_lateness_us"] = stats.get("timer_lateness_us")
+    knobs = policy_knobs(stats)
+    if knobs is not None:
+        out["knobs"] = knobs
     out["probes"] = probes
     out["records"] = rec.tolist()
     out["batch_log"] = [list(map(_plain, b)) for b in stats.get("batches", [])]
     return out
+
+
+def policy_knobs(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """The batching knobs the live ``uncoordinated`` policy runs with, from a scheduler's
+    stats: ``{"max_batch", "queue_delay_us", "source"}``, or None for another policy.
+
+    The live scheduler takes no ``UncoordinatedConfig``, so these are always its analytic
+    defaults (``source`` says so); the simulator's baseline is tuned
+    (``bench.search.tune_uncoordinated``).
+    """
+    model = ((stats.get("policy") or {}).get("models") or {}).get(MODEL) or {}
+    if "max_batch_used" not in model:
+        return None
+    return {"max_batch": int(model["max_batch_used"]),
+            "queue_delay_us": int(model["max_queue_delay_ns"]) // 1000,
+            "source": "analytic defaults (not tunable live)"}
 
 
 def _plain(x: Any) -> Any:
@@ -337,7 +361,14 @@ def search_baton(setup: Setup, policy: str, log_dir: Path, label: str, *, iters:
                   warm, f"{label} warm-up")
         probes = _search(setup, config.frontend_address, label, iters, lo_frac, hi_frac, log,
                          sim_policy=policy if sim_check else None)
-    return {**search_result(probes), "probes": probes, "start_s": started, "warmup_s": warmup_s}
+        try:
+            knobs = policy_knobs(query_stats(config.scheduler_address))
+        except Unavailable:
+            knobs = None
+    out = {**search_result(probes), "probes": probes, "start_s": started, "warmup_s": warmup_s}
+    if knobs is not None:
+        out["knobs"] = knobs
+    return out
 
 
 def _warmup_trace(setup: Setup, lo_frac: float, warmup_s: float) -> Trace | None:
@@ -633,6 +664,12 @@ def _markdown(results: dict[str, Any], setup: Setup, rate: float, checks: dict[s
             f"| {name} | {r['requests']} | {r['slo_attainment']:.4f} | {r['goodput_rps']:.1f} | "
             f"{lat.get('p50', float('nan')):.1f} | {lat.get('p99', float('nan')):.1f} | "
             f"{'-' if mb is None else f'{mb:.1f}'} | {r['send_lateness_ms']['p99']:.2f} | {search} |")
+    knob_lines = [f"- {name}: max batch {r['knobs']['max_batch']}, queue delay "
+                  f"{r['knobs']['queue_delay_us'] / 1000:g} ms"
+                  + (f" ({r['knobs']['source']})" if r["knobs"].get("source") else "")
+                  for name, r in results.items() if r.get("knobs")]
+    if knob_lines:
+        lines += ["", "Batching knobs:", ""] + knob_lines
     if checks:
         lines += ["", "## Agreement with the simulator (same trace, same policy)", "",
                   "| system | live attainment | sim attainment | gap | live goodput | sim goodput | gap req/s | sim dispatch delay ms | sim tick lateness ms |",

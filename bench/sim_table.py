@@ -7,9 +7,13 @@ the same numbers). Each goodput is set against the analytic coordinated bound
 (``central.policy.bound``) without overheads and with the simulator's overheads
 (``SimConfig.dispatch_delay_ns + reply_cost_ns`` taken off the SLO), against the
 ``uncoordinated`` policy's simulated goodput at the same point and against the analytic
-uncoordinated bound. At one point (default N=8, SLO 25 ms, Poisson) every policy is
-also run directly at a sweep of offered loads (fractions of the coordinated bound) for
-the attainment curve, the batch-size distribution and a per-worker Gantt window.
+uncoordinated bound. The ``uncoordinated`` baseline is tuned at every point
+(``bench.search.tune_uncoordinated``: max batch and queue delay from a small grid around
+its analytic defaults, scored near its own capacity) and the table names the knobs chosen
+and what the defaults gave; ``--pinned-baseline`` searches the defaults only. At one point
+(default N=8, SLO 25 ms, Poisson) every policy is also run directly at a sweep of offered
+loads (fractions of the coordinated bound) for the attainment curve, the batch-size
+distribution and a per-worker Gantt window (the baseline with its knobs tuned there).
 
 Grid points and load points are independent, so they run in a ``multiprocessing`` pool
 (``--jobs``); every task is a plain dict in, a plain dict out. Results go to one JSON
@@ -35,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from bench import metrics
-from bench.search import TRACE_KINDS, search_goodput, trace_maker
-from bench.sim import Cluster, Noise, SimConfig, simulate_policy
-from central.policy import Profile, analytic_bound, policy_names
+from bench.search import TRACE_KINDS, knobs_text, search_goodput, trace_maker, tune_uncoordinated
+from bench.sim import Cluster, Noise, SimConfig, simulate
+from bench.sim.engine import policy_config_for
+from central.policy import PolicyConfig, Profile, analytic_bound, make_policy, policy_names
 from central.policy.base import DEFAULT_POLICY
+from central.policy.baselines import UncoordinatedConfig
 
 __all__ = ["PLOT_FILES", "main", "run_point", "run_search"]
 
@@ -67,23 +73,49 @@ def _sim_config(task: dict[str, Any]) -> SimConfig:
     return SimConfig(noise=Noise(cv=task["noise_cv"]), seed=task["seed"])
 
 
+def _policy_config(task: dict[str, Any], cluster: Cluster, config: SimConfig) -> PolicyConfig:
+    """``policy_config_for`` the simulated cluster, with ``task["shed_fraction"]`` when set."""
+    shed = task.get("shed_fraction")
+    if shed is None:
+        return policy_config_for(cluster, config)
+    return policy_config_for(cluster, config, shed_fraction=shed)
+
+
 def run_search(task: dict[str, Any]) -> dict[str, Any]:
     """One grid point: ``search_goodput`` for ``task`` (a plain dict, see ``_grid``).
 
     Returns the task's keys plus ``goodput_rps``, ``rate_rps``, ``attainment``,
-    ``probes`` (a list of dicts) and ``wall_s``.
+    ``probes`` (a list of dicts), ``knobs`` and ``wall_s``. With ``task["tune"]`` the
+    ``uncoordinated`` baseline is tuned (``tune_uncoordinated``): ``knobs`` are the chosen
+    ``max_batch`` and ``max_queue_delay_ns``, and ``pinned_goodput_rps``, ``pinned_probes``,
+    ``tuning`` (every setting scored) and ``searched`` say how; otherwise ``knobs`` is None.
     """
     start = time.perf_counter()
-    res = search_goodput(
-        task["policy"], _cluster(task), trace=task["trace"], cv=task["cv"],
-        csv_path=task["csv"], requests=task["requests"], seed=task["seed"],
-        target=task["target"], rel_tol=task["rel_tol"], config=_sim_config(task))
+    cluster, config = _cluster(task), _sim_config(task)
+    search: dict[str, Any] = dict(
+        trace=task["trace"], cv=task["cv"], csv_path=task["csv"], requests=task["requests"],
+        seed=task["seed"], target=task["target"], rel_tol=task["rel_tol"], config=config,
+        policy_config=_policy_config(task, cluster, config))
+    extra: dict[str, Any] = {"knobs": None}
+    if task["policy"] == BASELINE and task.get("tune"):
+        tuned = tune_uncoordinated(cluster, **search)
+        res = tuned.result
+        extra = {
+            "knobs": asdict(tuned.knobs),
+            "pinned_goodput_rps": tuned.pinned.goodput_rps,
+            "pinned_probes": [asdict(p) for p in tuned.pinned.probes],
+            "tuning": [asdict(t) for t in tuned.trials],
+            "searched": [{"knobs": asdict(k), "goodput_rps": g} for k, g in tuned.searched],
+        }
+    else:
+        res = search_goodput(task["policy"], cluster, **search)
     return {
         **task,
         "goodput_rps": res.goodput_rps,
         "rate_rps": res.rate_rps,
         "attainment": res.attainment,
         "probes": [asdict(p) for p in res.probes],
+        **extra,
         "wall_s": time.perf_counter() - start,
     }
 
@@ -94,13 +126,18 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     Returns the task's keys plus attainment, goodput, the batch-size histogram of the
     batches that ran and, when ``task["gantt_ms"]`` is set, the batches that start in a
     window of that length from the middle of the trace (worker, start/end in ms from the
-    window's start, size).
+    window's start, size). ``task["knobs"]``, when set, are the policy's
+    ``UncoordinatedConfig`` fields (the tuned baseline's).
     """
     start = time.perf_counter()
     make = trace_maker("poisson", ["m"])
     rate = task["rate_rps"]
     trace = make(rate, task["requests"] / rate, task["seed"])
-    res = simulate_policy(task["policy"], trace, _cluster(task), _sim_config(task))
+    cluster, config = _cluster(task), _sim_config(task)
+    knobs = task.get("knobs")
+    options = UncoordinatedConfig(**knobs) if knobs else None
+    policy = make_policy(task["policy"], _policy_config(task, cluster, config), options=options)
+    res = simulate(policy, trace, cluster, config)
     ran = res.ran
     sizes = res.batch_size[ran]
     out: dict[str, Any] = {
@@ -138,27 +175,45 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 def _base(args: argparse.Namespace) -> dict[str, Any]:
     """The task fields every grid and load point shares."""
     return {"k_ms": args.k_ms, "c_ms": args.c_ms, "max_batch": args.max_batch,
-            "requests": args.requests, "seed": args.seed, "noise_cv": args.noise_cv}
+            "requests": args.requests, "seed": args.seed, "noise_cv": args.noise_cv,
+            "shed_fraction": args.shed_fraction}
 
 
 def _grid(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every search task, the slowest first (small N: long simulated spans)."""
     tasks = [
         {**_base(args), "policy": pol, "trace": kind, "n": n, "slo_ms": slo,
-         "cv": args.cv, "csv": args.csv, "target": args.target, "rel_tol": args.rel_tol}
+         "cv": args.cv, "csv": args.csv, "target": args.target, "rel_tol": args.rel_tol,
+         "tune": pol == BASELINE and not args.pinned_baseline}
         for kind in args.trace for slo in args.slo_ms for n in args.n for pol in args.policy
     ]
     return sorted(tasks, key=lambda t: t["n"])  # stable: the table order is restored later
 
 
-def _points(args: argparse.Namespace, bound_rps: float) -> list[dict[str, Any]]:
-    """Direct runs at the plot point: every policy at every load."""
+def _points(args: argparse.Namespace, bound_rps: float,
+            knobs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Direct runs at the plot point: every policy at every load (the baseline with
+    ``knobs``, its tuned ones, when given)."""
     return [
         {**_base(args), "policy": pol, "n": args.point_n, "slo_ms": args.point_slo_ms,
          "load": load, "rate_rps": load * bound_rps,
-         "gantt_ms": args.gantt_ms if abs(load - args.gantt_load) < 1e-9 else 0.0}
+         "gantt_ms": args.gantt_ms if abs(load - args.gantt_load) < 1e-9 else 0.0,
+         "knobs": knobs if pol == BASELINE else None}
         for pol in args.policy for load in args.loads
     ]
+
+
+def _point_knobs(args: argparse.Namespace, done: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tuned baseline's knobs at the plot point: from the grid's Poisson search there,
+    else from a tuning run of its own."""
+    for r in done:
+        if (r["policy"], r["trace"], r["n"], r["slo_ms"]) == (
+                BASELINE, "poisson", args.point_n, args.point_slo_ms) and r.get("knobs"):
+            return dict(r["knobs"])
+    task = {**_base(args), "policy": BASELINE, "trace": "poisson", "n": args.point_n,
+            "slo_ms": args.point_slo_ms, "cv": args.cv, "csv": None, "target": args.target,
+            "rel_tol": args.rel_tol, "tune": True}
+    return dict(run_search(task)["knobs"])
 
 
 def _bounds(args: argparse.Namespace, n: int, slo_ms: float) -> dict[str, float]:
@@ -218,14 +273,20 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The grid as a fixed-width table (one line per row, a header first)."""
     head = (f"{'policy':14s} {'trace':9s} {'N':>3s} {'SLO ms':>6s} {'goodput':>9s} "
             f"{'/coord':>6s} {'/coord+oh':>9s} {'/uncoord':>8s} {'/uncoord bound':>14s} "
-            f"{'probes':>6s}")
+            f"{'probes':>6s}  knobs (defaults' goodput)")
     lines = [head, "-" * len(head)]
     for r in rows:
+        knobs = ""
+        if r.get("knobs"):
+            knobs = (f"  {knobs_text(UncoordinatedConfig(**r['knobs']))} "
+                     f"({r['pinned_goodput_rps']:.0f})")
+        elif r["policy"] == BASELINE:
+            knobs = "  analytic defaults"
         lines.append(
             f"{r['policy']:14s} {r['trace']:9s} {r['n']:3d} {r['slo_ms']:6g} "
             f"{r['goodput_rps']:9.0f} {_fmt(r['ratio_coord'], '6.3f')} "
             f"{_fmt(r['ratio_coord_overhead'], '9.3f')} {_fmt(r['ratio_uncoord_sim'], '8.2f')} "
-            f"{_fmt(r['ratio_uncoord_bound'], '14.2f')} {len(r['probes']):6d}")
+            f"{_fmt(r['ratio_uncoord_bound'], '14.2f')} {len(r['probes']):6d}{knobs}")
     return "\n".join(lines)
 
 
@@ -353,6 +414,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, default=0.99, help="SLO attainment to reach (0.99)")
     s.add_argument("--rel-tol", type=float, default=0.02, help="search bracket width (0.02)")
     s.add_argument("--noise-cv", type=float, default=0.0, help="batch-duration noise CV (0)")
+    s.add_argument("--shed-fraction", type=float, default=None, metavar="F",
+                   help="PolicyConfig.shed_fraction for every policy (default: its own, "
+                        "0.95; 0 turns the default policy's shedding off)")
+    s.add_argument("--pinned-baseline", action="store_true",
+                   help=f"search {BASELINE} with its analytic defaults only (max batch b with "
+                        "2 l(b) within the SLO, queue delay l(b)) instead of tuning them")
     q = p.add_argument_group("plot point (direct runs at offered loads)")
     q.add_argument("--point-n", type=int, default=8, help="N (8)")
     q.add_argument("--point-slo-ms", type=float, default=25.0, help="SLO (25)")
@@ -401,6 +468,8 @@ def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--trace replay needs --csv PATH")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
+    if args.shed_fraction is not None and not 0.0 <= args.shed_fraction <= 1.0:
+        p.error("--shed-fraction must lie in [0, 1]")
     if min(args.n) < 1 or args.point_n < 1:
         p.error("worker counts must be >= 1")
 
@@ -427,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i:3d}/{len(grid)}] {r['policy']:13s} {r['trace']:9s} N={r['n']:<3d} "
               f"SLO={r['slo_ms']:g} ms: {r['goodput_rps']:8.0f} req/s "
               f"({_fmt(_ratio(r['goodput_rps'], b), '.3f')} of bound), "
-              f"{len(r['probes'])} probes, {r['wall_s']:.1f} s", flush=True)
+              f"{len(r['probes'])} probes, {r['wall_s']:.1f} s"
+              + (f"; knobs {knobs_text(UncoordinatedConfig(**r['knobs']))}, defaults "
+                 f"{r['pinned_goodput_rps']:.0f} req/s" if r.get("knobs") else ""), flush=True)
 
     def ran(i: int, r: dict[str, Any]) -> None:
         print(f"[{i:3d}/{len(points_todo)}] load {r['load']:.2f} {r['policy']:13s}: "
@@ -437,6 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
     try:
         done = _run_all(run_search, grid, pool, searched)
+        point_knobs = None
+        if points_todo and BASELINE in args.policy and not args.pinned_baseline:
+            point_knobs = _point_knobs(args, done)
+            print(f"load runs: {BASELINE} with {knobs_text(UncoordinatedConfig(**point_knobs))}",
+                  flush=True)
+            points_todo = _points(args, point_bounds["coord_rps"], point_knobs)
         points = _run_all(run_point, points_todo, pool, ran)
     finally:
         if pool is not None:
@@ -445,11 +522,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = _finish_rows(args, done)
     points.sort(key=lambda q: (args.policy.index(q["policy"]), q["load"]))
     oh = point_bounds["overhead_ms"]
+    base_how = ("its analytic defaults" if args.pinned_baseline else
+                "tuned; the knobs column gives its max batch and queue delay and, in "
+                "brackets, the goodput of its analytic defaults")
     print()
     print(f"Goodput (req/s) at >= {args.target:.0%} SLO attainment. /coord: of the analytic "
           f"coordinated bound; /coord+oh: of that bound with the simulator's {oh:g} ms of "
           f"overheads (dispatch + reply) off the SLO; /uncoord: of the {BASELINE} policy's "
-          f"simulated goodput; /uncoord bound: of the analytic uncoordinated bound.")
+          f"simulated goodput ({base_how}); /uncoord bound: of the analytic uncoordinated "
+          f"bound.")
     print(format_table(rows))
     plot_paths = [] if args.no_plots else _plot(args, rows, points, point_bounds)
     wall = time.perf_counter() - began
@@ -462,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall,
         "rows": rows,
         "point": {"n": args.point_n, "slo_ms": args.point_slo_ms, **point_bounds,
-                  "runs": points},
+                  "baseline_knobs": point_knobs, "runs": points},
         "plots": [str(x) for x in plot_paths],
     }
     out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -60,8 +60,13 @@ class PolicyConfig:
     # running at that moment) counts in the margin for this many recent batches only;
     # duration overruns count for the whole ``refit_window`` (the default: the same).
     stall_window: int = 256
-    # Shed a head that would force a batch below ``shed_fraction * target`` when the
-    # requests behind it would form a larger batch. 0 turns shedding off (the default).
+    # Shedding, on by default (0.95). The shed floor is the smallest batch whose throughput
+    # b / l(b) is at least this fraction of the target batch's; when the heads whose
+    # deadlines would hold a batch below the floor are followed by at least a floor's worth
+    # of requests, those heads are dropped (SHED) so the batch keeps its size. Without it
+    # a queue that falls behind never recovers: its old heads force small batches, small
+    # batches lower capacity, and every head after them is late too (docs/policy.md §4.4
+    # has the measurements). 0 turns shedding off.
     shed_fraction: float = 0.95
     # The measured margin is capped at this fraction of the model's typical budget, so an
     # overloaded stretch cannot inflate it past what any request affords (a deadlock:

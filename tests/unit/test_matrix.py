@@ -221,3 +221,19 @@ def test_a_bad_baton_bracket_is_refused_before_anything_runs(
         bracket: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert matrix.main(["--systems", "baton", "--baton-bracket", *bracket]) == 2
     assert "--baton-bracket needs 0 < LO < HI" in capsys.readouterr().err
+
+
+def test_live_uncoordinated_knobs_are_read_from_stats_and_shown() -> None:
+    """The live ``baton-uncoordinated`` cannot be tuned: its report names the knobs it ran."""
+    from bench.replay import MODEL, policy_knobs
+
+    stats = {"policy": {"models": {MODEL: {"max_batch_used": 6,
+                                           "max_queue_delay_ns": 93_568_000}}}}
+    knobs = policy_knobs(stats)
+    assert knobs is not None
+    assert (knobs["max_batch"], knobs["queue_delay_us"]) == (6, 93_568)
+    assert "defaults" in knobs["source"]
+    assert policy_knobs({"policy": {"models": {MODEL: {"batch": 14}}}}) is None  # symphony
+    assert policy_knobs({}) is None
+    line = matrix._probe_line("baton-uncoordinated", {**_found(400.0), "knobs": knobs})
+    assert "knobs max batch 6, delay 93.568 ms (analytic defaults" in line

@@ -18,7 +18,9 @@ each running Triton's dynamic batcher or Ray Serve's ``@serve.batch``:
   budget ``B`` less ``D + R + T``, ``max_batch`` is the largest ``b`` with ``2 l(b) <= B``
   (a request may wait for a whole running batch and then its own) and ``max_queue_delay``
   is ``l(max_batch)``, so a lone request waits at most as long as behind a running batch.
-  Both can be fixed instead (``UncoordinatedConfig``).
+  Both can be fixed instead (``UncoordinatedConfig``). The defaults are a handicap, not
+  what a tuned deployment runs: the benchmarks tune both on a grid around them
+  (``bench.search.tune_uncoordinated``; docs/benchmarks.md gives the knobs chosen).
 * **Deadlines.** Nothing is planned against deadlines. With ``drop_expired`` (on, like
   Triton's queue timeout) a request whose deadline has passed while it was queued, i.e.
   whose result could not be back in time even if its batch took no time (``deadline <=
@@ -50,7 +52,7 @@ from central.policy.bound import analytic_bound
 from central.policy.config import PolicyConfig
 from central.policy.types import DropReason, Profile, Request
 
-__all__ = ["ROUTINGS", "UncoordinatedConfig", "UncoordinatedPolicy"]
+__all__ = ["ROUTINGS", "UncoordinatedConfig", "UncoordinatedPolicy", "default_limits"]
 
 ROUTINGS = ("round_robin", "least_loaded")
 
@@ -80,6 +82,22 @@ class UncoordinatedConfig:
         check(isinstance(self.drop_expired, bool), "drop_expired", "a bool", self.drop_expired)
         check(is_int(self.latest_horizon_ns, 0), "latest_horizon_ns", "an int >= 0",
               self.latest_horizon_ns)  # fmt: skip
+
+
+def default_limits(prof: Profile, budget_ns: int, config: PolicyConfig) -> tuple[int, int]:
+    """The analytic ``(max_batch, max_queue_delay_ns)`` for a model (the module docstring).
+
+    ``max_batch`` is the largest ``b`` (at least 1, at most the profile's) with ``2 l(b) <=
+    budget_ns - D - R - T``; the delay is ``l(max_batch)``. The benchmarks' tuning grid
+    (``bench.search.uncoordinated_grid``) starts from these.
+    """
+    overheads = config.dispatch_cost_ns + config.reply_cost_ns + config.timer_slack_ns
+    bound = analytic_bound(
+        1, prof.k_ns, prof.c_ns, budget_ns,
+        coordinated=False, overhead_ns=overheads, max_batch=prof.max_batch,
+    )  # fmt: skip
+    cap = max(1, bound.batch)
+    return cap, prof.latency_ns(cap)
 
 
 class _Model(BaselineModel):
@@ -319,16 +337,11 @@ class UncoordinatedPolicy(BaselinePolicy):
         budget = m.load.budget_ns
         if prof is m.lim_prof and budget == m.lim_budget:
             return m.cap, m.delay
-        opt, cfg = self._opt, self._cfg
+        opt = self._opt
         if opt.max_batch is not None:
             cap = min(opt.max_batch, prof.max_batch)
         else:
-            overheads = cfg.dispatch_cost_ns + cfg.reply_cost_ns + cfg.timer_slack_ns
-            bound = analytic_bound(
-                1, prof.k_ns, prof.c_ns, int(budget or 0),
-                coordinated=False, overhead_ns=overheads, max_batch=prof.max_batch,
-            )  # fmt: skip
-            cap = max(1, bound.batch)
+            cap = default_limits(prof, int(budget or 0), self._cfg)[0]
         delay = opt.max_queue_delay_ns
         m.cap = cap
         m.delay = prof.latency_ns(cap) if delay is None else delay
