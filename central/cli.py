@@ -90,6 +90,25 @@ def _make_policy_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _policy_options(args: argparse.Namespace) -> Any:
+    """A baseline's own knobs from ``args`` (None: its defaults); a knob given to a policy
+    that has no such knob, or a bad value, exits with a clear message."""
+    knobs = {"max_batch": args.uncoord_max_batch, "max_queue_delay_ns": (
+        None if args.uncoord_queue_delay_us is None else int(args.uncoord_queue_delay_us * 1e3))}
+    if all(v is None for v in knobs.values()):
+        return None
+    if args.policy != "uncoordinated":
+        raise SystemExit(f"baton {args.command}: --uncoord-max-batch and "
+                         "--uncoord-queue-delay-us are knobs of --policy uncoordinated, "
+                         f"not of {args.policy}")
+    from central.policy.baselines.uncoordinated import UncoordinatedConfig
+
+    try:
+        return UncoordinatedConfig(**knobs)
+    except ValueError as exc:
+        raise SystemExit(f"baton {args.command}: {exc}") from None
+
+
 def _policy_flags(args: argparse.Namespace) -> list[str]:
     """The policy flags of ``args`` as a command line (a matcher passes them on to its
     shards: every role of one scheduler must plan with the same numbers)."""
@@ -125,6 +144,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         address=args.address,
         policy=args.policy,
         policy_config=_policy_config(args),
+        policy_options=_policy_options(args),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         stats_pub=args.stats_pub,
@@ -445,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scheduler", help="run the scheduler alone")
     s.add_argument("--address", default="tcp://127.0.0.1:5550", help="ROUTER bind address")
     s.add_argument("--policy", default="symphony", help="scheduling policy (symphony)")
+    s.add_argument("--uncoord-max-batch", type=int, metavar="B",
+                   help="with --policy uncoordinated: the largest batch a worker forms "
+                   "(default: the largest b with 2 l(b) within the budget)")
+    s.add_argument("--uncoord-queue-delay-us", type=float, metavar="US",
+                   help="with --policy uncoordinated: how long the oldest queued request "
+                   "waits for company (default: l(max batch))")
     _policy_args(s)
     _metrics_args(s)
     s.add_argument("--stats-pub", metavar="ADDR",

@@ -115,6 +115,9 @@ class SchedulerConfig:
     rebalance_interval_ns: int = 2_000_000_000  # how often shard loads are compared; 0: never
     rebalance_ratio: float = 1.5  # move models when the busiest shard exceeds this x mean
     policy_config: PolicyConfig = field(default_factory=PolicyConfig)
+    # A baseline policy's own knobs (``make_policy``'s ``options``: ``UncoordinatedConfig``
+    # for "uncoordinated"); None: its defaults.
+    policy_options: Any = None
     one_way_ns: int = 50_000  # expected frontend -> scheduler delay, taken off budgets
     heartbeat_interval_ns: int = 200_000_000
     # A worker process silent this long is lost (its heartbeats come from its serving
@@ -159,7 +162,8 @@ class Scheduler:
         self._clock = clock
         self.policy = (
             ShardedPolicy(config.policy_config, ShardOptions(config.inprocess_shards))
-            if config.inprocess_shards else make_policy(config.policy, config.policy_config))
+            if config.inprocess_shards
+            else make_policy(config.policy, config.policy_config, options=config.policy_options))
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._out: Callable[[list[bytes], int], None] = _unbound  # sends one message

@@ -28,3 +28,19 @@ def test_defaults_and_a_bad_value() -> None:
     assert (cfg.margin_percentile, cfg.refit_window, cfg.stall_window) == (0.99, 256, 256)
     with pytest.raises(SystemExit, match="baton scheduler: stall_window must be >= 1, got 0"):
         cli._policy_config(_args("--stall-window", "0"))
+
+
+def test_uncoordinated_knobs_reach_the_baseline_and_are_refused_elsewhere() -> None:
+    from central.policy import make_policy
+    from central.policy.baselines.uncoordinated import UncoordinatedConfig
+
+    args = _args("--policy", "uncoordinated", "--uncoord-max-batch", "10",
+                 "--uncoord-queue-delay-us", "1000")
+    options = cli._policy_options(args)
+    assert options == UncoordinatedConfig(max_batch=10, max_queue_delay_ns=1_000_000)
+    make_policy("uncoordinated", cli._policy_config(args), options=options)  # it builds
+    assert cli._policy_options(_args("--policy", "uncoordinated")) is None  # the defaults
+    with pytest.raises(SystemExit, match="knobs of --policy uncoordinated, not of symphony"):
+        cli._policy_options(_args("--uncoord-max-batch", "10"))
+    with pytest.raises(SystemExit, match="max_batch"):
+        cli._policy_options(_args("--policy", "uncoordinated", "--uncoord-max-batch", "0"))
