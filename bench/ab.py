@@ -56,6 +56,7 @@ def run_one(setup: Setup, load: float, flags: list[str], log_dir: str) -> dict[s
     log = np.asarray([(b[3], b[5], b[7]) for b in stats.get("batches", [])] or [(0, 0, 0)],
                      dtype=np.float64)
     return {"attainment": s["slo_attainment"], "goodput_rps": s["goodput_rps"],
+            "never_answered": s["never_answered"], "answered_twice": s["answered_twice"],
             "outcome_codes": s["outcome_codes"], "mean_batch": float(log[:, 0].mean()),
             "start_late_p99_ms": float(np.percentile(log[:, 2] - log[:, 1], 99)) / 1e6,
             "timer_late_p99_ms": (stats.get("timer_lateness_us") or {}).get("p99", 0.0) / 1e3}
@@ -86,21 +87,27 @@ def main(argv: list[str] | None = None) -> int:
           f"bound, N = {args.n}, SLO {args.slo_ms:g} ms x{args.dilation:g}, {args.duration:g} s "
           f"per run, seeds {args.seeds}; load average {os.getloadavg()[0]:.2f}", flush=True)
     got: dict[str, list[float]] = {"A": [], "B": []}
+    broken = 0  # requests never answered or answered twice (the wire ledger): a bug
     with tempfile.TemporaryDirectory(prefix="baton-ab-") as logs:
         for i, seed in enumerate(args.seeds):
             for name in ("AB" if i % 2 == 0 else "BA"):
                 r = run_one(_setup(args, seed), args.load, settings[name], f"{logs}/{name}{seed}")
                 got[name].append(r["attainment"])
+                broken += r["never_answered"] + r["answered_twice"]
                 codes = r["outcome_codes"]
                 print(f"seed {seed} {name}: attainment {r['attainment']:.4f} (late "
                       f"{codes.get('LATE', 0)}, dropped {codes.get('DROPPED', 0)}, refused "
                       f"{codes.get('REFUSED', 0)}), mean batch {r['mean_batch']:.2f}, start "
                       f"lateness p99 {r['start_late_p99_ms']:.1f} ms, timer lateness p99 "
-                      f"{r['timer_late_p99_ms']:.1f} ms", flush=True)
+                      f"{r['timer_late_p99_ms']:.1f} ms; never answered "
+                      f"{r['never_answered']}, answered twice {r['answered_twice']}", flush=True)
     for name in ("A", "B"):
         v = got[name]
         print(f"{name}: mean attainment {statistics.fmean(v):.4f}, min {min(v):.4f}, max "
               f"{max(v):.4f}, >= 99% in {sum(a >= 0.99 for a in v)} of {len(v)}")
+    if broken:
+        print(f"ERROR: {broken} requests never answered or answered twice", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,11 +9,19 @@ import pytest
 
 from bench import replay
 
+from conftest import DILATION
+
 pytestmark = pytest.mark.integration
 
 
 def test_quick_replay_reports_both_baton_policies(tmp_path: Path) -> None:
-    code = replay.main(["--quick", "--duration", "6", "-n", "2", "--load", "0.4", "--out", str(tmp_path)])
+    # At the suite's dilation (conftest.DILATION, x40: this VM's 10-40 ms stalls are a few
+    # % of the 1 s SLO) the live attainment is judged against the simulator's on the same
+    # trace; at the replay's own default for 2 cores (x8) a stalled minute cost Baton 4.7
+    # points against the simulator's 100% in a clean-clone CI run (sender late p99 11.5
+    # ms), which is the VM, not the harness. N = 8 keeps ~450 requests per system.
+    code = replay.main(["--quick", "-n", "8", "--load", "0.4", "--dilation", str(DILATION),
+                        "--out", str(tmp_path)])
     assert code == 0
     doc = json.loads((tmp_path / "replay.json").read_text())
     results = doc["results"]
@@ -57,13 +65,16 @@ def test_ab_runs_both_flag_sets_on_live_clusters(capsys: pytest.CaptureFixture[s
                     "--duration", "2", "-n", "2", "--load", "0.4"])
     assert code == 0
     out = capsys.readouterr().out
-    runs = [line.split(":")[0] for line in out.splitlines() if line.startswith("seed ")]
-    assert runs == ["seed 1 A", "seed 1 B"]
-    for name in ("A", "B"):
+    runs = [line for line in out.splitlines() if line.startswith("seed ")]
+    assert [line.split(":")[0] for line in runs] == ["seed 1 A", "seed 1 B"]
+    for name, run in zip(("A", "B"), runs):
+        # the wire ledger saw one answer per request (ab exits 1 otherwise)
+        assert "never answered 0, answered twice 0" in run, run
         summary = next(line for line in out.splitlines() if line.startswith(f"{name}: mean"))
         assert "of 1" in summary
-        mean = float(summary.split("mean attainment ")[1].split(",")[0])
-        assert mean > 0.5  # light load: the harness counted answers, most on time
+        # one seed: the summary's mean, min and max are that run's attainment
+        attainment = run.split("attainment ")[1].split(" ")[0]
+        assert f"mean attainment {attainment}, min {attainment}, max {attainment}" in summary
 
 
 def test_ab_alternates_the_order_and_passes_each_setting_its_flags(
@@ -76,14 +87,18 @@ def test_ab_alternates_the_order_and_passes_each_setting_its_flags(
         calls.append((setup.seed, tuple(flags)))
         return {"attainment": 0.99 if "64" in flags else 0.98, "goodput_rps": 1.0,
                 "outcome_codes": {}, "mean_batch": 1.0, "start_late_p99_ms": 0.0,
-                "timer_late_p99_ms": 0.0}
+                "timer_late_p99_ms": 0.0, "never_answered": 0,
+                "answered_twice": 1 if (setup.seed, "64") == (3, flags[-1]) else 0}
 
     monkeypatch.setattr(ab, "run_one", fake_run)
+    # one request answered twice in one run: the comparison is printed, and ab fails
     assert ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64",
-                    "--seeds", "1", "2", "3"]) == 0
+                    "--seeds", "1", "2", "3"]) == 1
+    captured = capsys.readouterr()
+    assert "1 requests never answered or answered twice" in captured.err
     a, b = ("--stall-window", "256"), ("--stall-window", "64")
     assert calls == [(1, a), (1, b), (2, b), (2, a), (3, a), (3, b)]
-    out = capsys.readouterr().out
+    out = captured.out
     assert "A: mean attainment 0.9800, min 0.9800, max 0.9800, >= 99% in 0 of 3" in out
     assert "B: mean attainment 0.9900, min 0.9900, max 0.9900, >= 99% in 3 of 3" in out
 
