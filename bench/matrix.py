@@ -7,12 +7,18 @@ of ``bench.replay`` (``bisect_rate``): the highest mean rate at which >= 99% of 
 meet the SLO, ``--probes`` probes of ``--duration`` seconds each, on N = 8 GPUs or
 replicas of the emulated model ``l(b) = 1.082 ms*b + 5.204 ms``:
 
-* ``baton`` and ``baton-uncoordinated``: a fresh local cluster per cell, probes on it
-  (``baton-uncoordinated`` with its analytic defaults, untuned: the live scheduler takes
-  no knobs for it; the report gives the knobs it ran with);
-  the bracket is ``BATON_LO_FRAC`` (0.3) or ``PEER_LO_FRAC`` (0.05, for uncoordinated
-  systems, which may not reach 0.3 of the coordinated bound at a tight SLO) to
-  ``HI_FRAC`` (1.05) of the analytic coordinated bound (``central.policy.bound``);
+* ``baton`` and ``baton-uncoordinated``: a fresh local cluster per cell, probes on it;
+  ``baton-uncoordinated``'s knobs (max batch, queue delay) are tuned live once per SLO
+  as the peers' are (``bench.replay.tune_uncoordinated_live``: a small grid seeded by the
+  simulator's tuning, ``bench.search.tune_uncoordinated``, on the same profile, N, SLO and
+  a Poisson trace: its best, its next two and the analytic defaults, each on a fresh
+  cluster for ``--tune-duration`` s at ``--uncoord-tune-load`` of the simulator's tuned
+  capacity; the best by attainment, then goodput, ties to the simulator's order), then
+  searched with the best (``--pinned-uncoordinated``: its analytic defaults, untuned; the
+  report gives the knobs it ran with and where they came from); the bracket is
+  ``BATON_LO_FRAC`` (0.3) or ``PEER_LO_FRAC`` (0.05, for uncoordinated systems, which may
+  not reach 0.3 of the coordinated bound at a tight SLO) to ``HI_FRAC`` (1.05) of the
+  analytic coordinated bound (``central.policy.bound``);
 * ``triton`` and ``ray`` (``bench.peers``; skipped with the reason when not installed):
   their batching knobs are tuned once per SLO (``tune_peer``: a fresh server per
   setting, one seeded Poisson trace at ``--tune-load`` of the *uncoordinated* analytic
@@ -60,7 +66,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.replay import (ALL_SYSTEMS, BATON_LO_FRAC, BATON_SYSTEMS, HI_FRAC, PEER_LO_FRAC,
-                          PEER_SYSTEMS, Setup, search_baton, search_peer, tune_knobs)
+                          PEER_SYSTEMS, UNCOORD_TUNE_LOAD, Setup, search_baton, search_peer,
+                          tune_knobs, tune_uncoordinated_live, uncoord_tuning_lines)
 from central.policy.bound import analytic_bound
 
 __all__ = ["main", "run_matrix", "estimate", "interval", "ratio", "judge", "targets",
@@ -82,6 +89,10 @@ _NEEDS = {"baton/bound": ("baton",), "baton/uncoord": ("baton", "baton-uncoordin
 # what the estimate assumes, seconds (measured on the 2-core VM, 2026-11-30)
 START_S = {"baton": 6.0, "baton-uncoordinated": 6.0, "triton": 11.0, "ray": 22.0}
 PROBE_OVERHEAD_S = 3.5  # sender warm-up lead, SLO + grace wait, drain
+SIM_TUNE_S = 25.0  # the simulator's tuning that seeds the live uncoordinated grid, per SLO
+UNCOORD_GRID = 4  # settings in that grid (its best, its next two, the defaults)
+UNCOORD = "baton-uncoordinated"
+TUNED_SOURCE = "tuned live; grid seeded by the simulator's tuning"
 
 # ------------------------------------------------------------------ interval logic
 
@@ -304,9 +315,15 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"SLO {cell['slo_ms']:g} ms, {cell['trace']} (load average at the start "
                   f"{_load(cell.get('load_before'))}):"]
         lines += [_probe_line(n, r) for n, r in cell["systems"].items() if _probe_line(n, r)]
-    if doc.get("tuning"):
+    uncoord = {k: t for k, t in (doc.get("tuning") or {}).items() if k.startswith(UNCOORD)}
+    peers = {k: t for k, t in (doc.get("tuning") or {}).items() if k not in uncoord}
+    for key, t in uncoord.items():
+        lines += ["", f"{key}: knobs tuned live once per SLO on a Poisson trace:", ""]
+        lines += (uncoord_tuning_lines(t) if "best" in t
+                  else [f"- {t.get('skipped') or t.get('error')}"])
+    if peers:
         lines += ["", "Peer knobs, tuned once per SLO on a Poisson trace (best by goodput):"]
-        for key, t in doc["tuning"].items():
+        for key, t in peers.items():
             if "best" in t:
                 b = t["best"]
                 lines.append(f"- {key}: at {t['rate_rps']:.1f} req/s ({t.get('load', 0):g} of the "
@@ -339,6 +356,9 @@ def estimate(args: argparse.Namespace, grid_size: int, peers_ok: list[str]) -> f
     probe = args.duration + PROBE_OVERHEAD_S
     total = 0.0
     for _ in args.slos:
+        if UNCOORD in args.systems and not args.pinned_uncoordinated:
+            total += SIM_TUNE_S + UNCOORD_GRID * (START_S[UNCOORD] + args.warmup
+                                                  + args.tune_duration + PROBE_OVERHEAD_S)
         for name in args.systems:
             if name in PEER_SYSTEMS:
                 if name not in peers_ok:
@@ -379,6 +399,8 @@ def run_matrix(args: argparse.Namespace, command: str,
                      "baton_hi_frac": args.baton_bracket[1], "other_lo_frac": args.lo_frac,
                      "hi_frac": HI_FRAC, "tune_load": args.tune_load, "warmup_s": args.warmup,
                      "tune_duration_s": args.tune_duration, "tune_grid": args.tune_grid,
+                     "uncoord_tune_load": args.uncoord_tune_load,
+                     "pinned_uncoordinated": args.pinned_uncoordinated,
                      "budget_min": args.budget_min},
         "cells": [], "tuning": {},
     }
@@ -392,6 +414,25 @@ def run_matrix(args: argparse.Namespace, command: str,
 
     for slo in args.slos:
         knobs: dict[str, Any] = {}
+        if UNCOORD in args.systems and not args.pinned_uncoordinated:
+            key = f"{UNCOORD} @ SLO {slo:g} ms"
+            setup = _setup(args, slo, "poisson")
+            log(f"tuning {UNCOORD} at SLO {slo:g} ms: the simulator's tuning seeds a grid of "
+                f"{UNCOORD_GRID}, each {args.tune_duration:g} s live at "
+                f"{args.uncoord_tune_load:g} of its tuned capacity")
+            try:
+                tuned = tune_uncoordinated_live(
+                    setup, args.tune_duration, out / "logs" / f"uncoord-tuning-{slo:g}ms",
+                    load=args.uncoord_tune_load, warmup_s=args.warmup, log=log)
+            except Exception as exc:  # noqa: BLE001  (recorded; the rest still runs)
+                doc["tuning"][key] = {"error": f"{type(exc).__name__}: {exc}"}
+            else:
+                doc["tuning"][key] = tuned
+                knobs[UNCOORD] = tuned["best"]["knobs"]
+                b = tuned["best"]
+                log(f"  -> {UNCOORD} kept max batch {b['knobs']['max_batch']}, delay "
+                    f"{b['knobs']['queue_delay_us'] / 1000:g} ms")
+            save()
         for peer in [s for s in args.systems if s in PEER_SYSTEMS]:
             key = f"{peer} @ SLO {slo:g} ms"
             if peer_reason.get(peer):
@@ -430,16 +471,22 @@ def run_matrix(args: argparse.Namespace, command: str,
                     cell["systems"][name] = {"skipped": "time budget spent"}
                     continue
                 t0 = time.monotonic()
+                r: dict[str, Any]
                 log(f"searching {label} (bound {cell['bound_rps']:.1f} req/s)")
                 try:
-                    if name in BATON_SYSTEMS:
+                    if name == UNCOORD and not args.pinned_uncoordinated and name not in knobs:
+                        r = {"skipped": "its tuning did not finish: "
+                             + str(doc["tuning"].get(f"{name} @ SLO {slo:g} ms"))[:200]}
+                    elif name in BATON_SYSTEMS:
                         lo, hi = (args.baton_bracket if name == "baton"
                                   else (args.lo_frac, HI_FRAC))
                         r = search_baton(setup, BATON_SYSTEMS[name],
                                          out / "logs" / label.replace(" ", "_"), label,
                                          iters=args.probes, lo_frac=lo, hi_frac=hi,
                                          warmup_s=args.warmup, log=log,
-                                         sim_check=args.sim_check)
+                                         sim_check=args.sim_check, knobs=knobs.get(name),
+                                         knobs_source=TUNED_SOURCE if name in knobs
+                                         else "analytic defaults (pinned)")
                     elif peer_reason.get(name):
                         r = {"skipped": peer_reason[name]}
                     elif name not in knobs:
@@ -527,7 +574,9 @@ def _parser() -> argparse.ArgumentParser:
         "or not. Writes OUT/matrix.json and OUT/matrix.md.",
         epilog="Time: each system and cell costs about its server start plus PROBES x "
         "(DURATION + 3.5 s); each peer's tuning, once per SLO, a server start (Ray ~22 s, "
-        "Triton ~11 s on 2 cores) plus TUNE_DURATION per setting. The run prints its "
+        "Triton ~11 s on 2 cores) plus TUNE_DURATION per setting; baton-uncoordinated's, "
+        "once per SLO, ~25 s of simulator plus 4 x (a cluster start, ~6 s, + WARMUP + "
+        "TUNE_DURATION + 3.5 s). The run prints its "
         "estimate first and stops starting systems after --budget-min. Peers that are "
         "not installed (make peers) are skipped with the reason.")
     p.add_argument("--slos", type=float, nargs="+", default=[25.0, 100.0],
@@ -568,6 +617,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds of Poisson at the bracket's lower end before each search's "
                    "probes, not measured (every system alike)")
     p.add_argument("--tune-duration", type=float, default=4.0, help="seconds per tuning setting")
+    p.add_argument("--uncoord-tune-load", type=float, default=UNCOORD_TUNE_LOAD,
+                   metavar="FRACTION",
+                   help="baton-uncoordinated's live tuning rate, as a fraction of the "
+                   "capacity the simulator's tuned search found (live runs a little below it)")
+    p.add_argument("--pinned-uncoordinated", action="store_true",
+                   help="run baton-uncoordinated at its analytic defaults (max batch b with "
+                   "2 l(b) within the SLO, delay l(b)), untuned: the earlier matrices' baseline")
     p.add_argument("--tune-grid", choices=("full", "reduced", "mini"), default="reduced",
                    help="knob settings tried: full (12: max batch b_u/2, b_u, 2 b_u x delay 0, "
                    "5, 15, 30%% SLO), reduced (6: b_u, 2 b_u x 5, 15, 30%%), mini (2: b_u x 5, "

@@ -6,11 +6,14 @@ turn, each started fresh with the same emulated model (``l(b) = k*b + c``), the 
 and the same SLO:
 
 * ``baton`` (the default deferred, coordinated policy) and ``baton-uncoordinated``
-  (per-worker batching like Triton's or Ray Serve's), as real local clusters. The live
-  scheduler takes no ``UncoordinatedConfig``, so ``baton-uncoordinated`` runs its analytic
-  defaults (max batch ``b`` with ``2 l(b)`` within the SLO, queue delay ``l(b)``), a
-  handicap the peers' tuning and the simulator's (``bench.search.tune_uncoordinated``)
-  do not have; its results carry the knobs it ran with (``policy_knobs``);
+  (per-worker batching like Triton's or Ray Serve's), as real local clusters.
+  ``baton-uncoordinated`` is tuned live as the peers are (``tune_uncoordinated_live``):
+  a small grid of its two knobs (max batch, queue delay), seeded by the simulator's
+  tuning on the same profile, N, SLO and trace kind (``bench.search.tune_uncoordinated``:
+  its best, its next two and the analytic defaults), each setting on a fresh cluster
+  (``baton scheduler --uncoord-max-batch --uncoord-queue-delay-us``) at one rate near the
+  system's capacity, the best by attainment then goodput kept; its results carry the
+  knobs it ran with (``policy_knobs``);
 * ``ray`` (Ray Serve, ``@serve.batch``) and ``triton`` (PyTriton's dynamic batcher), from
   ``bench.peers`` when the ``peers`` extra is installed (else reported as skipped, with
   the reason, and the rest still runs).
@@ -70,7 +73,8 @@ from central.policy.bound import analytic_bound
 from central.protocol.messages import Status
 
 __all__ = ["main", "replay_baton", "replay_peer", "records_summary", "agreement", "bisect_rate",
-           "policy_knobs",
+           "policy_knobs", "uncoord_args", "uncoord_seed", "choose_knobs",
+           "tune_uncoordinated_live", "uncoord_tuning_lines", "UNCOORD_TUNE_LOAD",
            "sim_attainment", "search_result", "search_baton", "search_peer", "tune_knobs", "PASS_ATTAINMENT",
            "BATON_LO_FRAC", "PEER_LO_FRAC", "HI_FRAC"]
 
@@ -85,6 +89,13 @@ B_WORKER, B_SIZE, B_SENT, B_START, B_END, B_STATUS = 1, 3, 4, 7, 8, 9
 # peers) may not reach 0.3 of it at a tight SLO on a small machine, so theirs starts lower.
 PASS_ATTAINMENT = 0.99
 BATON_LO_FRAC, PEER_LO_FRAC, HI_FRAC = 0.3, 0.05, 1.05
+# The live uncoordinated baseline's tuning rate, as a fraction of the capacity the
+# simulator's tuned search found. The live system runs a few percent below the simulator
+# (this VM's jitter), so there it is just above its own capacity, where settings differ:
+# below it every good one passes (at 0.95, 8 s probes tied three of four settings at 100%
+# on 2026-12-03), far above it every one collapses and the ranking is noise.
+UNCOORD_TUNE_LOAD = 1.0
+_TUNED_SOURCE = "tuned live; grid seeded by the simulator's tuning"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +195,17 @@ def _play(address: str, setup: Setup, trace: Trace, label: str) -> np.ndarray:
 
 def replay_baton(
     setup: Setup, policy: str, trace: Trace, log_dir: Path, label: str,
-    search: bool = False,
+    search: bool = False, knobs: dict[str, Any] | None = None,
+    knobs_source: str = "analytic defaults",
 ) -> dict[str, Any]:
-    """One Baton system: a fresh cluster with ``policy``, the trace replayed through it."""
+    """One Baton system: a fresh cluster with ``policy``, the trace replayed through it.
+
+    ``knobs`` (the uncoordinated policy only; None: its analytic defaults) go to the
+    scheduler as ``uncoord_args``; ``knobs_source`` says where they came from.
+    """
     config = _cluster_config(setup, policy)
-    with Cluster(config, log_dir=str(log_dir)) as cluster:
+    policy_args = uncoord_args(knobs["max_batch"], knobs["queue_delay_us"]) if knobs else ()
+    with Cluster(config, log_dir=str(log_dir), policy_args=policy_args) as cluster:
         rec = _play(config.frontend_address, setup, trace, label)
         stats = query_stats(config.scheduler_address, with_batches=True)
         probes = (_search(setup, config.frontend_address, label,
@@ -197,29 +214,179 @@ def replay_baton(
     batches = np.asarray(stats.get("batches", []), dtype=object)
     out["batches"] = _batch_summary(batches)
     out["timer_lateness_us"] = stats.get("timer_lateness_us")
-    knobs = policy_knobs(stats)
-    if knobs is not None:
-        out["knobs"] = knobs
+    ran = policy_knobs(stats, knobs_source)
+    if ran is not None:
+        out["knobs"] = ran
     out["probes"] = probes
     out["records"] = rec.tolist()
     out["batch_log"] = [list(map(_plain, b)) for b in stats.get("batches", [])]
     return out
 
 
-def policy_knobs(stats: dict[str, Any]) -> dict[str, Any] | None:
+def policy_knobs(stats: dict[str, Any], source: str = "analytic defaults"
+                 ) -> dict[str, Any] | None:
     """The batching knobs the live ``uncoordinated`` policy runs with, from a scheduler's
     stats: ``{"max_batch", "queue_delay_us", "source"}``, or None for another policy.
 
-    The live scheduler takes no ``UncoordinatedConfig``, so these are always its analytic
-    defaults (``source`` says so); the simulator's baseline is tuned
-    (``bench.search.tune_uncoordinated``).
+    The values are the scheduler's own (what it ran with, whatever it was asked);
+    ``source`` is the caller's word on where they came from.
     """
     model = ((stats.get("policy") or {}).get("models") or {}).get(MODEL) or {}
     if "max_batch_used" not in model:
         return None
     return {"max_batch": int(model["max_batch_used"]),
             "queue_delay_us": int(model["max_queue_delay_ns"]) // 1000,
-            "source": "analytic defaults (not tunable live)"}
+            "source": source}
+
+
+# ------------------------------------------------- the uncoordinated baseline, tuned live
+
+
+def uncoord_args(max_batch: int, queue_delay_us: int) -> tuple[str, ...]:
+    """``baton scheduler``'s flags for the uncoordinated knobs (``Cluster(policy_args=)``)."""
+    return ("--uncoord-max-batch", str(int(max_batch)),
+            "--uncoord-queue-delay-us", str(int(queue_delay_us)))
+
+
+def uncoord_seed(setup: Setup, extra: int = 2) -> dict[str, Any]:
+    """The live grid for ``baton-uncoordinated``, from the simulator's tuning.
+
+    Runs ``bench.search.tune_uncoordinated`` (deterministic, seconds) on ``setup``'s
+    profile, N, SLO and trace kind. Returns ``{"grid": [{"knobs": {"max_batch",
+    "queue_delay_us"}, "why"}], "sim_rate_rps", "sim_goodput_rps",
+    "sim_pinned_goodput_rps"}``: the grid holds, in the simulator's order of preference,
+    its best, the ``extra`` settings its last tuning round ranked next (attainment,
+    goodput, then the smaller batch and the shorter delay) and the analytic defaults,
+    without repeats (the order breaks the live tuning's ties, ``choose_knobs``);
+    ``sim_rate_rps`` is the tuned search's capacity.
+    """
+    from bench.search import tune_uncoordinated
+    from bench.sim.config import Cluster as SimCluster
+
+    cluster = SimCluster.shared({MODEL: setup.profile}, round(setup.slo_ms * 1e6), setup.n)
+    csv = setup.csv if setup.trace_kind == "replay" else None
+    tuned = tune_uncoordinated(cluster, trace=setup.trace_kind, cv=setup.cv, csv_path=csv,
+                               seed=setup.seed)
+
+    def knobs(b: int | None, delay_ns: int | None) -> dict[str, int]:
+        return {"max_batch": int(b or 0), "queue_delay_us": int(delay_ns or 0) // 1000}
+
+    best = knobs(tuned.knobs.max_batch, tuned.knobs.max_queue_delay_ns)
+    pinned = knobs(tuned.pinned_knobs.max_batch, tuned.pinned_knobs.max_queue_delay_ns)
+    grid = [{"knobs": best, "why": ("simulator's best = analytic defaults" if best == pinned
+                                    else "simulator's best")}]
+    last = [t for t in tuned.trials if t.rate_rps == tuned.trials[-1].rate_rps]
+    ranked = sorted(last, key=lambda t: (t.attainment, t.goodput_rps, -t.max_batch,
+                                         -t.max_queue_delay_ns), reverse=True)
+    added = 0
+    for t in ranked:
+        k = knobs(t.max_batch, t.max_queue_delay_ns)
+        if added >= extra:
+            break
+        if k != pinned and all(g["knobs"] != k for g in grid):
+            grid.append({"knobs": k, "why": "simulator's next"})
+            added += 1
+    if best != pinned:
+        grid.append({"knobs": pinned, "why": "analytic defaults"})
+    return {"grid": grid, "sim_rate_rps": tuned.result.rate_rps,
+            "sim_goodput_rps": tuned.result.goodput_rps,
+            "sim_pinned_goodput_rps": tuned.pinned.goodput_rps}
+
+
+def choose_knobs(tried: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best of the live tuning's rows ``{"knobs", "slo_attainment", "goodput_rps"}``,
+    given in the grid's order (``uncoord_seed``: the simulator's preference first): by
+    attainment, then goodput, then the earlier row, so that where the live probes do not
+    tell the settings apart the simulator's ranking does (rows with an ``error`` are out).
+    Raises ``ValueError`` when no row has a result."""
+    ok = [(i, r) for i, r in enumerate(tried) if "error" not in r]
+    if not ok:
+        raise ValueError("no knob setting produced a result: "
+                         + "; ".join(str(r.get("error"))[:120] for r in tried))
+    return max(ok, key=lambda ir: (ir[1]["slo_attainment"], ir[1]["goodput_rps"], -ir[0]))[1]
+
+
+def uncoord_tuning_lines(tuned: dict[str, Any]) -> list[str]:
+    """``tune_uncoordinated_live``'s result as Markdown lines: the grid's seed, every
+    setting tried live and the one kept."""
+    seed = tuned["seed"]
+    head = (f"Live grid seeded by the simulator's tuning (`bench.search.tune_uncoordinated`, "
+            f"same profile, N, SLO and trace kind: tuned capacity "
+            f"{seed['sim_rate_rps']:.1f} req/s, pinned defaults' goodput "
+            f"{seed['sim_pinned_goodput_rps']:.1f}); each setting on a fresh cluster, "
+            f"{tuned['duration_s']:g} s at {tuned['rate_rps']:.1f} req/s ({tuned['load']:g} of "
+            f"the simulator's capacity), in {tuned['wall_s']:.0f} s; kept: the best by "
+            "attainment, then goodput, ties to the simulator's order:")
+    lines = [head, ""]
+    best = tuned.get("best") or {}
+    for r in tuned["tried"]:
+        k = r["knobs"]
+        head = f"- max batch {k['max_batch']}, delay {k['queue_delay_us'] / 1000:g} ms ({r['why']})"
+        if "error" in r:
+            lines.append(f"{head}: failed ({r['error'].splitlines()[0][:80]})")
+            continue
+        lines.append(f"{head}: attainment {r['slo_attainment']:.4f}, goodput "
+                     f"{r['goodput_rps']:.1f} req/s, send late p99 "
+                     f"{r.get('send_lateness_p99_ms') or 0.0:.1f} ms"
+                     + (" **kept**" if r is best or r == best else ""))
+    return lines
+
+
+def tune_uncoordinated_live(
+    setup: Setup, duration_s: float, log_dir: Path, *, load: float = UNCOORD_TUNE_LOAD,
+    warmup_s: float = 2.0, log: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """``baton-uncoordinated``'s knobs tuned live, as ``tune_knobs`` tunes a peer's.
+
+    The grid is ``uncoord_seed``'s (the simulator's tuning, on ``setup``); every setting
+    gets a fresh cluster, ``warmup_s`` of unmeasured warm-up and the same ``duration_s``
+    trace of ``setup``'s kind at ``load`` x the simulator's tuned capacity; the best by
+    ``choose_knobs``. Returns ``{"best", "tried", "seed", "rate_rps", "load",
+    "duration_s", "wall_s"}``; each row of ``tried`` has the knobs asked for, those the
+    scheduler reported (``ran``), its attainment, goodput and the sender's lateness, or
+    an ``error``. Raises ``ValueError`` when no setting ran.
+    """
+    t0 = time.monotonic()
+    seed = uncoord_seed(setup)
+    rate = load * seed["sim_rate_rps"]
+    short = dataclasses.replace(setup, duration_s=duration_s)
+    trace = short.trace(rate)
+    tried = []
+    for cand in seed["grid"]:
+        k = cand["knobs"]
+        label = f"uncoord b{k['max_batch']} {k['queue_delay_us'] / 1000:g}ms"
+        row: dict[str, Any] = {"knobs": k, "why": cand["why"]}
+        try:
+            config = _cluster_config(short, "uncoordinated")
+            with Cluster(config, log_dir=str(log_dir / label.replace(" ", "_")),
+                         policy_args=uncoord_args(k["max_batch"], k["queue_delay_us"])):
+                warm = _warmup_trace(short, BATON_LO_FRAC, warmup_s)
+                if warm is not None:
+                    _play(config.frontend_address,
+                          dataclasses.replace(short, duration_s=warmup_s), warm,
+                          f"{label} warm-up")
+                    time.sleep(0.5)
+                rec = _play(config.frontend_address, short, trace, label)
+                ran = policy_knobs(query_stats(config.scheduler_address), "tuning candidate")
+            if ran is None or (ran["max_batch"], ran["queue_delay_us"]) != (
+                    k["max_batch"], k["queue_delay_us"]):
+                raise RuntimeError(f"the scheduler ran the knobs {ran}, not {k}")
+        except Exception as exc:  # noqa: BLE001  (one setting's failure is its row)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            tried.append(row)
+            if log is not None:
+                log(f"  {label}: failed: {row['error'][:200]}")
+            continue
+        s = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
+        row.update(ran=ran, slo_attainment=s["slo_attainment"], goodput_rps=s["goodput_rps"],
+                   send_lateness_p99_ms=(s.get("send_lateness_ms") or {}).get("p99"))
+        tried.append(row)
+        if log is not None:
+            log(f"  {label} ({cand['why']}): attainment {row['slo_attainment']:.4f}, goodput "
+                f"{row['goodput_rps']:.1f} req/s, send late p99 "
+                f"{row['send_lateness_p99_ms'] or 0.0:.1f} ms")
+    return {"best": choose_knobs(tried), "tried": tried, "seed": seed, "rate_rps": rate,
+            "load": load, "duration_s": duration_s, "wall_s": time.monotonic() - t0}
 
 
 def _plain(x: Any) -> Any:
@@ -305,29 +472,45 @@ def search_result(probes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _simulate(setup: Setup, trace: Trace, policy: str, config: Any = None) -> Any:
+def _simulate(setup: Setup, trace: Trace, policy: str, config: Any = None,
+              options: Any = None) -> Any:
     """``policy`` on ``trace`` in the simulator, on ``setup``'s cluster (a ``SimResult``);
-    ``config``: a ``SimConfig`` (default: the simulator's overheads, not strict)."""
+    ``config``: a ``SimConfig`` (default: the simulator's overheads, not strict);
+    ``options``: the policy's own knobs (``make_policy``), None for its defaults."""
     from bench.sim.config import Cluster as SimCluster
     from bench.sim.config import SimConfig
-    from bench.sim.engine import simulate_policy
+    from bench.sim.engine import policy_config_for, simulate
+    from central.policy import make_policy
 
     cluster = SimCluster.shared({MODEL: setup.profile}, round(setup.slo_ms * 1e6), setup.n)
-    return simulate_policy(policy, trace, cluster, config or SimConfig(strict=False))
+    config = config or SimConfig(strict=False)
+    pcfg = policy_config_for(cluster, config)
+    return simulate(make_policy(policy, pcfg, options=options), trace, cluster, config)
 
 
-def sim_attainment(setup: Setup, trace: Trace, policy: str) -> float:
-    """The simulator's SLO attainment for ``policy`` on ``trace`` (default overheads): what
-    the policy alone does with these very arrivals, beside what the live system did."""
-    return float(_simulate(setup, trace, policy).attainment)
+def sim_attainment(setup: Setup, trace: Trace, policy: str, options: Any = None) -> float:
+    """The simulator's SLO attainment for ``policy`` (with ``options``, its own knobs) on
+    ``trace`` (default overheads): what the policy alone does with these very arrivals,
+    beside what the live system did."""
+    return float(_simulate(setup, trace, policy, options=options).attainment)
+
+
+def _uncoord_options(knobs: dict[str, Any] | None) -> Any:
+    """``{"max_batch", "queue_delay_us"}`` as an ``UncoordinatedConfig`` (None: None)."""
+    if not knobs:
+        return None
+    from central.policy.baselines.uncoordinated import UncoordinatedConfig
+
+    return UncoordinatedConfig(max_batch=int(knobs["max_batch"]),
+                               max_queue_delay_ns=int(knobs["queue_delay_us"]) * 1000)
 
 
 def _search(setup: Setup, address: str, label: str, iters: int = 5,
             lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
             log: Callable[[str], Any] | None = None,
-            sim_policy: str | None = None) -> list[dict[str, Any]]:
-    """``bisect_rate`` on a running Baton cluster at ``address``; with ``sim_policy``, each
-    probe also records ``sim_attainment`` (``sim_attainment``) for its trace."""
+            sim_policy: str | None = None, sim_options: Any = None) -> list[dict[str, Any]]:
+    """``bisect_rate`` on a running Baton cluster at ``address``; with ``sim_policy`` (and
+    its knobs ``sim_options``), each probe also records ``sim_attainment`` for its trace."""
 
     def probe(rate: float) -> dict[str, Any]:
         tr = setup.trace(rate)
@@ -335,7 +518,7 @@ def _search(setup: Setup, address: str, label: str, iters: int = 5,
         rec = _play(address, setup, tr, f"{label} @{rate:.0f}/s")
         s = records_summary(rec, setup.slo_ms, tr.duration_ns or 1)
         if sim_policy is not None:
-            s["sim_attainment"] = sim_attainment(setup, tr, sim_policy)
+            s["sim_attainment"] = sim_attainment(setup, tr, sim_policy, sim_options)
         return s
 
     return bisect_rate(setup, probe, iters=iters, lo_frac=lo_frac, hi_frac=hi_frac, log=log,
@@ -345,29 +528,36 @@ def _search(setup: Setup, address: str, label: str, iters: int = 5,
 def search_baton(setup: Setup, policy: str, log_dir: Path, label: str, *, iters: int = 5,
                  lo_frac: float = BATON_LO_FRAC, hi_frac: float = HI_FRAC,
                  warmup_s: float = 2.0, log: Callable[[str], Any] | None = None,
-                 sim_check: bool = False) -> dict[str, Any]:
+                 sim_check: bool = False, knobs: dict[str, Any] | None = None,
+                 knobs_source: str = "analytic defaults") -> dict[str, Any]:
     """A fresh Baton cluster with ``policy``; a warm-up, then the live goodput search on it.
 
-    Returns ``search_result``'s dict plus ``probes`` and ``start_s`` (cluster start-up).
-    ``sim_check``: each probe row also carries the simulator's attainment on its trace.
+    ``knobs`` (``{"max_batch", "queue_delay_us"}``, the uncoordinated policy only; None:
+    its analytic defaults) go to the scheduler as ``uncoord_args``. Returns
+    ``search_result``'s dict plus ``probes``, ``start_s`` (cluster start-up) and, for the
+    uncoordinated policy, ``knobs`` (the scheduler's own, with ``knobs_source``).
+    ``sim_check``: each probe row also carries the simulator's attainment for the same
+    policy and knobs on its trace.
     """
     config = _cluster_config(setup, policy)
+    policy_args = uncoord_args(knobs["max_batch"], knobs["queue_delay_us"]) if knobs else ()
     t0 = time.monotonic()
-    with Cluster(config, log_dir=str(log_dir)):
+    with Cluster(config, log_dir=str(log_dir), policy_args=policy_args):
         started = time.monotonic() - t0
         warm = _warmup_trace(setup, lo_frac, warmup_s)
         if warm is not None:  # a fresh cluster's first batches pay for imports and caches
             _play(config.frontend_address, dataclasses.replace(setup, duration_s=warmup_s),
                   warm, f"{label} warm-up")
         probes = _search(setup, config.frontend_address, label, iters, lo_frac, hi_frac, log,
-                         sim_policy=policy if sim_check else None)
+                         sim_policy=policy if sim_check else None,
+                         sim_options=_uncoord_options(knobs))
         try:
-            knobs = policy_knobs(query_stats(config.scheduler_address))
+            ran = policy_knobs(query_stats(config.scheduler_address), knobs_source)
         except Unavailable:
-            knobs = None
+            ran = None
     out = {**search_result(probes), "probes": probes, "start_s": started, "warmup_s": warmup_s}
-    if knobs is not None:
-        out["knobs"] = knobs
+    if ran is not None:
+        out["knobs"] = ran
     return out
 
 
@@ -560,7 +750,7 @@ def agreement(setup: Setup, trace: Trace, live: dict[str, Any], policy: str) -> 
     cfg = SimConfig(dispatch_delay_ns=int(delay["p50"] * 1e6),
                     tick_lateness_ns=int(lateness.get("p99", 0.0) * 1e3), seed=setup.seed,
                     strict=False)
-    sim = _simulate(setup, trace, policy, cfg)
+    sim = _simulate(setup, trace, policy, cfg, options=_uncoord_options(live.get("knobs")))
     return {
         "sim_attainment": sim.attainment,
         "sim_goodput_rps": sim.goodput_rps,
@@ -670,6 +860,9 @@ def _markdown(results: dict[str, Any], setup: Setup, rate: float, checks: dict[s
                   for name, r in results.items() if r.get("knobs")]
     if knob_lines:
         lines += ["", "Batching knobs:", ""] + knob_lines
+    for name, r in results.items():
+        if r.get("tuning"):
+            lines += ["", f"{name}'s live tuning:", "", *uncoord_tuning_lines(r["tuning"])]
     if checks:
         lines += ["", "## Agreement with the simulator (same trace, same policy)", "",
                   "| system | live attainment | sim attainment | gap | live goodput | sim goodput | gap req/s | sim dispatch delay ms | sim tick lateness ms |",
@@ -719,12 +912,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--search", action="store_true",
                    help="also run a live goodput search per system (5 probes; the peers on "
                    "their tuned knobs, one server kept up across the probes)")
+    p.add_argument("--pinned-uncoordinated", action="store_true",
+                   help="run baton-uncoordinated at its analytic defaults (max batch b with "
+                   "2 l(b) within the SLO, delay l(b)) instead of tuning it live first")
     p.add_argument("--no-agreement", action="store_true", help="skip the simulator check")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="bench-results/replay", help="report directory")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quick", action="store_true",
-                   help="Baton systems only, 8 s trace, no search: a smoke run")
+                   help="Baton systems only, 8 s trace, no search, baton-uncoordinated "
+                   "pinned (not tuned): a smoke run")
     return p
 
 
@@ -737,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.quick:
         args.systems = [s for s in args.systems if s in BATON_SYSTEMS]
-        args.duration, args.search = 8.0, False
+        args.duration, args.search, args.pinned_uncoordinated = 8.0, False, True
     setup = Setup(
         n=args.n, k_ms=args.k_ms * dilation, c_ms=args.c_ms * dilation,
         slo_ms=args.slo_ms * dilation, max_batch=args.max_batch, dilation=dilation,
@@ -755,8 +952,26 @@ def main(argv: list[str] | None = None) -> int:
           + (f" (time-dilated x{dilation:g} on {cores} cores)" if dilation != 1 else ""))
     results: dict[str, Any] = {}
     runners: dict[str, Callable[[], dict[str, Any]]] = {}
+    tunings: dict[str, Any] = {}
+
+    def uncoordinated() -> dict[str, Any]:
+        name = "baton-uncoordinated"
+        if args.pinned_uncoordinated:
+            return replay_baton(setup, "uncoordinated", trace, out / "logs" / name, name,
+                                args.search, knobs_source="analytic defaults (pinned)")
+        tuned = tune_uncoordinated_live(setup, min(setup.duration_s, 10.0),
+                                        out / "logs" / "uncoord-tuning",
+                                        log=lambda line: print(line, flush=True))
+        tunings[name] = tuned
+        r = replay_baton(setup, "uncoordinated", trace, out / "logs" / name, name, args.search,
+                         knobs=tuned["best"]["knobs"], knobs_source=_TUNED_SOURCE)
+        r["tuning"] = tuned
+        return r
+
     for name in args.systems:
-        if name in BATON_SYSTEMS:
+        if name == "baton-uncoordinated":
+            runners[name] = uncoordinated
+        elif name in BATON_SYSTEMS:
             runners[name] = (lambda n=name: replay_baton(
                 setup, BATON_SYSTEMS[n], trace, out / "logs" / n, n, args.search))
         else:

@@ -224,7 +224,7 @@ def test_a_bad_baton_bracket_is_refused_before_anything_runs(
 
 
 def test_live_uncoordinated_knobs_are_read_from_stats_and_shown() -> None:
-    """The live ``baton-uncoordinated`` cannot be tuned: its report names the knobs it ran."""
+    """The live ``baton-uncoordinated``'s report names the knobs its scheduler ran (from stats)."""
     from bench.replay import MODEL, policy_knobs
 
     stats = {"policy": {"models": {MODEL: {"max_batch_used": 6,
@@ -237,3 +237,63 @@ def test_live_uncoordinated_knobs_are_read_from_stats_and_shown() -> None:
     assert policy_knobs({}) is None
     line = matrix._probe_line("baton-uncoordinated", {**_found(400.0), "knobs": knobs})
     assert "knobs max batch 6, delay 93.568 ms (analytic defaults" in line
+
+
+def _tried(b: int, delay_us: int, attainment: float, goodput: float, why: str = "") -> dict:
+    return {"knobs": {"max_batch": b, "queue_delay_us": delay_us}, "why": why or "simulator's next",
+            "slo_attainment": attainment, "goodput_rps": goodput, "send_lateness_p99_ms": 2.0}
+
+
+def test_the_live_uncoordinated_tuning_keeps_attainment_then_goodput() -> None:
+    from bench.replay import choose_knobs, uncoord_args
+
+    tried = [
+        _tried(10, 16_024, 0.981, 231.0, "simulator's best"),
+        _tried(6, 187_136, 0.942, 222.0, "analytic defaults"),
+        _tried(12, 0, 0.993, 228.0),  # the highest attainment wins over more goodput
+        _tried(8, 0, 0.993, 229.5),  # same attainment, more goodput: this one
+        {"knobs": {"max_batch": 16, "queue_delay_us": 0}, "why": "x", "error": "RuntimeError"},
+    ]
+    assert choose_knobs(tried)["knobs"] == {"max_batch": 8, "queue_delay_us": 0}
+    # a tie on both (the live probes did not tell them apart): the grid's order, i.e.
+    # the simulator's preference, not the smaller batch (that picked the defaults)
+    tie = [_tried(10, 16_024, 1.0, 237.6, "simulator's best"), _tried(10, 0, 1.0, 237.6),
+           _tried(6, 187_136, 1.0, 237.6, "analytic defaults")]
+    assert choose_knobs(tie)["knobs"] == {"max_batch": 10, "queue_delay_us": 16_024}
+    assert choose_knobs(tie[::-1])["knobs"] == {"max_batch": 6, "queue_delay_us": 187_136}
+    with pytest.raises(ValueError, match="no knob setting"):
+        choose_knobs([tried[-1]])
+    assert uncoord_args(10, 16_024) == ("--uncoord-max-batch", "10",
+                                        "--uncoord-queue-delay-us", "16024")
+
+
+def test_the_report_names_the_tuned_uncoordinated_knobs_and_the_seeded_grid() -> None:
+    from bench.replay import choose_knobs
+
+    tried = [_tried(10, 16_024, 0.981, 231.0, "simulator's best"),
+             _tried(6, 187_136, 0.942, 222.0, "analytic defaults"),
+             _tried(8, 0, 0.993, 229.5)]
+    tuned = {"best": choose_knobs(tried), "tried": tried, "rate_rps": 236.3, "load": 0.95,
+             "duration_s": 8.0, "wall_s": 75.0,
+             "seed": {"sim_rate_rps": 248.8, "sim_goodput_rps": 247.0,
+                      "sim_pinned_goodput_rps": 236.1, "grid": []}}
+    ran = {"max_batch": 8, "queue_delay_us": 0,
+           "source": "tuned live; grid seeded by the simulator's tuning"}
+    doc = _doc([_cell(25.0, "poisson", 349.9, baton=_found(312.0),
+                      baton_uncoordinated={**_found(230.0), "knobs": ran})])
+    doc["tuning"] = {"baton-uncoordinated @ SLO 25 ms": tuned,
+                     "triton @ SLO 25 ms": {"skipped": "not installed"}}
+    md = matrix.markdown(doc)
+    assert "Live grid seeded by the simulator's tuning" in md
+    assert "236.3 req/s (0.95 of the simulator's capacity)" in md
+    kept = [line for line in md.splitlines() if "**kept**" in line]
+    assert kept == [("- max batch 8, delay 0 ms (simulator's next): attainment 0.9930, "
+                     "goodput 229.5 req/s, send late p99 2.0 ms **kept**")]
+    assert "max batch 6, delay 187.136 ms (analytic defaults): attainment 0.9420" in md
+    line = matrix._probe_line("baton-uncoordinated",
+                              doc["cells"][0]["systems"]["baton-uncoordinated"])
+    assert ("knobs max batch 8, delay 0 ms (tuned live; grid seeded by the simulator's tuning)"
+            in line)
+    # the uncoordinated tuning is not listed among the peers', which still are
+    peers = md.split("Peer knobs", 1)[1]
+    assert "baton-uncoordinated" not in peers and "triton @ SLO 25 ms: not installed" in peers
