@@ -4,8 +4,11 @@ test_policy.py runs whole scenarios; these pin the single rules a mutation campa
 (``make mutation``, docs/testing.md) found unchecked there: what ``snapshot`` reports,
 which ``BatchDone`` reports the profile learns from, how a worker's predicted free time
 follows its reports, how a profile is taken from a joining worker, when a stale profile
-is reset, how the margin is capped, and when a candidate is deferred. State is set up
-through public events only; there are no sleeps and no sockets.
+is reset, how the margin is capped, and when a candidate is deferred; and, in small
+scenes of two models and one or two pools with exact timings, how waiting batches are
+granted, when a candidate is re-planned because a worker was taken, the shed floor's
+edges and when the cached floor is refreshed. State is set up through public events
+only; there are no sleeps and no sockets.
 """
 
 from __future__ import annotations
@@ -697,3 +700,259 @@ def test_a_head_only_the_margin_rules_out_goes_alone_even_with_company() -> None
     [sent] = dispatches(policy.handle(RequestsArrived((head, other)), end))
     assert sent.request_ids == (1,)
     assert sent.latest_ns == head.deadline_ns - R - PROF.latency_ns(1)
+
+
+# ------------------------------------------------------------------ waiting and granting
+
+
+def two_busy_workers(first_b: int = 0) -> SymphonyPolicy:
+    """Worker 0 serves "a", worker 1 serves "b"; each gets a full batch, at 0 and at
+    ``first_b``: busy until 12.5 ms and ``first_b`` + 12.5 ms."""
+    policy = make_policy(profiles={"a": PROF, "b": PROF})
+    policy.handle(WorkerJoined(0, ("a",)), 0)
+    policy.handle(WorkerJoined(1, ("b",)), 0)
+    assert full_batch_of(policy, "a", 0, 0).worker_id == 0
+    assert full_batch_of(policy, "b", 100, first_b).worker_id == 1
+    return policy
+
+
+def test_every_waiting_batch_is_granted_its_worker_in_turn() -> None:
+    policy = two_busy_workers(first_b=MS)
+    assert policy.handle(requests(200, 8, 2 * MS + FAR, 2 * MS, "a"), 2 * MS) == []
+    assert policy.handle(requests(300, 8, 2 * MS + FAR, 2 * MS, "b"), 2 * MS) == []
+    assert policy.next_wakeup_ns() == 12 * MS  # worker 0 about to be free
+    [d] = dispatches(policy.handle(Tick(), 12 * MS))
+    assert (d.model, d.worker_id) == ("a", 0)
+    assert policy.next_wakeup_ns() == 13 * MS  # "b" still waits for worker 1
+    [d] = dispatches(policy.handle(Tick(), 13 * MS))
+    assert (d.model, d.worker_id, d.earliest_ns) == ("b", 1, 13 * MS + D)
+
+
+def test_waiters_granted_at_one_tick_go_out_most_urgent_first() -> None:
+    # Both workers free up at 12.5 ms; "b"'s batch must start earlier than "a"'s, so it
+    # is sent first although worker 0 (of "a") comes first in the grant order.
+    policy = two_busy_workers()
+    assert policy.handle(requests(200, 8, MS + FAR, MS, "a"), MS) == []
+    assert policy.handle(requests(300, 8, MS + 50 * MS, MS, "b"), MS) == []
+    sent = dispatches(policy.handle(Tick(), 12 * MS))
+    assert [(d.model, d.worker_id) for d in sent] == [("b", 1), ("a", 0)]
+    assert sent[0].latest_ns < sent[1].latest_ns
+
+
+def test_a_model_replanned_in_the_same_call_still_gets_its_other_pools_worker() -> None:
+    # Worker 0 serves "x" and "y", worker 1 only "y". "x" is more urgent and takes worker
+    # 0, which moves its pool's earliest start past the point where "y"'s plan (on worker
+    # 0's pool) would be stale: "y" is re-planned in the same call and goes to worker 1.
+    policy = make_policy(profiles={"x": PROF, "y": PROF})
+    policy.handle(WorkerJoined(0, ("x", "y")), 0)
+    policy.handle(WorkerJoined(1, ("y",)), 0)
+    arrivals = RequestsArrived(
+        tuple(Request(i, "x", 16_900_000, 0) for i in range(8))
+        + tuple(Request(100 + i, "y", 17 * MS, 0) for i in range(8)))
+    sent = dispatches(policy.handle(arrivals, 0))
+    assert [(d.model, d.worker_id, d.earliest_ns) for d in sent] == [("x", 0, D), ("y", 1, D)]
+
+
+def test_an_early_report_hands_the_worker_to_another_models_waiting_batch() -> None:
+    policy = make_policy(profiles={"a": PROF, "b": PROF})
+    policy.handle(WorkerJoined(0, ("a", "b")), 0)
+    first = full_batch_of(policy, "a", 0, 0)  # planned to end at 12.5 ms
+    assert policy.handle(requests(100, 8, MS + FAR, MS, "b"), MS) == []  # waits
+    end = 10 * MS  # "a" ran 2.5 ms short: the worker is free now
+    [d] = dispatches(policy.handle(
+        BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), end))
+    assert (d.model, d.worker_id, d.earliest_ns) == ("b", 0, end + D)
+
+
+# ------------------------------------------------------------------ the shed floor's edges
+
+
+def head_and_fresh(fresh: int, shed_fraction: float) -> list[Action]:
+    """The worker is busy until 12.5 ms; request 0 (from 1 ms) must end by 18 ms, which
+    only a batch of 1 from 12.5 ms still makes (17.8 ms; a batch of 2 would end at
+    18.8 ms); at 12 ms ``fresh`` requests with 25 ms to go arrive. The target batch is 7:
+    a fraction of 0.5 makes 2 the shed floor, 0.95 makes it 7."""
+    policy = make_policy(shed_fraction=shed_fraction)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    policy.handle(requests(200, 8, 25 * MS, 0), 0)
+    assert policy.handle(requests(0, 1, 18 * MS, MS), MS) == []  # waits for the worker
+    actions = policy.handle(requests(100, fresh, 37 * MS, 12 * MS), 12 * MS)
+    assert policy.snapshot()["models"]["m"]["target_batch"] == 7
+    return actions
+
+
+def test_a_floor_of_two_sheds_a_lone_head_when_two_requests_stand_behind_it() -> None:
+    # three requests in all: the head is shed so that the other two can go together
+    assert head_and_fresh(2, shed_fraction=0.5) == [Drop((0,), DropReason.SHED)]
+    # with one behind it there is no batch of two to keep: the head goes alone
+    for fresh, fraction in ((1, 0.5), (2, 0.95)):  # ... and with the floor at 7, too
+        actions = head_and_fresh(fresh, shed_fraction=fraction)
+        [d] = dispatches(actions)
+        assert drops(actions) == {} and (d.request_ids, d.earliest_ns) == ((0,), 12 * MS + D)
+
+
+def test_a_floor_of_one_sheds_nothing_a_head_only_the_margin_rules_out_goes_alone() -> None:
+    policy = make_policy(refit=False, shed_fraction=0.01)  # 0.01: every floor is 1
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    d = full_batch(policy, 0, 0)
+    start = d.earliest_ns + 3 * MS  # learn a 3 ms margin
+    end = start + d.expected_ns
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, end, 8), end)
+    margin = learnt(policy)[2]
+    head = Request(1, "m", end + D + PROF.latency_ns(1) + R + margin // 2, end)
+    others = [Request(2 + i, "m", end + FAR, end) for i in range(2)]
+    actions = policy.handle(RequestsArrived((head, *others)), end)
+    assert drops(actions) == {}
+    [sent] = dispatches(actions)
+    assert sent.request_ids == (1,)
+
+
+# ------------------------------------------------- re-planning when a worker is taken
+
+
+def shared_worker_with_margin() -> SymphonyPolicy:
+    """Worker 0 serves "m" and "n"; "m" learns a 3 ms margin from a batch that started
+    3 ms late and ended at 15.5 ms; the worker is idle from then on."""
+    policy = make_policy(profiles={"m": PROF, "n": PROF}, refit=False, defer_headroom=0.0)
+    policy.handle(WorkerJoined(0, ("m", "n")), 0)
+    d = full_batch_of(policy, "m", 0, 0)
+    start = d.earliest_ns + 3 * MS
+    end = start + d.expected_ns
+    assert end == 15_500_000
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, end, 8), end)
+    assert learnt(policy)[2] == 3 * MS
+    return policy
+
+
+def test_a_deferred_batch_is_ready_once_the_worker_is_taken_past_its_growing_point() -> None:
+    policy = shared_worker_with_margin()
+    # one "m" request due at 38 ms: deferred, a batch of 2 would fit (timer at 28 ms)
+    assert policy.handle(requests(1, 1, 38 * MS, 16 * MS), 16 * MS) == []
+    assert policy.next_wakeup_ns() == 38 * MS - (R + 3 * MS) - PROF.latency_ns(2) - D - T
+    assert policy.snapshot()["models"]["m"]["ready"] is False
+    # "n" takes the worker until 28.5 ms: from then on no batch of 2 makes 38 ms (with
+    # the margin on both ends), so "m" is ready at once and waits for the worker
+    [d] = dispatches(policy.handle(requests(100, 8, FAR, 16 * MS, "n"), 16 * MS))
+    assert (d.model, d.earliest_ns + d.expected_ns) == ("n", 28_500_000)
+    model = policy.snapshot()["models"]["m"]
+    assert (model["ready"], model["waiting"], model["candidate_batch"]) == (True, True, 1)
+
+
+def test_a_waiting_batch_is_replanned_when_the_worker_is_taken_by_a_more_urgent_one() -> None:
+    policy = shared_worker_with_margin()
+    # eight "m" requests due at 36 ms and eight "n" ones due at 32 ms, at 16 ms: "n" goes
+    # first and holds the worker until 28.5 ms; from 28.5 ms + the margin only one "m"
+    # request still makes 36 ms with the margin on both ends: "m" waits with a batch of 1
+    arrivals = RequestsArrived(
+        tuple(Request(100 + i, "n", 32 * MS, 16 * MS) for i in range(8))
+        + tuple(Request(200 + i, "m", 36 * MS, 16 * MS) for i in range(8)))
+    [d] = dispatches(policy.handle(arrivals, 16 * MS))
+    assert d.model == "n"
+    model = policy.snapshot()["models"]["m"]
+    assert (model["ready"], model["waiting"], model["candidate_batch"]) == (True, True, 1)
+
+
+def test_a_waiting_request_is_dropped_as_soon_as_a_dispatch_dooms_it() -> None:
+    # One worker for "m" and "n"; at 1 ms eight of each: "n" (due at 18 ms) goes first
+    # and holds the worker until 13.5 ms, after which not even one "m" request (due at
+    # 18.5 ms) can end in time (13.5 + 5 + 0.3 ms): they are dropped now, not at 13 ms.
+    policy = make_policy(profiles={"m": PROF, "n": PROF})
+    policy.handle(WorkerJoined(0, ("m", "n")), 0)
+    arrivals = RequestsArrived(
+        tuple(Request(100 + i, "n", 18 * MS, MS) for i in range(8))
+        + tuple(Request(200 + i, "m", 18_500_000, MS) for i in range(8)))
+    actions = policy.handle(arrivals, MS)
+    assert drops(actions) == {DropReason.DEADLINE: tuple(range(200, 208))}
+    [d] = dispatches(actions)
+    assert (d.model, d.earliest_ns + d.expected_ns) == ("n", 13_500_000)
+    assert policy.next_wakeup_ns() is None
+
+
+def test_a_long_wait_does_not_lose_the_replan_when_the_worker_is_pushed_out() -> None:
+    # Eighty "m" arrivals while worker 0 runs two "n" batches: each re-plans "m", and the
+    # pool's watch heap is compacted on the way; the live entry must survive, so that an
+    # overrun report that pushes the worker out dooms "m"'s head at once.
+    policy = make_policy(profiles={"m": PROF, "n": PROF})
+    policy.handle(WorkerJoined(0, ("m", "n")), 0)
+    [first] = dispatches(policy.handle(requests(0, 16, FAR, 0, "n"), 0))
+    [second] = dispatches(policy.handle(Tick(), 12 * MS))
+    assert second.earliest_ns + second.expected_ns == 24_500_000
+    # "m"'s head is due at 31 ms: a batch of 2 from 24.5 ms still makes it
+    assert policy.handle(requests(1000, 1, 31 * MS, 12 * MS), 12 * MS) == []
+    for i in range(80):
+        t = 12_100_000 + i * 20_000
+        assert policy.handle(requests(100 + i, 1, FAR, t), t) == []
+    assert policy.snapshot()["models"]["m"]["waiting"] is True
+    # the first batch ends 2 ms late: the worker is busy until 26.5 ms, and 26.5 + l(1)
+    # + R = 31.8 ms is past the head's deadline
+    end = 14_500_000
+    actions = policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns,
+                                      end, 8), end)
+    assert actions == [Drop((1000,), DropReason.DEADLINE)]
+
+
+# ------------------------------------------------------------------ the cached shed floor
+
+
+def test_the_shed_floor_follows_a_refit_at_once() -> None:
+    # Configured without a fixed cost (l(b) = 0.5 ms x b) nothing is worth shedding for:
+    # the floor is 1. Two batches of 8 that take 6 ms each refit c to 2 ms, and the next
+    # decision, well within the floor's refresh period, already uses the new floor (7).
+    base = 1_000_000_000  # a running system: the policy has been up for a second
+    flat = Profile(k_ns=500_000, c_ns=0, max_batch=8)
+    policy = make_policy(profiles={"m": flat}, refit_window=2)
+    policy.handle(WorkerJoined(0, ("m",)), base)
+    policy.handle(WorkerJoined(1, ("m",)), base)
+    sent = dispatches(policy.handle(requests(0, 16, base + FAR, base), base))
+    assert [(d.worker_id, d.expected_ns) for d in sent] == [(0, 4 * MS), (1, 4 * MS)]
+    end = base + D + 6 * MS
+    for d in sent:
+        policy.handle(BatchDone(d.batch_id, d.worker_id, BatchStatus.OK, d.earliest_ns, end, 8),
+                      end)
+    assert profile_of(policy, "m") == (500_000, 2 * MS, 8)
+    now = base + 7 * MS
+    # three heads that only a batch of 5 still gets in time, and eight with room
+    arrivals = RequestsArrived(
+        tuple(Request(100 + i, "m", now + 5 * MS, now) for i in range(3))
+        + tuple(Request(200 + i, "m", now + FAR, now) for i in range(8)))
+    actions = policy.handle(arrivals, now)
+    assert policy.snapshot()["models"]["m"]["target_batch"] == 8  # its floor: 7
+    assert drops(actions) == {DropReason.SHED: (100, 101, 102)}
+    [d] = dispatches(actions)
+    assert d.request_ids == tuple(range(200, 208))
+
+
+def test_a_dispatch_that_leaves_the_pools_earliest_start_alone_replans_no_one() -> None:
+    # Workers 0 and 1 serve "m" and "n". One "m" request at 1 ms is deferred to 30 ms
+    # (headroom 4: its rate, 64/s, times 4 would fill more than its share of one worker).
+    # At 26 ms "n" takes worker 0; worker 1 is still idle, so "m"'s earliest start did not
+    # move and its plan stands: it goes at its timer. (Re-planned at 26 ms, it would see
+    # the rate fallen to 40/s and go at once: a decision taken on a move that was not.)
+    policy = make_policy(profiles={"m": PROF, "n": PROF}, defer_headroom=4.0)
+    policy.handle(WorkerJoined(0, ("m", "n")), 0)
+    policy.handle(WorkerJoined(1, ("m", "n")), 0)
+    assert policy.handle(requests(1, 1, 37 * MS, MS), MS) == []
+    assert policy.next_wakeup_ns() == 30 * MS
+    [d] = dispatches(policy.handle(requests(100, 8, 26 * MS + FAR, 26 * MS, "n"), 26 * MS))
+    assert (d.model, d.worker_id) == ("n", 0)
+    assert policy.next_wakeup_ns() == 30 * MS
+    [d] = dispatches(policy.handle(Tick(), 30 * MS))
+    assert (d.model, d.worker_id, d.request_ids) == ("m", 1, (1,))
+
+
+def test_a_late_report_that_frees_the_worker_just_in_time_still_grants_it() -> None:
+    # Worker 0 serves "a" and "b": two "a" batches, planned 0.5-12.5 ms and 12.5-24.5 ms;
+    # a "b" batch waits for it (grant at 24 ms). The driver runs late: no tick at 24 ms,
+    # and at 24.2 ms it hands over the first batch's report: it ran 0.2 ms over, so the
+    # worker frees up at 24.7 ms = now + D, which counts as about to be free (as when
+    # dispatching): the waiting batch is granted now, not stranded without a wakeup.
+    policy = make_policy(profiles={"a": PROF, "b": PROF})
+    policy.handle(WorkerJoined(0, ("a", "b")), 0)
+    [first] = dispatches(policy.handle(requests(0, 16, FAR, 0, "a"), 0))
+    [second] = dispatches(policy.handle(Tick(), 12 * MS))
+    assert second.earliest_ns + second.expected_ns == 24_500_000
+    assert policy.handle(requests(100, 8, 13 * MS + FAR, 13 * MS, "b"), 13 * MS) == []
+    now, end = 24_200_000, 12_700_000
+    [d] = dispatches(policy.handle(
+        BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), now))
+    assert (d.model, d.worker_id, d.earliest_ns) == ("b", 0, now + D)
