@@ -13,6 +13,8 @@ only; there are no sleeps and no sockets.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from central.policy import (
@@ -956,3 +958,213 @@ def test_a_late_report_that_frees_the_worker_just_in_time_still_grants_it() -> N
     [d] = dispatches(policy.handle(
         BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), now))
     assert (d.model, d.worker_id, d.earliest_ns) == ("b", 0, now + D)
+
+
+# ------------------------------------------------------------------ exact boundaries
+
+
+def test_batch_ids_count_up_by_one_from_the_configured_first() -> None:
+    policy = make_policy(first_batch_id=7)
+    for wid in range(3):
+        policy.handle(WorkerJoined(wid, ("m",)), 0)
+    assert [full_batch(policy, 100 * i, 0).batch_id for i in range(3)] == [7, 8, 9]
+
+
+def test_a_zero_duration_report_still_teaches_the_margin() -> None:
+    # an OK report whose batch took no measurable time is a timing like any other: its
+    # start, 20 ms after it could have, counts in the margin (less the 12 ms it did not
+    # take: a residual of 0 + 20 - 12 ms)
+    policy = make_policy(refit=False)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    d = full_batch(policy, 0, 0)
+    start = d.earliest_ns + 20 * MS
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, start, 8), start)
+    assert learnt(policy)[2] == 20 * MS - PROF.latency_ns(8)
+
+
+def test_a_worker_is_overdue_from_exactly_its_planned_end() -> None:
+    # 1 ns before its planned end, an unreported batch still looks on time: the next
+    # batch is queued behind it; at the planned end itself, it is overdue
+    for overdue in (False, True):
+        policy = make_policy(refit=False)
+        policy.handle(WorkerJoined(0, ("m",)), 0)
+        d = full_batch(policy, 0, 0)
+        end = d.earliest_ns + d.expected_ns
+        now = end - 1 if not overdue else end
+        actions = policy.handle(requests(100, 8, now + FAR, now), now)
+        if overdue:
+            assert dispatches(actions) == []
+            assert free_at(policy) == now + D + 200_000
+        else:
+            [e] = dispatches(actions)
+            assert e.earliest_ns == now + D
+
+
+def test_a_profile_is_not_stale_at_exactly_its_age_limit() -> None:
+    # the same arrivals as above, exactly stale_after_ns after the last dispatch: the
+    # learnt profile stands, and dooms all three
+    policy = make_policy(stale_after_ns=200 * MS)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    now = last = 0
+    for i in range(10):
+        d = full_batch(policy, 100 * i, now)
+        last = now
+        end = d.earliest_ns + 2 * d.expected_ns
+        policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, d.earliest_ns, end, 8), end)
+        now = end + MS
+    before = learnt(policy)
+    now = last + 200 * MS
+    arrivals = RequestsArrived((Request(5000, "m", now + 6 * MS, now),
+                                Request(5001, "m", now + 6 * MS, now),
+                                Request(5002, "m", now + 5_700_000, now)))
+    actions = policy.handle(arrivals, now)
+    assert learnt(policy)[:2] == before[:2]
+    assert dispatches(actions) == []
+    assert drops(actions) == {DropReason.DEADLINE: (5002, 5000, 5001)}
+
+
+def test_a_head_that_fits_exactly_one_with_its_margin_keeps_the_margin() -> None:
+    # a 3 ms margin learnt; the head's deadline leaves exactly l(1) between the start
+    # and the reply plus margin: a batch of one that must start now, with the margin
+    # (not one sent alone as if only the margin ruled it out, which drops the margin)
+    policy = make_policy(refit=False)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    d = full_batch(policy, 0, 0)
+    start = d.earliest_ns + 3 * MS
+    end = start + d.expected_ns
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, end, 8), end)
+    now = end + MS
+    deadline = now + D + PROF.latency_ns(1) + R + 3 * MS
+    [e] = dispatches(policy.handle(requests(100, 1, deadline, now), now))
+    assert learnt(policy)[2] == 3 * MS
+    assert (e.request_ids, e.earliest_ns, e.latest_ns) == ((100,), now + D, now + D)
+
+
+def test_a_load_that_exactly_fills_its_share_is_not_deferred() -> None:
+    # headroom x rate x l(1) == share x 1 to the last bit: batches of one carry the load,
+    # so the lone request goes at once (deferral pays only when the load needs more)
+    load = LoadEstimator(PolicyConfig().rate_window_ns)
+    load.arrived(MS, 25 * MS)
+    rate = load.rate_per_ns(MS)
+    headroom = 1.0 / (rate * PROF.latency_ns(1))
+    while headroom * rate * PROF.latency_ns(1) < 1.0:
+        headroom = math.nextafter(headroom, math.inf)
+    while headroom * rate * PROF.latency_ns(1) > 1.0:
+        headroom = math.nextafter(headroom, 0.0)
+    assert headroom * rate * PROF.latency_ns(1) == 1.0
+    policy = make_policy(defer_headroom=headroom)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    [d] = dispatches(policy.handle(requests(1, 1, 26 * MS, MS), MS))
+    assert (d.request_ids, d.earliest_ns) == ((1,), MS + D)
+
+
+# ------------------------------------------------------------------ exact wake-ups
+
+
+def b_waits_for_worker_1() -> tuple[SymphonyPolicy, Dispatch, Dispatch]:
+    """Worker 0 serves "a", worker 1 "b"; both busy, a "b" batch waits for worker 1."""
+    policy = make_policy(profiles={"a": PROF, "b": PROF}, defer_headroom=0.0)
+    policy.handle(WorkerJoined(0, ("a",)), 0)
+    policy.handle(WorkerJoined(1, ("b",)), 0)
+    a = full_batch_of(policy, "a", 0, 0)
+    b = full_batch_of(policy, "b", 100, MS)
+    assert policy.handle(requests(200, 8, MS + FAR, MS, "b"), MS) == []
+    assert policy.snapshot()["models"]["b"]["waiting"] is True
+    return policy, a, b
+
+
+def test_a_lost_workers_grant_is_no_wakeup() -> None:
+    policy, _, b = b_waits_for_worker_1()
+    policy.handle(WorkerLost(0), 2 * MS)
+    assert policy.next_wakeup_ns() == b.earliest_ns + b.expected_ns - D
+
+
+def test_a_tick_at_a_lost_workers_grant_time_changes_nothing() -> None:
+    # a driver that did not ask for the wake-up again since worker 0 was lost still
+    # ticks at its old grant time: nothing happens, "b" still waits for worker 1
+    policy, a, b = b_waits_for_worker_1()
+    policy.handle(WorkerLost(0), 2 * MS)
+    assert policy.handle(Tick(), a.earliest_ns + a.expected_ns - D) == []
+    assert policy.snapshot()["models"]["b"]["waiting"] is True
+    assert policy.next_wakeup_ns() == b.earliest_ns + b.expected_ns - D
+
+
+
+# ------------------------------------------------------------------ exact re-plans and refreshes
+
+
+def test_a_move_that_stops_at_a_deferred_batchs_growing_point_replans_no_one() -> None:
+    # As above, "m"'s lone request at 1 ms is deferred to 30 ms; its batch could grow
+    # until a worker starts no earlier than 30.7 ms (37 - R - l(2)). At 18.2 ms "n" takes
+    # worker 0 until exactly 30.7 ms; at 22 ms "n" takes worker 1 too, which moves the
+    # pool's earliest start up to 30.7 ms: not past the growing point, so "m" stays
+    # deferred. (Re-planned at 22 ms it would see the rate fallen to 48/s and not defer.)
+    policy = make_policy(profiles={"m": PROF, "n": PROF}, defer_headroom=4.0)
+    policy.handle(WorkerJoined(0, ("m", "n")), 0)
+    policy.handle(WorkerJoined(1, ("m", "n")), 0)
+    assert policy.handle(requests(1, 1, 37 * MS, MS), MS) == []
+    assert policy.next_wakeup_ns() == 30 * MS
+    now = 30_700_000 - D - PROF.latency_ns(8)
+    [d] = dispatches(policy.handle(requests(100, 8, now + FAR, now, "n"), now))
+    assert (d.worker_id, d.earliest_ns + d.expected_ns) == (0, 30_700_000)
+    [d] = dispatches(policy.handle(requests(200, 8, 22 * MS + FAR, 22 * MS, "n"), 22 * MS))
+    assert (d.model, d.worker_id) == ("n", 1)
+    assert policy.snapshot()["models"]["m"]["waiting"] is False
+    assert policy.next_wakeup_ns() == 30 * MS
+
+
+def test_an_idle_worker_reported_free_ahead_of_now_is_planned_from_that_moment() -> None:
+    # The worker's report puts its end 0.5 ms (D) ahead of the policy's clock. Idle from
+    # then, with no batch left to overrun, it is planned free from exactly that moment
+    # (a busy one would get the 3 ms margin on top): a head with exactly l(1) between it
+    # and the deadline less the reply and the margin goes as a batch of one that keeps
+    # the margin (planned even 1 ns later, it would go alone without the margin).
+    policy = make_policy(refit=False)
+    policy.handle(WorkerJoined(0, ("m",)), 0)
+    d = full_batch(policy, 0, 0)
+    start = d.earliest_ns + 3 * MS
+    end = start + d.expected_ns
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, end, 8), end)
+    d = full_batch(policy, 100, end + MS)
+    end = d.earliest_ns + d.expected_ns
+    now = end - D
+    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, d.earliest_ns, end, 8), now)
+    assert learnt(policy)[2] == 3 * MS
+    assert free_at(policy) == end
+    deadline = end + PROF.latency_ns(1) + R + 3 * MS
+    [e] = dispatches(policy.handle(requests(200, 1, deadline, now), now))
+    assert (e.request_ids, e.earliest_ns, e.latest_ns) == ((200,), end, end)
+
+
+def test_the_cached_shed_floor_is_refreshed_after_exactly_its_period() -> None:
+    # The floor is cached for 1 s / 128 = 7.8125 ms. At 0 a full batch with 20 ms to go
+    # makes 5 the target batch, and the floor cached then is 5. The three heads (from 1 ms,
+    # due at 22 ms) still fit a batch of 5. Ten fresh requests 1 ns before the period is
+    # up find the cached floor: nothing is shed; at exactly the period the floor is
+    # recomputed from the 21 arrivals (target 6, floor 6) and the heads are shed.
+    period = PolicyConfig().rate_window_ns // 128
+    for at, shed in ((period - 1, {}), (period, {DropReason.SHED: (0, 1, 2)})):
+        policy = make_policy(shed_fraction=0.95)
+        policy.handle(WorkerJoined(0, ("m",)), 0)
+        assert len(dispatches(policy.handle(requests(200, 8, 20 * MS, 0), 0))) == 1
+        assert policy.snapshot()["models"]["m"]["target_batch"] == 5
+        assert policy.handle(requests(0, 3, 22 * MS, MS), MS) == []
+        actions = policy.handle(requests(100, 10, at + 25 * MS, at), at)
+        assert policy.snapshot()["models"]["m"]["target_batch"] == 6
+        assert drops(actions) == shed and dispatches(actions) == []
+
+
+def test_a_rate_window_under_256_ns_refreshes_the_floor_every_nanosecond() -> None:
+    # The refresh period is rate_window_ns // 128, at least 1 ns: 1 ns for a 200 ns
+    # window, 2 ns for 256 ns. The scene above, squeezed: the floor cached at 0 (target
+    # 5) is refreshed 1 ns later with the 200 ns window only (target 6: heads shed).
+    for window, shed in ((200, {DropReason.SHED: (0, 1, 2)}), (256, {})):
+        policy = make_policy(shed_fraction=0.95, rate_window_ns=window)
+        policy.handle(WorkerJoined(0, ("m",)), 0)
+        assert len(dispatches(policy.handle(requests(200, 8, 20 * MS, 0), 0))) == 1
+        assert policy.snapshot()["models"]["m"]["target_batch"] == 5
+        arrivals = RequestsArrived(requests(0, 3, 22 * MS, 1).requests
+                                   + requests(100, 10, 1 + 25 * MS, 1).requests)
+        actions = policy.handle(arrivals, 1)
+        assert policy.snapshot()["models"]["m"]["target_batch"] == 6
+        assert drops(actions) == shed and dispatches(actions) == []
