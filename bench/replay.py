@@ -32,7 +32,9 @@ issue's whole matrix of such searches.
 The agreement check replays the same trace through the simulator with the same policy
 and cluster, with the driver overheads measured on the live run (dispatch delay from
 the scheduler's batch log, timer lateness from its stats), and reports the difference in
-SLO attainment and goodput.
+SLO attainment and goodput; then once more with the machine's stalls, as a
+``StallCanary`` measured them beside the live run, as pauses: the best the live run could
+have done on this machine at that moment.
 
 Reports under ``--out``: ``replay.json`` (settings, per-system summaries and per-request
 records), ``summary.md`` and PNG plots: latency CDF per system, SLO attainment against
@@ -66,6 +68,7 @@ from bench import metrics
 from bench.search import TRACE_KINDS, trace_maker
 from bench.traces import Trace, replay_csv_window
 from central.client import Unavailable, query_stats
+from central.client.canary import StallCanary
 from central.client.load import LoadSpec, run_load
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
 from central.policy import Profile
@@ -206,7 +209,8 @@ def replay_baton(
     config = _cluster_config(setup, policy)
     policy_args = uncoord_args(knobs["max_batch"], knobs["queue_delay_us"]) if knobs else ()
     with Cluster(config, log_dir=str(log_dir), policy_args=policy_args) as cluster:
-        rec = _play(config.frontend_address, setup, trace, label)
+        with StallCanary() as canary:  # the machine's stalls, for the agreement check
+            rec = _play(config.frontend_address, setup, trace, label)
         stats = query_stats(config.scheduler_address, with_batches=True)
         probes = (_search(setup, config.frontend_address, label,
                           log=lambda line: print(line, flush=True)) if search else [])
@@ -218,6 +222,10 @@ def replay_baton(
     if ran is not None:
         out["knobs"] = ran
     out["probes"] = probes
+    # the canary's stalls on the trace's time base (the simulator's pauses)
+    t0 = int(rec[:, 0].min()) - int(np.min(trace.times_ns)) if len(rec) else 0
+    out["stalls_ns"] = (canary.stalls - t0).tolist()
+    out["stalled_ms"] = canary.stalled_ms()
     out["records"] = rec.tolist()
     out["batch_log"] = [list(map(_plain, b)) for b in stats.get("batches", [])]
     return out
@@ -750,9 +758,18 @@ def agreement(setup: Setup, trace: Trace, live: dict[str, Any], policy: str) -> 
     cfg = SimConfig(dispatch_delay_ns=int(delay["p50"] * 1e6),
                     tick_lateness_ns=int(lateness.get("p99", 0.0) * 1e3), seed=setup.seed,
                     strict=False)
-    sim = _simulate(setup, trace, policy, cfg, options=_uncoord_options(live.get("knobs")))
+    options = _uncoord_options(live.get("knobs"))
+    sim = _simulate(setup, trace, policy, cfg, options=options)
+    # the same again with the stalls the canary measured during the live run as pauses:
+    # what the live run could attain on this machine at best
+    pauses = tuple((max(0, int(a)), int(b)) for a, b in live.get("stalls_ns", []) if b > 0)
+    stalled = _simulate(setup, trace, policy, dataclasses.replace(cfg, pauses=pauses),
+                        options=options) if pauses else sim
     return {
         "sim_attainment": sim.attainment,
+        "sim_attainment_with_stalls": stalled.attainment,
+        "stalled_ms": live.get("stalled_ms", 0.0),
+        "stall_gap": live["slo_attainment"] - stalled.attainment,
         "sim_goodput_rps": sim.goodput_rps,
         "live_attainment": live["slo_attainment"],
         "live_goodput_rps": live["goodput_rps"],
@@ -865,17 +882,20 @@ def _markdown(results: dict[str, Any], setup: Setup, rate: float, checks: dict[s
             lines += ["", f"{name}'s live tuning:", "", *uncoord_tuning_lines(r["tuning"])]
     if checks:
         lines += ["", "## Agreement with the simulator (same trace, same policy)", "",
-                  "| system | live attainment | sim attainment | gap | live goodput | sim goodput | gap req/s | sim dispatch delay ms | sim tick lateness ms |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| system | live attainment | sim attainment | gap | sim with stalls (ms stalled) | live goodput | sim goodput | gap req/s | sim dispatch delay ms | sim tick lateness ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, a in checks.items():
             lines.append(
                 f"| {name} | {a['live_attainment']:.4f} | {a['sim_attainment']:.4f} | "
-                f"{a['attainment_gap']:+.4f} | {a['live_goodput_rps']:.1f} | {a['sim_goodput_rps']:.1f} | "
+                f"{a['attainment_gap']:+.4f} | {a['sim_attainment_with_stalls']:.4f} "
+                f"({a['stalled_ms']:.0f}) | {a['live_goodput_rps']:.1f} | {a['sim_goodput_rps']:.1f} | "
                 f"{a['goodput_gap_rps']:+.1f} | {a['sim_dispatch_delay_ms']:.2f} | {a['sim_tick_lateness_ms']:.2f} |")
         lines += ["", "The simulator gets the live run's measured dispatch delay (p50 of batch "
                   "start - decision, scheduler log) and timer lateness (p99); what remains of the "
                   "gap is what it does not model: per-hop jitter in the Python processes, the "
-                  "client's own send lateness, and reply-path delay beyond the budgeted cost."]
+                  "client's own send lateness, and reply-path delay beyond the budgeted cost. "
+                  "'sim with stalls' adds the spans a canary process overslept by more than "
+                  "2 ms during the live run as pauses of the whole simulated machine."]
     if plots_made:
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots_made)]
     return "\n".join(lines) + "\n"

@@ -68,6 +68,11 @@ class SimConfig:
     # Stop a run whose arrivals are over when this much virtual time passes with
     # requests still unanswered and nothing happening but Ticks (a stalled policy).
     stall_ns: int = 60_000_000_000
+    # Spans ``(from_ns, to_ns)`` in which the whole machine stood still (measured live by
+    # ``central.client.canary``): nothing that falls inside one (an arrival seen, a Tick,
+    # a batch's start or end, a reply) happens before its end. Sorted and merged on
+    # construction.
+    pauses: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("dispatch_delay_ns", "reply_cost_ns", "tick_lateness_ns"):
@@ -75,6 +80,15 @@ class SimConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.stall_ns <= 0:
             raise ValueError(f"stall_ns must be > 0, got {self.stall_ns}")
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted((int(a), int(b)) for a, b in self.pauses):
+            if hi <= lo:
+                raise ValueError(f"a pause must end after it starts, got ({lo}, {hi})")
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        object.__setattr__(self, "pauses", tuple(merged))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,10 @@ returned actions are carried out at once:
   reply_cost_ns`` (``OK`` if that is by its deadline, else ``LATE``).
 * ``Drop``: its requests end ``DROPPED`` with the reason.
 
+``SimConfig.pauses`` models a machine that stood still: an arrival, a Tick, a batch's
+start or end or a reply that falls inside a pause happens at the pause's end instead
+(deadlines still count from the trace's arrival times).
+
 Invariants are checked as actions are carried out, in O(batch): nothing dispatched after
 its latest start or with an empty window, no batch larger than the executor's maximum
 (or empty), batches only on a worker that serves the model and only of that model's
@@ -35,6 +39,7 @@ This module does no I/O; it reads the wall clock only to report its own speed.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
@@ -136,6 +141,21 @@ class _Noise:
         self._f, self._j, self._i = f.tolist(), j.tolist(), 0
 
 
+class _Pauses:
+    """``after(t)``: ``t``, or the end of the pause that holds it."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self._lo = [p[0] for p in config.pauses]
+        self._hi = [p[1] for p in config.pauses]
+
+    def __bool__(self) -> bool:
+        return bool(self._lo)
+
+    def after(self, t: int) -> int:
+        i = bisect.bisect_right(self._lo, t) - 1
+        return self._hi[i] if i >= 0 and t < self._hi[i] else t
+
+
 class _Lateness:
     """Seeded timer lateness, uniform in [0, max_ns], drawn in chunks."""
 
@@ -175,6 +195,7 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
     index = {m: i for i, m in enumerate(models)}
     n = len(trace)
     n_workers = cluster.n_workers
+    pauses = _Pauses(config)
 
     # ---- per request, as plain lists: list indexing is the fastest thing Python has
     slo = np.asarray([cluster.slo_ns[m] for m in names], dtype=np.int64)
@@ -188,6 +209,8 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
         group_lo = [0, *cuts]
         group_hi = [*cuts, n]
         group_at = [times[i] for i in group_lo]
+        if pauses:  # an arrival in a pause is seen at its end (still in order)
+            group_at = [pauses.after(t) for t in group_at]
     else:
         group_lo, group_hi, group_at = [], [], []
     n_groups = len(group_lo)
@@ -280,16 +303,20 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
             free = busy[w]
             if free > start:
                 start = free
+            if pauses:
+                start = pauses.after(start)
             if start > latest:
                 status, end = TOO_LATE, start
             else:
                 lat = latency[m][b]
                 end = start + (noise.duration(lat) if noise is not None else lat)
+                if pauses:
+                    end = pauses.after(end)
                 busy[w] = end
         else:
             start = end = ready
         if status == OK:
-            fin = end + reply
+            fin = pauses.after(end + reply) if pauses else end + reply
             for r in valid:
                 finish[r] = fin
                 outcome[r] = _OK if fin <= deadline[r] else _LATE
@@ -360,6 +387,8 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
             if wake <= now:
                 violate("wakeup_not_after_now", f"asked for {wake} at {now}")
             tick_at = max(wake, now) + lateness.draw()
+            if pauses:
+                tick_at = pauses.after(tick_at)
         t_done = heap[0][0] if heap else inf
         if t_done <= t_arrival and t_done <= tick_at:
             if t_done == inf:

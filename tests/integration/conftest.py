@@ -84,10 +84,13 @@ def kserve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 
 def simulate_same_arrivals(cluster: Cluster, model: str, offsets_ns: np.ndarray,
-                           policy: str = "symphony") -> SimResult:
+                           policy: str = "symphony",
+                           pauses: np.ndarray | None = None) -> SimResult:
     """The simulator's run of ``policy`` on the very arrivals a live test sent to
     ``cluster`` (its model's profile and SLO, its GPUs): the independent expectation a
-    live figure is judged against. Default simulated overheads, not strict."""
+    live figure is judged against. Default simulated overheads, not strict. ``pauses``
+    (``[from, to)`` rows on the offsets' time base) are stalls the machine imposed, as a
+    ``StallCanary`` measured them."""
     from bench.sim.config import Cluster as SimCluster
     from bench.sim.config import SimConfig
     from bench.sim.engine import simulate_policy
@@ -100,4 +103,22 @@ def simulate_same_arrivals(cluster: Cluster, model: str, offsets_ns: np.ndarray,
     trace = Trace(np.asarray(offsets_ns, np.int64), np.zeros(len(offsets_ns), np.int32), (model,))
     sim = SimCluster.shared({model: Profile(round(m.k_ms * 1e6), round(m.c_ms * 1e6), m.max_batch)},
                             round(m.slo_ms * 1e6), gpus)
-    return simulate_policy(policy, trace, sim, SimConfig(strict=False))
+    spans = () if pauses is None else tuple((int(a), int(b)) for a, b in pauses if b > 0)
+    return simulate_policy(policy, trace, sim, SimConfig(strict=False, pauses=spans))
+
+
+def attainment_with_stalls(cluster: Cluster, model: str, sent_ns: np.ndarray,
+                           measured: slice, stalls: np.ndarray) -> tuple[float, float]:
+    """What the simulator attains on the requests ``measured`` of the live arrivals
+    ``sent_ns`` (absolute monotonic ns, every request sent to ``model`` since the
+    cluster last idled), without and with the machine's ``stalls`` (a ``StallCanary``'s,
+    same clock): the live run is held to the second, so a stall is discounted by what it
+    costs the simulated system, no more."""
+    base = int(sent_ns.min())
+    plain = simulate_same_arrivals(cluster, model, sent_ns - base)
+    stalled = simulate_same_arrivals(cluster, model, sent_ns - base,
+                                     pauses=np.clip(stalls - base, 0, None))
+    from bench.metrics import Outcome
+
+    return (float(np.mean(plain.outcome[measured] == Outcome.OK)),
+            float(np.mean(stalled.outcome[measured] == Outcome.OK)))

@@ -45,8 +45,10 @@ def test_quick_replay_reports_both_baton_policies(tmp_path: Path) -> None:
         # trace, and the live systems (time-dilated, so this VM's stalls are a small part
         # of the SLO) do what the simulator does, within two points: a live loss beyond
         # that is the system's, not the trace's.
+        # When the machine stalled (a canary process measured it beside the run), the bar
+        # is what the simulator attains with those stalls as pauses, no lower.
         assert a["sim_attainment"] >= 0.99, (name, a)
-        assert a["live_attainment"] >= a["sim_attainment"] - 0.02, (name, a)
+        assert a["live_attainment"] >= a["sim_attainment_with_stalls"] - 0.02, (name, a)
     md = (tmp_path / "summary.md").read_text()
     assert "| baton |" in md and "| baton-uncoordinated |" in md and "time-dilated" in md
     for png in ("latency_cdf.png", "batch_sizes.png", "gantt.png"):

@@ -21,13 +21,14 @@ import pytest
 import zmq
 
 from central.client import Client, query_stats
+from central.client.canary import StallCanary
 from central.client.load import LoadSpec, run_load, summarize
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
 from central.policy.bound import analytic_bound
 from central.protocol import Error, decode
 from central.runtime.shard import owner_of
 
-from conftest import DILATION, SPLIT_POLICY_ARGS
+from conftest import DILATION, SPLIT_POLICY_ARGS, attainment_with_stalls
 
 pytestmark = pytest.mark.integration
 
@@ -97,23 +98,35 @@ def _shard_stats(cluster: Cluster) -> list[dict]:
 def test_two_shards_serve_two_models_within_slo_and_move_one(split_cluster: Cluster) -> None:
     address = split_cluster.config.frontend_address
     rate = 0.6 * _rate()
-    # Warm-up (not measured): code warms, margins are learnt, and the matcher sees both
-    # models' arrivals on one shard and moves one of them (every 2 s); all answered.
-    for model, rec in _load(address, rate, 4.0, seed=50).items():
-        s = summarize(rec, SLO_MS, 4.0)
-        assert (s["never_answered"], s["answered_twice"]) == (0, 0), (model, s)
-    sched = query_stats(split_cluster.config.scheduler_address)
-    assert sched["counters"].get("model_moves", 0) >= 1, sched["counters"]
-    owners = [s["models"] for s in sched["policy"]["shards"]]
-    assert sorted(m for models in owners for m in models) == sorted(MODELS)
-    assert all(len(models) == 1 for models in owners), owners  # one model per shard now
-    time.sleep(SLO_MS / 1e3 + 0.5)
-    before = [s["counters"].get("requests_in", 0) for s in _shard_stats(split_cluster)]
-    duration = 8.0
-    for model, rec in _load(address, rate, duration, seed=60).items():
+    with StallCanary() as canary:  # the machine's stalls, measured beside the runs
+        # Warm-up (not measured): code warms, margins are learnt, and the matcher sees
+        # both models' arrivals on one shard and moves one of them (every 2 s); all
+        # answered.
+        warm = _load(address, rate, 4.0, seed=50)
+        for model, rec in warm.items():
+            s = summarize(rec, SLO_MS, 4.0)
+            assert (s["never_answered"], s["answered_twice"]) == (0, 0), (model, s)
+        sched = query_stats(split_cluster.config.scheduler_address)
+        assert sched["counters"].get("model_moves", 0) >= 1, sched["counters"]
+        owners = [s["models"] for s in sched["policy"]["shards"]]
+        assert sorted(m for models in owners for m in models) == sorted(MODELS)
+        assert all(len(models) == 1 for models in owners), owners  # one model per shard now
+        time.sleep(SLO_MS / 1e3 + 0.5)
+        before = [s["counters"].get("requests_in", 0) for s in _shard_stats(split_cluster)]
+        duration = 8.0
+        measured = _load(address, rate, duration, seed=60)
+    for model, rec in measured.items():
         s = summarize(rec, SLO_MS, duration)
         assert (s["never_answered"], s["answered_twice"]) == (0, 0), (model, s)
-        assert s["slo_attainment"] >= 0.99, (model, s["outcomes"], s)
+        # 99% within the SLO, unless the machine stalled: then what the simulator attains
+        # on this model's arrivals with the canary's stalls is the bar, no lower.
+        sent = np.concatenate([warm[model][:, 1], rec[:, 1]])
+        plain, stalled = attainment_with_stalls(split_cluster, model, sent,
+                                                slice(len(warm[model]), None), canary.stalls)
+        print(f"{model}: live {s['slo_attainment']:.4f}; simulated {plain:.4f}, with the "
+              f"canary's stalls ({canary.stalled_ms():.0f} ms) {stalled:.4f}")
+        assert plain >= 0.99
+        assert s["slo_attainment"] >= min(0.99, stalled), (model, s["outcomes"], s, stalled)
     after = [s["counters"].get("requests_in", 0) for s in _shard_stats(split_cluster)]
     assert all(a > b for a, b in zip(after, before)), (before, after)  # both shards worked
     fe = query_stats(address)

@@ -394,3 +394,49 @@ def test_symphony_drops_a_model_nobody_serves() -> None:
     assert (res.outcome[ghost] == Outcome.DROPPED).all()
     assert (res.drop_reason[ghost] == DropReason.UNKNOWN_MODEL).all()
     assert (res.outcome[~ghost] == Outcome.OK).all()
+
+
+# ---------------------------------------------------------------- machine pauses
+
+
+def test_pauses_are_validated_sorted_and_merged() -> None:
+    cfg = SimConfig(pauses=((30, 40), (0, 10), (5, 20), (20, 25)))
+    assert cfg.pauses == ((0, 25), (30, 40))
+    with pytest.raises(ValueError, match="end after it starts"):
+        SimConfig(pauses=((10, 10),))
+
+
+def test_a_pause_holds_arrivals_ticks_batch_ends_and_replies_until_it_ends() -> None:
+    ticked = Scripted(wakeups=[3 * MS])
+    ticked.react = serve_at_once(ticked)
+    simulate(ticked, trace_at(20 * MS), one_worker(), SimConfig(pauses=((2 * MS, 4 * MS),)))
+    assert [t for t, e in ticked.events if isinstance(e, Tick)] == [4 * MS]  # asked for 3 ms
+
+    p = Scripted()
+    p.react = serve_at_once(p)
+    cfg = SimConfig(dispatch_delay_ns=500_000, reply_cost_ns=300_000,
+                    pauses=((2 * MS, 4 * MS), (9 * MS, 12 * MS)))
+    res = simulate(p, trace_at(2 * MS + 10, 5 * MS), one_worker(), cfg)
+    arrived = [t for t, e in p.events if isinstance(e, RequestsArrived)]
+    assert arrived == [4 * MS, 5 * MS]  # the first was seen when the pause ended
+    # the first batch starts at 4.5 ms and would end at 10.786 ms, inside the second pause
+    assert res.batch_start_ns[0] == 4 * MS + 500_000
+    assert res.batch_end_ns[0] == 12 * MS
+    assert res.finish_ns[0] == 12 * MS + 300_000
+    assert res.deadline_ns[0] == 2 * MS + 10 + SLO  # deadlines count from the trace
+    # the second waits for the worker, which the pause held
+    assert res.batch_start_ns[1] == 12 * MS
+
+
+def test_a_long_pause_makes_requests_late_and_pauses_elsewhere_change_nothing() -> None:
+    bound = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO)
+    tr = poisson(0.6 * bound.goodput_rps, 1.0, seed=1)
+    plain = simulate_policy("symphony", tr, one_worker(8), SimConfig(strict=False))
+    far = simulate_policy("symphony", tr, one_worker(8),
+                          SimConfig(strict=False, pauses=((5_000 * MS, 5_040 * MS),)))
+    assert np.array_equal(plain.outcome, far.outcome)
+    assert np.array_equal(plain.finish_ns, far.finish_ns)
+    stalled = simulate_policy("symphony", tr, one_worker(8),
+                              SimConfig(strict=False, pauses=((400 * MS, 440 * MS),)))
+    assert plain.attainment >= 0.999
+    assert stalled.attainment < plain.attainment - 0.02  # a 40 ms stop costs a 25 ms SLO
