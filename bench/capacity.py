@@ -160,7 +160,7 @@ def _proc_cpu_s(pid: int) -> float:
 
 def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> None:
     """Child: the production scheduler (``central.runtime.scheduler``) until SIGTERM; with
-    ``setup.shards >= 2`` the matcher (``central.runtime.split``) and its shard processes,
+    ``setup.shards >= 2`` the matcher (``central.runtime.matcher``) and its shard processes,
     started as ``baton scheduler --shards K`` starts them."""
     import asyncio
 
@@ -174,7 +174,7 @@ def _scheduler_main(address: str, setup: Setup, profile_path: str | None) -> Non
                              shard_processes=setup.shards if setup.shards > 1 else 0)
     children = None
     if setup.shards > 1:
-        from central.runtime.split import ShardProcesses, SplitScheduler
+        from central.runtime.matcher import ShardProcesses, SplitScheduler
 
         sched: Any = SplitScheduler(config)
         flags = [f for m in setup.model_names() for f in (
@@ -297,8 +297,8 @@ def _worker_main(address: str, name: str, gpus: list[tuple[str, ...]], setup: Se
 
 def _feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connection) -> None:
     """Child: a synthetic frontend sending Poisson metadata on command (module docstring)."""
-    from central.runtime.shard import owner_of
-    from central.runtime.translate import make_request_id
+    from central.protocol.conventions import owner_of
+    from central.protocol.conventions import make_request_id
 
     ctx = zmq.Context()
     sock = _connect(ctx, address)
@@ -661,7 +661,7 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
     load generator, the sockets and the other processes sharing the machine.
     """
     from central.runtime.scheduler import Scheduler, SchedulerConfig
-    from central.runtime.translate import make_request_id
+    from central.protocol.conventions import make_request_id
 
     pconf = setup.policy_config()
     clock = [1_000_000_000]
@@ -768,9 +768,10 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
     is what one shard *process* would spend per request of the whole load and
     ``1e6 / max(...)`` the rate at which the busiest shard's core would be full."""
     from central.runtime.scheduler import SchedulerConfig
-    from central.runtime.shard import ShardConfig, ShardServer, owner_of
-    from central.runtime.split import SplitScheduler
-    from central.runtime.translate import make_request_id
+    from central.protocol.conventions import owner_of
+    from central.runtime.shard import ShardConfig, ShardServer
+    from central.runtime.matcher import SplitScheduler
+    from central.protocol.conventions import make_request_id
 
     pconf = setup.policy_config()
     clock = [1_000_000_000]

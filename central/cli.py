@@ -158,7 +158,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         log.info("scheduler on %s, policy %s", args.address, args.policy)
         return _run_role(sched.serve)
 
-    from central.runtime.split import ShardProcesses, SplitScheduler
+    from central.runtime.matcher import ShardProcesses, SplitScheduler
 
     matcher = SplitScheduler(config)
     host = args.shard_host or args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
@@ -296,7 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _token(path: str | None, who: str) -> str | None:
-    from central.runtime.security import read_token
+    from central.plumbing.security import read_token
 
     try:
         return read_token(path)
@@ -306,7 +306,7 @@ def _token(path: str | None, who: str) -> str | None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from central.runtime.security import make_keys
+    from central.plumbing.security import make_keys
 
     try:
         made = make_keys(args.directory)

@@ -381,7 +381,7 @@ class Cluster:
         keys = self.config.keys_dir
         token = None
         if self.config.token_file:
-            from central.runtime.security import read_token
+            from central.plumbing.security import read_token
 
             token = read_token(self.config.token_file)
         while time.monotonic() < deadline:

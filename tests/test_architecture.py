@@ -31,6 +31,8 @@ POLICY_FORBIDDEN = frozenset({"time", "random", "asyncio", "socket", "threading"
 # The wire protocol never (un)pickles anything.
 PROTOCOL_FORBIDDEN = frozenset({"pickle", "marshal", "shelve", "copyreg", "_pickle"})
 HEAVY = frozenset({"torch", "grpc", "textual"})
+# The policy's one import outside itself: wire conventions, pure standard library.
+CONVENTIONS = "central.protocol.conventions"
 
 
 def is_msgpack(top: str) -> bool:
@@ -140,13 +142,111 @@ def test_tree_is_where_the_rules_expect_it() -> None:
 def test_policy_imports_only_pure_standard_library() -> None:
     bad = []
     for imp in all_imports("central/policy"):
-        if imp.under("central.policy"):
+        if imp.under("central.policy") or imp.module == CONVENTIONS:
             continue
         if imp.top not in STDLIB:
             bad.append(f"{imp} (not the standard library)")
         elif imp.top in POLICY_FORBIDDEN:
             bad.append(f"{imp} (clocks, randomness, I/O and threads stay out of the policy)")
-    assert not bad, report(bad, "central/policy may import only the standard library")
+    assert not bad, report(bad, "central/policy may import only the standard library "
+                                "and the wire conventions")
+
+
+def test_the_conventions_are_pure_standard_library() -> None:
+    bad = [str(imp) for imp in imports_of(Path("central/protocol/conventions.py"))
+           if imp.top not in STDLIB or imp.top in POLICY_FORBIDDEN]
+    assert not bad, report(bad, "central/protocol/conventions.py (the policy's one import "
+                                "outside itself) imports only the pure standard library")
+
+
+# Which of Baton's own packages each layer may import (besides itself, the standard
+# library and third-party packages); docs/architecture.md draws the same picture.
+LAYERS = {
+    "central.protocol": (),
+    "central.plumbing": ("central.protocol",),
+    "central.client": ("central.protocol", "central.plumbing.security"),
+    "central.frontend": ("central.protocol", "central.plumbing"),
+    "workers": ("central.protocol", "central.plumbing"),
+    "central.runtime": ("central.protocol", "central.plumbing", "central.policy"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    own = ("central", "workers")
+    allowed = (layer, *LAYERS[layer])
+    bad = [f"{imp} ({layer} may import only {', '.join(allowed)})"
+           for imp in all_imports(layer.replace(".", "/"))
+           if imp.top in own and imp.module not in ("central", "workers")
+           and not any(imp.under(a) for a in allowed)]
+    assert not bad, report(bad, f"{layer} imports only {', '.join(allowed)} of Baton")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the Baton modules it imports (anywhere in its body), in central/ and
+    workers/. A submodule importing its own package (``from . import x``) is not an
+    edge: the package's ``__init__`` importing its submodules is how packages work."""
+    mods = {module_name(p) for p in source_files("central", "workers")}
+
+    def owner(m: str) -> str:
+        while m and m not in mods:
+            m = m.rpartition(".")[0]
+        return m
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for imp in all_imports("central", "workers"):
+        src, dst = module_name(Path(imp.path)), owner(imp.module)
+        if dst and dst != src and not src.startswith(dst + "."):
+            graph[src].add(dst)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_in_central_or_workers() -> None:
+    graph = _import_graph()
+    assert "central.frontend.kserve" in graph["central.frontend.server"]  # the graph is real
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles (a module imported lazily still counts): " + "; ".join(
+        " <-> ".join(c) for c in cycles)
 
 
 def test_protocol_imports_only_stdlib_msgpack_and_numpy_in_arrays() -> None:
@@ -224,6 +324,7 @@ def test_importing_the_sdk_loads_no_heavy_package() -> None:
 def test_importing_the_policy_loads_only_the_standard_library() -> None:
     tops = loaded_by("central.policy") - {"central"}
     bad = sorted(m for m in tops if m not in STDLIB)
+    assert "msgpack" not in tops  # importing the conventions does not load the codec
     assert not bad, f"`import central.policy` loaded non-stdlib modules {bad}"
     # (forbidden stdlib modules are checked on direct imports only: os and time are
     # loaded at interpreter start, and stdlib modules may import each other)

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable, Sequence
 import numpy as np
 
 from central.protocol.messages import GpuSpec, ModelSignature
-from central.runtime.clock import Clock
+from central.plumbing.clock import Clock
 
 from .executor import Inputs, Outcome
 

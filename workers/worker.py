@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import zmq
 
-from central.policy.types import BatchStatus
+from central.protocol.conventions import BatchStatus
 from central.protocol import (
     DEFAULT_LIMITS,
     DescribeModels,
@@ -48,9 +48,9 @@ from central.protocol import (
     encode,
 )
 from central.protocol import arrays
-from central.runtime.clock import Clock, LatenessLog, OffsetEstimator, Wakeups
-from central.runtime.security import Keys, load_keys, peer_key, warn_if_exposed
-from central.runtime.zmqio import Reader, close_all
+from central.plumbing.clock import Clock, LatenessLog, OffsetEstimator, Wakeups
+from central.plumbing.security import Keys, load_keys, peer_key, warn_if_exposed
+from central.plumbing.zmqio import Reader, close_all
 
 from .executor import Executor, Inputs
 from .window import WindowVerdict, check_window

@@ -44,6 +44,7 @@ from central.protocol import (
 from central.protocol import arrays
 
 from .errors import BadRequest, BatonError, ClientTimeout, Unavailable, error_for
+from .request import check_request
 
 __all__ = ["Client", "AsyncClient", "query_stats", "secure_socket", "DEFAULT_ADDRESS"]
 
@@ -112,22 +113,6 @@ def secure_socket(sock: zmq.Socket, keys: str | None, server_role: str, token: s
         sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server
     if token is not None:
         sock.setsockopt(zmq.METADATA, b"X-Token:" + token.encode())
-
-
-def check_request(
-    model: str, inputs: Mapping[str, Any], slo_ms: float | None
-) -> tuple[tuple[Any, ...], list[Any]]:
-    """Validate one request and pack its inputs (metas, buffers); ``BadRequest`` if wrong."""
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model must be a non-empty string")
-    if not inputs:
-        raise BadRequest("inputs must name at least one array")
-    if slo_ms is not None and not slo_ms > 0:
-        raise BadRequest(f"slo_ms must be > 0, got {slo_ms}")
-    try:
-        return arrays.pack(inputs)
-    except LocalProtocolError as exc:
-        raise BadRequest(str(exc)) from None
 
 
 def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None) -> list[Any]:

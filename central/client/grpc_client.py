@@ -27,7 +27,7 @@ from central.protocol import RemoteProtocolError, Status
 from central.protocol import arrays
 from central.protocol.datatypes import KSERVE_OF, WIRE_OF
 
-from .client import check_request
+from .request import check_request
 from .errors import BadRequest, BatonError, Unavailable, error_for
 
 __all__ = ["GrpcTransport"]

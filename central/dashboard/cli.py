@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     source: Any
     token = None
     if args.token_file:
-        from central.runtime.security import read_token
+        from central.plumbing.security import read_token
 
         token = read_token(args.token_file)
     if args.poll:

@@ -26,22 +26,44 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from central.protocol import Reply, Status
 from central.protocol.arrays import ALLOWED_DTYPES, decode_bytes, encode_bytes
 from central.protocol.datatypes import KSERVE_OF, TRITON_CONFIG_OF, WIRE_OF
-from central.runtime.security import token_ok
+from central.plumbing.security import token_ok
 
-if TYPE_CHECKING:
-    from central.frontend.server import Frontend
+
+
+class _Config(Protocol):
+    token: str | None
+
+
+class Serving(Protocol):
+    """What the gateway needs of the frontend (``central.frontend.server.Frontend``),
+    so that this module does not import the server that imports it."""
+
+    @property
+    def config(self) -> _Config: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def models(self) -> frozenset[str]: ...
+
+    def model_signature(self, model: str) -> Any: ...
+
+    def submit(self, model: str, metas: tuple[Any, ...], buffers: list[Any], slo_ns: int,
+               answer: Callable[[Reply, Sequence[Any]], None]) -> None: ...
 
 __all__ = [
     "KServeError",
     "Gateway",
+    "Serving",
     "to_kserve_dtype",
     "to_numpy_dtype",
     "json_tensor",
@@ -162,7 +184,7 @@ def slo_ns_from(parameters: dict[str, Any]) -> int:
 class Gateway:
     """The frontend as KServe sees it: health, metadata, config, statistics, infer."""
 
-    def __init__(self, frontend: Frontend, version: str) -> None:
+    def __init__(self, frontend: Serving, version: str) -> None:
         self.frontend = frontend
         self.version = version
         self.stats: dict[str, dict[str, int]] = {}  # model -> success/fail counts and ns

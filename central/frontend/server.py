@@ -44,8 +44,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import zmq
 
-from central.policy.sharded import default_shard
-from central.policy.types import DropReason
 from central.protocol import (
     DEFAULT_LIMITS,
     AttachFrontend,
@@ -74,17 +72,17 @@ from central.protocol import (
     encode,
 )
 from central.protocol import arrays
-from central.runtime.clock import Clock
-from central.runtime.security import (
+from central.plumbing.clock import Clock
+from central.plumbing.security import (
     TOKEN_PROPERTY,
     Keys,
     load_keys,
     token_ok,
     warn_if_exposed,
 )
-from central.runtime.metrics import Family, Histogram, MetricsServer, render
-from central.runtime.translate import make_request_id
-from central.runtime.zmqio import Reader, close_all
+from central.plumbing.metrics import Family, Histogram, MetricsServer, render
+from central.protocol.conventions import DropReason, default_shard, make_request_id
+from central.plumbing.zmqio import Reader, close_all
 
 __all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS", "UNKNOWN_MODEL_LABEL"]
 

@@ -27,7 +27,7 @@ import heapq
 from collections.abc import Iterable
 
 from central.policy.queues import WorkerPool, WorkerState
-from central.policy.split import Booked, Finished, Grant, Offer, PoolState, Wake, Withdraw
+from central.policy.exchange import Booked, Finished, Grant, Offer, PoolState, Wake, Withdraw
 from central.policy.types import BatchDone, BatchStatus, WorkerJoined
 
 __all__ = ["Matcher"]

@@ -31,7 +31,7 @@ from central.policy.bound import shed_floor, target_batch
 from central.policy.config import PolicyConfig
 from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue
-from central.policy.split import Booked, Finished, Grant, Offer, PoolState, Withdraw
+from central.policy.exchange import Booked, Finished, Grant, Offer, PoolState, Withdraw
 from central.policy.types import Dispatch, DropReason, Profile, Request
 
 __all__ = ["ModelShard", "ShardModel"]

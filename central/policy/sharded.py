@@ -32,14 +32,14 @@ and carries the same messages on sockets. Nothing here reads a clock or does I/O
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from central.policy.config import PolicyConfig
 from central.policy.matcher import Matcher
 from central.policy.shard import ModelShard
-from central.policy.split import Grant, Offer, PoolState, Wake, Withdraw
+from central.protocol.conventions import default_shard
+from central.policy.exchange import Grant, Offer, PoolState, Wake, Withdraw
 from central.policy.types import (
     Action,
     BatchDone,
@@ -53,12 +53,8 @@ from central.policy.types import (
     WorkerLost,
 )
 
-__all__ = ["ShardOptions", "ShardedPolicy", "default_shard"]
+__all__ = ["ShardOptions", "ShardedPolicy"]
 
-
-def default_shard(model: str, shards: int) -> int:
-    """The shard that owns ``model`` when no placement names it: CRC-32 of the name."""
-    return zlib.crc32(model.encode()) % shards
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,10 @@ events and actions can be logged, compared in tests and replayed.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+
+# wire conventions the policy shares with every role (stdlib only)
+from central.protocol.conventions import BatchStatus, DropReason
 
 __all__ = [
     "Profile",
@@ -65,15 +67,6 @@ class RequestsArrived:
     """A batch of request metadata reached the scheduler (one message, many requests)."""
 
     requests: tuple[Request, ...]
-
-
-class BatchStatus(enum.IntEnum):
-    """How a dispatched batch ended, as the worker reports it."""
-
-    OK = 0
-    TOO_EARLY = 1  # the worker refused: the window opened too far in its future
-    TOO_LATE = 2  # the worker refused: it could not start before ``latest``
-    FAILED = 3  # the executor raised; every request got a failure answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +126,6 @@ class Dispatch:
     earliest_ns: int  # not before: the worker is still busy until then
     latest_ns: int  # not after: the head would miss its deadline
     expected_ns: int  # l(b) from the profile the decision used
-
-
-class DropReason(enum.IntEnum):
-    """Why the scheduler gave up on a request before it ran."""
-
-    DEADLINE = 0  # it can no longer finish by its deadline
-    UNKNOWN_MODEL = 1  # no worker has ever served this model
-    NO_WORKER = 2  # the model's workers are all gone
-    SHED = 3  # dropped to keep a larger batch feasible (a doomed head)
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,7 +256,7 @@ class DropRequests:
 
     KIND: ClassVar[Kind] = Kind.DROP
     request_ids: tuple[int, ...]
-    reason: int  # central.policy.DropReason value
+    reason: int  # central.protocol.conventions.DropReason value
     detail: str
 
 
@@ -267,7 +267,7 @@ class Done:
     KIND: ClassVar[Kind] = Kind.DONE
     batch_id: int
     gpu: int
-    status: int  # central.policy.BatchStatus value
+    status: int  # central.protocol.conventions.BatchStatus value
     start_ns: int
     end_ns: int
     batch_size: int
@@ -374,7 +374,7 @@ class StatsReply:
 # scheduler address: workers and frontends register there as always) and K *model shard*
 # processes, each binding a ROUTER of its own that frontends send ``Requests`` to. All of
 # them run on one host and share its monotonic clock, so absolute times pass between them
-# unchanged. The values mirror ``central.policy.split`` (docs/protocol.md §4.8).
+# unchanged. The values mirror ``central.policy.exchange`` (docs/protocol.md §4.8).
 
 # A pool as the shards see it: (models served, earliest free_at_ns, busy 0/1, live size).
 PoolView = tuple[tuple[str, ...], int, int, int]

@@ -1,14 +1,6 @@
-"""The asyncio shells around the policy: clocks, ZeroMQ plumbing, the scheduler process."""
+"""The scheduler's asyncio shells: the one-process scheduler, the matcher and the model
+shards, and ``translate`` (wire <-> policy). Imported only by the CLI and the cluster launcher."""
 
-from .clock import Clock, LatenessLog, OffsetEstimator, PreciseTimer, Wakeups
 from .scheduler import Scheduler, SchedulerConfig
 
-__all__ = [
-    "Clock",
-    "LatenessLog",
-    "OffsetEstimator",
-    "PreciseTimer",
-    "Wakeups",
-    "Scheduler",
-    "SchedulerConfig",
-]
+__all__ = ["Scheduler", "SchedulerConfig"]

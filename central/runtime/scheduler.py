@@ -71,18 +71,18 @@ from central.protocol import (
     encode,
 )
 
-from .clock import Clock, LatenessLog, PreciseTimer, Wakeups
-from .metrics import BATCH_SIZE_BUCKETS, Family, Histogram, MetricsServer, render
+from central.plumbing.clock import Clock, LatenessLog, PreciseTimer, Wakeups
+from central.plumbing.metrics import BATCH_SIZE_BUCKETS, Family, Histogram, MetricsServer, render
+from central.protocol.conventions import FRONTEND_SHIFT
 from .translate import (
-    FRONTEND_SHIFT,
     dispatch_to_messages,
     done_to_event,
     drop_to_messages,
     gpu_profiles,
     requests_to_event,
 )
-from .security import PeerGate, load_keys, warn_if_exposed
-from .zmqio import Reader, close_all, send_frames
+from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
+from central.plumbing.zmqio import Reader, close_all, send_frames
 
 __all__ = ["SchedulerConfig", "Scheduler"]
 
@@ -109,7 +109,7 @@ class SchedulerConfig:
     # (``central.policy.sharded``), all in this process; 0: the policy named above
     inprocess_shards: int = 0
     # >= 2: this process is the matcher of that many model-shard processes
-    # (``central.runtime.split``, built by ``make_scheduler``); 0: one process
+    # (``central.runtime.matcher``, built by ``make_scheduler``); 0: one process
     shard_processes: int = 0
     placement: tuple[tuple[str, int], ...] = ()  # (model, shard) to start with; else CRC-32
     rebalance_interval_ns: int = 2_000_000_000  # how often shard loads are compared; 0: never

@@ -1,7 +1,7 @@
 """A model-shard process of the multicore scheduler (DESIGN §5). Metadata only.
 
 Theory of operation: a scheduler started with ``--shards K`` is one matcher process
-(``central.runtime.split``) and K of these. A shard binds a ROUTER of its own that
+(``central.runtime.matcher``) and K of these. A shard binds a ROUTER of its own that
 frontends send ``Requests`` to (they learn its address and which models it owns from the
 matcher's ``ShardDirectory``), and connects a DEALER to the matcher. It runs one
 ``ModelShard`` (``central.policy.shard``): the default policy's queues, estimators,
@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -47,7 +46,7 @@ import zmq
 
 from central.policy import PolicyConfig
 from central.policy.shard import ModelShard
-from central.policy.split import Finished, Grant, Offer, PoolState, Withdraw
+from central.policy.exchange import Finished, Grant, Offer, PoolState, Withdraw
 from central.policy.types import Drop, DropReason, Profile, Request
 from central.protocol import (
     DEFAULT_LIMITS,
@@ -76,12 +75,13 @@ from central.protocol import (
     encode,
 )
 
-from .clock import Clock, LatenessLog, PreciseTimer, Wakeups
-from .security import PeerGate, load_keys, warn_if_exposed
-from .translate import FRONTEND_SHIFT, drop_to_messages, requests_to_event
-from .zmqio import Reader, close_all, send_frames
+from central.plumbing.clock import Clock, LatenessLog, PreciseTimer, Wakeups
+from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
+from central.protocol.conventions import FRONTEND_SHIFT, owner_of
+from .translate import drop_to_messages, requests_to_event
+from central.plumbing.zmqio import Reader, close_all, send_frames
 
-__all__ = ["ShardConfig", "ShardServer", "owner_of"]
+__all__ = ["ShardConfig", "ShardServer"]
 
 log = logging.getLogger("baton.shard")
 
@@ -90,12 +90,6 @@ _DECLINED = (0, 0, 0, 0)
 # Who may send what to a shard's ROUTER when keys are on: only frontends, and only these.
 _SHARD_KINDS = {10: frozenset({"frontend"}), 68: frozenset({"frontend"}),
                 50: frozenset({"frontend", "client", "scheduler"})}
-
-
-def owner_of(model: str, owners: dict[str, int], shards: int) -> int:
-    """The shard that owns ``model``: the directory's word, else CRC-32 of the name."""
-    index = owners.get(model)
-    return index if index is not None else zlib.crc32(model.encode()) % shards
 
 
 @dataclass(frozen=True)

@@ -23,40 +23,18 @@ from central.policy.types import (
     Request,
     RequestsArrived,
 )
+from central.protocol.conventions import DROP_DETAIL, FRONTEND_SHIFT
 from central.protocol.errors import RemoteProtocolError
 from central.protocol.messages import Done, DropRequests, Execute, GpuSpec, Requests, Route
 
 __all__ = [
-    "FRONTEND_SHIFT",
-    "frontend_of",
-    "make_request_id",
     "requests_to_event",
     "done_to_event",
     "dispatch_to_messages",
     "drop_to_messages",
     "gpu_profiles",
-    "DROP_DETAIL",
 ]
 
-FRONTEND_SHIFT = 40
-_SEQ_MASK = (1 << FRONTEND_SHIFT) - 1
-
-DROP_DETAIL = {
-    DropReason.DEADLINE: "the request can no longer finish within its SLO",
-    DropReason.UNKNOWN_MODEL: "no worker serves this model",
-    DropReason.NO_WORKER: "every worker serving this model is gone",
-    DropReason.SHED: "dropped to keep a feasible batch for the requests behind it",
-}
-
-
-def make_request_id(frontend_index: int, seq: int) -> int:
-    """Cluster-unique request id from a frontend's index and its own counter."""
-    return (frontend_index << FRONTEND_SHIFT) | (seq & _SEQ_MASK)
-
-
-def frontend_of(request_id: int) -> int:
-    """The index of the frontend that holds this request's payload."""
-    return request_id >> FRONTEND_SHIFT
 
 
 def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsArrived:

@@ -23,7 +23,7 @@ from zmq.auth import create_certificates, load_certificate
 
 from central.client import Client, Unauthorized, Unavailable, query_stats
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
-from central.runtime.security import make_keys
+from central.plumbing.security import make_keys
 
 pytestmark = pytest.mark.integration
 

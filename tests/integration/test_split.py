@@ -26,7 +26,7 @@ from central.client.load import LoadSpec, run_load, summarize
 from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_port
 from central.policy.bound import analytic_bound
 from central.protocol import Error, decode
-from central.runtime.shard import owner_of
+from central.protocol.conventions import owner_of
 
 from conftest import DILATION, SPLIT_POLICY_ARGS, attainment_with_stalls
 

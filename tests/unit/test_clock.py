@@ -1,4 +1,4 @@
-"""central.runtime.clock: offset estimation, lateness percentiles, and wake-ups.
+"""central.plumbing.clock: offset estimation, lateness percentiles, and wake-ups.
 
 ``Wakeups`` is driven on a virtual clock: with an injected clock it takes its fallback
 path (loop timer armed ``spin_ns`` early, then a bounded spin that reads the clock), so a
@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from central.runtime.clock import LatenessLog, OffsetEstimator, PreciseTimer, Wakeups
+from central.plumbing.clock import LatenessLog, OffsetEstimator, PreciseTimer, Wakeups
 
 # ------------------------------------------------------------------ offsets
 

@@ -24,13 +24,13 @@ from central.client import AsyncClient
 from central.client.errors import DeadlineExceeded, Unavailable
 from central.cluster import free_port
 from central.frontend.server import Frontend, FrontendConfig
-from central.policy.sharded import default_shard
+from central.protocol.conventions import default_shard
 from central.policy.types import DropReason
 from central.protocol import (
     AttachFrontend, DropRequests, FrontendRegistered, Heartbeat, HeartbeatAck,
     RegisterFrontend, Requests, ShardDirectory, decode, encode,
 )
-from central.runtime.translate import frontend_of
+from central.protocol.conventions import frontend_of
 
 MODELS = ("a", "b", "c", "d")  # placed: a on shard 0, b on 1; c and d by the hash
 WAIT_S = 3.0

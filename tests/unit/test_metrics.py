@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from central.cluster import load_config, parse_config
 from central.frontend.server import Frontend, FrontendConfig
-from central.runtime.metrics import (
+from central.plumbing.metrics import (
     CONTENT_TYPE,
     Family,
     Histogram,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from central.policy import PolicyConfig
 from central.policy.matcher import Matcher
-from central.policy.split import Booked, Grant, Offer
+from central.policy.exchange import Booked, Grant, Offer
 from central.policy.types import BatchDone, BatchStatus, Profile, WorkerJoined
 from central.protocol import Dispatched, Offers
 from central.runtime.scheduler import SchedulerConfig
-from central.runtime.split import MatcherPolicy
+from central.runtime.matcher import MatcherPolicy
 
 MS = 1_000_000
 PROFILE = Profile(1 * MS, 5 * MS, 64)
@@ -144,7 +144,7 @@ def test_a_lost_batch_goes_back_to_the_shard_that_holds_its_requests() -> None:
 def test_a_repeated_registration_keeps_grants_a_new_incarnation_drops_them() -> None:
     from central.protocol import RegisterShard
 
-    from central.runtime.split import SplitScheduler
+    from central.runtime.matcher import SplitScheduler
 
     class Out:
         def __init__(self) -> None:

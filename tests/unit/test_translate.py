@@ -19,15 +19,12 @@ from central.policy.types import (
     RequestsArrived,
 )
 from central.protocol import Done, DropRequests, Execute, RemoteProtocolError, Requests, Route
+from central.protocol.conventions import DROP_DETAIL, FRONTEND_SHIFT, frontend_of, make_request_id
 from central.runtime.translate import (
-    DROP_DETAIL,
-    FRONTEND_SHIFT,
     dispatch_to_messages,
     done_to_event,
     drop_to_messages,
-    frontend_of,
     gpu_profiles,
-    make_request_id,
     requests_to_event,
 )
 

@@ -51,7 +51,7 @@ import time
 from typing import Any
 
 from central.policy.matcher import Matcher
-from central.policy.split import Booked, Grant, Offer, PoolState, Wake, Withdraw
+from central.policy.exchange import Booked, Grant, Offer, PoolState, Wake, Withdraw
 from central.policy.types import (
     Action,
     BatchDone,
@@ -83,9 +83,9 @@ from central.protocol import (
     ShardStats,
 )
 
-from .clock import LatenessLog
+from central.plumbing.clock import LatenessLog
 from .scheduler import Scheduler, SchedulerConfig, _WorkerProc
-from .shard import owner_of
+from central.protocol.conventions import owner_of
 
 __all__ = ["MatcherPolicy", "ShardProcesses", "SplitScheduler"]
 
