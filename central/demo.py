@@ -47,7 +47,8 @@ def _real_model_checks(address: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     buf = io.BytesIO()
-    Image.fromarray(data.chelsea()).save(buf, format="JPEG", quality=92)
+    cat = data.chelsea()  # type: ignore[no-untyped-call]  # scikit-image has no annotations
+    Image.fromarray(cat).save(buf, format="JPEG", quality=92)
     with Client(address) as client:
         t0 = time.perf_counter()
         res = client.infer("mobilenet_v2", image_bytes(buf.getvalue()))

@@ -11,7 +11,7 @@ enforces the window; executors never see the scheduler.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from central.protocol.messages import GpuSpec, ModelSignature
 
 __all__ = ["Executor", "Inputs", "Outcome"]
 
-Inputs = Mapping[str, np.ndarray]
-Outcome = dict[str, np.ndarray] | str
+Inputs = Mapping[str, "np.ndarray[Any, Any]"]
+Outcome = dict[str, "np.ndarray[Any, Any]"] | str
 
 
 class Executor(Protocol):

@@ -27,7 +27,7 @@ __all__ = ["TorchExecutor", "sample_inputs"]
 log = logging.getLogger("baton.worker.torch")
 
 
-def sample_inputs(model: str) -> dict[str, np.ndarray]:
+def sample_inputs(model: str) -> dict[str, np.ndarray[Any, Any]]:
     """A representative request for profiling ``model`` (synthetic, deterministic)."""
     if model == "mobilenet_v2":
         rng = np.random.default_rng(0)

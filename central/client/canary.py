@@ -26,6 +26,8 @@ import sys
 import time
 from types import TracebackType
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["StallCanary"]
@@ -45,7 +47,7 @@ class StallCanary:
             raise ValueError("period_ms, floor_ms and max_s must be > 0")
         self.period_ms, self.floor_ms, self.max_s = period_ms, floor_ms, max_s
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stalls: np.ndarray | None = None
+        self._stalls: np.ndarray[Any, Any] | None = None
         self.wakeups = 0
 
     def __enter__(self) -> StallCanary:
@@ -78,7 +80,7 @@ class StallCanary:
             self._proc.wait()
 
     @property
-    def stalls(self) -> np.ndarray:
+    def stalls(self) -> np.ndarray[Any, Any]:
         if self._stalls is None or self.wakeups == 0:
             raise RuntimeError("the stall canary has not run (use it as a context manager)")
         return self._stalls

@@ -22,7 +22,7 @@ import itertools
 import json
 import time
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import zmq
@@ -45,6 +45,9 @@ from central.protocol import arrays
 
 from .errors import BadRequest, BatonError, ClientTimeout, Unavailable, error_for
 from .request import check_request
+
+if TYPE_CHECKING:  # imported for real only for a grpc:// address
+    from .grpc_client import GrpcTransport
 
 __all__ = ["Client", "AsyncClient", "query_stats", "secure_socket", "DEFAULT_ADDRESS"]
 
@@ -103,7 +106,7 @@ def _zmq_address(address: str) -> str:
     return address
 
 
-def secure_socket(sock: zmq.Socket, keys: str | None, server_role: str, token: str | None) -> None:
+def secure_socket(sock: zmq.Socket[Any], keys: str | None, server_role: str, token: str | None) -> None:
     """CURVE client keys from a ``baton keys`` directory, and the frontend's token."""
     if keys is not None:
         from zmq.auth import load_certificate
@@ -121,7 +124,7 @@ def _build(tag: int, model: str, inputs: Mapping[str, Any], slo_ms: float | None
     return encode(Infer(tag, model, slo_ns, metas), buffers)
 
 
-def _parse(frames: list[Any]) -> tuple[int, dict[str, np.ndarray] | BatonError]:
+def _parse(frames: list[Any]) -> tuple[int, dict[str, np.ndarray[Any, Any]] | BatonError]:
     body = [frames[0].bytes, *(f.buffer for f in frames[1:])]
     try:
         msg, buffers = decode(body, DEFAULT_LIMITS)
@@ -158,7 +161,7 @@ class Client(_Counted):
     ) -> None:
         self._tags = itertools.count(1)
         self._grace_s = grace_s
-        self._grpc: Any = None
+        self._grpc: GrpcTransport | None = None
         self._book = _ReplyBook()  # gRPC pairs each answer with its call: stays at zero
         if address.startswith("grpc://"):
             try:
@@ -170,7 +173,7 @@ class Client(_Counted):
                 ) from None
             self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s, token=token)
             return
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         secure_socket(self._sock, keys, "frontend", token)
@@ -183,7 +186,7 @@ class Client(_Counted):
         slo_ms: float | None = None,
         *,
         timeout_s: float | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run one request; returns its named outputs.
 
         Raises ``BadRequest``, ``Rejected``, ``DeadlineExceeded``, ``Unavailable`` or
@@ -204,9 +207,10 @@ class Client(_Counted):
         tag = next(self._tags)
         self._sock.send_multipart(encode(StatsQuery(tag)))
         out = self._wait(tag, timeout_s)
-        return json.loads(out["__stats__"][0])
+        stats: dict[str, Any] = json.loads(out["__stats__"][0])
+        return stats
 
-    def _wait(self, tag: int, wait_s: float) -> dict[str, np.ndarray]:
+    def _wait(self, tag: int, wait_s: float) -> dict[str, np.ndarray[Any, Any]]:
         deadline = time.monotonic() + wait_s
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
@@ -250,7 +254,7 @@ class AsyncClient(_Counted):
         secure_socket(self._sock, keys, "frontend", token)
         self._sock.connect(_zmq_address(address))
         self._tags = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray]]] = {}
+        self._waiting: dict[int, asyncio.Future[dict[str, np.ndarray[Any, Any]]]] = {}
         self._grace_s = grace_s
         self._receiver: asyncio.Task[None] | None = None
         self._timed: dict[int, int] = {}  # tag -> reply receive time, for infer_timed
@@ -284,12 +288,12 @@ class AsyncClient(_Counted):
         slo_ms: float | None = None,
         *,
         timeout_s: float | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run one request; same contract and errors as ``Client.infer``."""
         self._ensure_receiver()
         tag = next(self._tags)
         frames = _build(tag, model, inputs, slo_ms)
-        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, np.ndarray[Any, Any]]] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = fut
         await self._sock.send_multipart(frames, copy=False)
         wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
@@ -303,7 +307,7 @@ class AsyncClient(_Counted):
 
     async def infer_timed(
         self, model: str, inputs: Mapping[str, Any], slo_ms: float | None = None
-    ) -> tuple[dict[str, np.ndarray] | BatonError, int, int]:
+    ) -> tuple[dict[str, np.ndarray[Any, Any]] | BatonError, int, int]:
         """Like ``infer`` but never raises a ``BatonError``: returns ``(outputs or error,
         sent_ns, received_ns)``, both taken at this client's socket (monotonic clock), so
         a busy caller's own scheduling delay does not count as service latency. No reply
@@ -311,14 +315,14 @@ class AsyncClient(_Counted):
         self._ensure_receiver()
         tag = next(self._tags)
         frames = _build(tag, model, inputs, slo_ms)
-        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, np.ndarray[Any, Any]]] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = fut
         self._timed[tag] = 0
         await self._sock.send_multipart(frames, copy=False)
         sent = time.monotonic_ns()
         wait_s = (slo_ms or 1000.0) / 1e3 + self._grace_s
         try:
-            result: dict[str, np.ndarray] | BatonError = await asyncio.wait_for(fut, wait_s)
+            result: dict[str, np.ndarray[Any, Any]] | BatonError = await asyncio.wait_for(fut, wait_s)
         except asyncio.TimeoutError:
             self._book.settled(tag, answered=False)
             result = ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s")
@@ -333,11 +337,12 @@ class AsyncClient(_Counted):
         """The frontend's statistics snapshot."""
         self._ensure_receiver()
         tag = next(self._tags)
-        fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, np.ndarray[Any, Any]]] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = fut
         await self._sock.send_multipart(encode(StatsQuery(tag)))
         out = await asyncio.wait_for(fut, timeout_s)
-        return json.loads(out["__stats__"][0])
+        stats: dict[str, Any] = json.loads(out["__stats__"][0])
+        return stats
 
     async def close(self) -> None:
         if self._receiver is not None:
@@ -364,7 +369,7 @@ def query_stats(
     ``keys``/``token`` as for ``Client``. Raises ``Unavailable`` if nothing answers within
     ``timeout_s``.
     """
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     secure_socket(sock, keys, server, token)
@@ -376,6 +381,7 @@ def query_stats(
         tag, out = _parse(sock.recv_multipart(copy=False))
         if isinstance(out, BatonError):
             raise out
-        return json.loads(out["__stats__"][0])
+        stats: dict[str, Any] = json.loads(out["__stats__"][0])
+        return stats
     finally:
         sock.close(linger=0)

@@ -69,7 +69,7 @@ class GrpcTransport:
 
     def infer(
         self, model: str, inputs: Mapping[str, Any], slo_ms: float | None, timeout_s: float | None
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         metas, buffers = check_request(model, inputs, slo_ms)
         req = pb.ModelInferRequest(model_name=model)
         for (name, dtype, shape), buf in zip(metas, buffers):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import zmq
@@ -45,8 +45,8 @@ class LedgerRun:
     """
 
     models: list[str]
-    planned_ns: np.ndarray  # absolute, when request i was due
-    sent_ns: np.ndarray  # absolute, when it left (0: not sent, the run was cut short)
+    planned_ns: np.ndarray[Any, Any]  # absolute, when request i was due
+    sent_ns: np.ndarray[Any, Any]  # absolute, when it left (0: not sent, the run was cut short)
     slo_ms: float
     start_ns: int  # the run's time zero (offsets count from it)
     replies: list[list[tuple[int, int, str]]] = field(default_factory=list)
@@ -93,7 +93,7 @@ class LedgerRun:
             out[key] = out.get(key, 0) + 1
         return out
 
-    def records(self, model: str | None = None) -> np.ndarray:
+    def records(self, model: str | None = None) -> np.ndarray[Any, Any]:
         """``[planned_ns, sent_ns, done_ns, status, replies]`` per request (of ``model``).
 
         ``done_ns`` and ``status`` are the first reply's (``NO_ANSWER`` and 0 for none),
@@ -107,7 +107,7 @@ class LedgerRun:
                         r[0][1] if r else NO_ANSWER, len(r))
         return rec
 
-    def first_answer_latency_ns(self) -> np.ndarray:
+    def first_answer_latency_ns(self) -> np.ndarray[Any, Any]:
         """First reply time minus send time per request; -1 for none."""
         return np.array([r[0][0] - self.sent_ns[i] if r else -1
                          for i, r in enumerate(self.replies)], dtype=np.int64)
@@ -115,7 +115,7 @@ class LedgerRun:
 
 def play(
     address: str,
-    offsets_ns: np.ndarray | Sequence[int],
+    offsets_ns: np.ndarray[Any, Any] | Sequence[int],
     models: str | Sequence[str],
     slo_ms: float,
     *,
@@ -126,7 +126,7 @@ def play(
     listen_s: float = 1.0,
     start_ns: int | None = None,
     socket_options: Mapping[int, int | bytes] | None = None,
-    context: zmq.Context | None = None,
+    context: zmq.Context[Any] | None = None,
     on_first_answer: Callable[[], None] | None = None,
 ) -> LedgerRun:
     """Send one ``Infer`` per offset (sorted ns from the start) and record every reply.
@@ -173,7 +173,10 @@ def play(
             except RemoteProtocolError:
                 run.stray += 1
                 continue
-            i = msg.tag - 1 if isinstance(msg, Reply) else -1
+            if not isinstance(msg, Reply):
+                run.stray += 1
+                continue
+            i = msg.tag - 1
             if not 0 <= i < len(offsets) or not run.sent_ns[i]:
                 run.stray += 1
                 continue

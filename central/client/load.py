@@ -51,13 +51,14 @@ class LoadSpec:
             raise ValueError(f"sender must be 'wire' or 'sdk', not {self.sender!r}")
 
 
-def poisson_times(rate_rps: float, duration_s: float, seed: int) -> np.ndarray:
+def poisson_times(rate_rps: float, duration_s: float, seed: int) -> np.ndarray[Any, Any]:
     """Arrival offsets in ns, Poisson at ``rate_rps`` over ``duration_s`` (seeded)."""
     rng = np.random.default_rng(seed)
     n = int(rate_rps * duration_s * 1.2) + 16
     gaps = rng.exponential(1.0 / rate_rps, size=n)
     t = np.cumsum(gaps)
-    return (t[t < duration_s] * 1e9).astype(np.int64)
+    offsets: np.ndarray[Any, Any] = (t[t < duration_s] * 1e9).astype(np.int64)
+    return offsets
 
 
 _progress: Any = None  # a shared counter of answered requests (run_load's ``progress``)
@@ -74,7 +75,7 @@ def _set_progress(counter: Any) -> None:
     _progress = counter
 
 
-async def _send_all(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.ndarray:
+async def _send_all(spec: LoadSpec, offsets: np.ndarray[Any, Any], start_ns: int) -> np.ndarray[Any, Any]:
     # records: planned, sent, done (ns, absolute monotonic, at the client's socket), status,
     # replies (the SDK shows at most one; its ``duplicates`` counter is all it knows more)
     rec = np.zeros((len(offsets), 5), dtype=np.int64)
@@ -112,7 +113,7 @@ async def _send_all(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.nd
     return rec
 
 
-def _sender(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.ndarray:
+def _sender(spec: LoadSpec, offsets: np.ndarray[Any, Any], start_ns: int) -> np.ndarray[Any, Any]:
     import gc
 
     gc.collect()
@@ -130,8 +131,8 @@ def _sender(spec: LoadSpec, offsets: np.ndarray, start_ns: int) -> np.ndarray:
 
 
 def run_load(
-    spec: LoadSpec, offsets: np.ndarray | None = None, progress: Any = None
-) -> np.ndarray:
+    spec: LoadSpec, offsets: np.ndarray[Any, Any] | None = None, progress: Any = None
+) -> np.ndarray[Any, Any]:
     """Run the load; returns records ``[planned_ns, sent_ns, done_ns, status, replies]``
     per request (``done_ns`` and ``status`` of the first reply).
 
@@ -159,14 +160,15 @@ def run_load(
         futures = [pool.submit(_sender, spec, p, start) for p in parts]
         recs = [f.result() for f in futures]
     out = np.concatenate(recs)
-    return out[np.argsort(out[:, 0], kind="stable")]
+    ordered: np.ndarray[Any, Any] = out[np.argsort(out[:, 0], kind="stable")]
+    return ordered
 
 
 def _noop(_: int) -> None:
     import central.client  # noqa: F401  (import cost paid before the clock starts)
 
 
-def summarize(rec: np.ndarray, slo_ms: float, duration_s: float) -> dict[str, Any]:
+def summarize(rec: np.ndarray[Any, Any], slo_ms: float, duration_s: float) -> dict[str, Any]:
     """SLO attainment, goodput, outcome counts (by first answer), the requests never
     answered and answered twice, and send lateness of a run's records."""
     n = len(rec)

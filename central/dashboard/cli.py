@@ -31,7 +31,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def add_top_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``top`` to ``baton``'s subcommands; returns its parser (``func`` set to ``run``)."""
-    p = subparsers.add_parser("top", help="live terminal dashboard of a running scheduler")
+    p: argparse.ArgumentParser = subparsers.add_parser("top", help="live terminal dashboard of a running scheduler")
     _configure(p)
     p.set_defaults(func=run)
     return p

@@ -289,8 +289,10 @@ class PollSource:
         keys: str | None = None,
     ) -> None:
         if query is None:
-            from central.client import query_stats as query
-        self._query = query
+            from central.client import query_stats
+
+            query = query_stats
+        self._query: Callable[..., dict[str, Any]] = query
         self._keys = keys
         self._clock = clock
         self._interval_s = interval_s
@@ -333,7 +335,7 @@ class FrontendLatency:
 
     def __init__(
         self,
-        source: Any,
+        source: StatsSource | PollSource,
         address: str,
         *,
         interval_s: float = 1.0,
@@ -342,9 +344,11 @@ class FrontendLatency:
         token: str | None = None,
     ) -> None:
         if query is None:
-            from central.client import query_stats as query
+            from central.client import query_stats
+
+            query = query_stats
         self._source = source
-        self._query = query
+        self._query: Callable[..., dict[str, Any]] = query
         self._address = address
         self._interval_s = interval_s
         self._auth = ({"keys": keys, "server": "frontend", "token": token}

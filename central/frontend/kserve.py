@@ -168,7 +168,8 @@ def json_data(dtype: str, shape: Sequence[int], buf: Any) -> list[Any]:
     """A response tensor's flat JSON ``data`` from its raw buffer."""
     if dtype == "BYTES":
         return [b.decode("utf-8", "replace") for b in decode_bytes(buf, math.prod(shape))]
-    return np.frombuffer(buf, dtype=dtype).tolist()
+    values: list[Any] = np.frombuffer(buf, dtype=dtype).tolist()
+    return values
 
 
 def slo_ns_from(parameters: dict[str, Any]) -> int:

@@ -177,7 +177,8 @@ class HttpServer:
                     request.headers.get("Authorization")):
                 return web.json_response(
                     {"error": "unauthorized: send Authorization: Bearer <token>"}, status=401)
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
 
         app = web.Application(client_max_size=self._max, middlewares=[require_token])
         g = "/v2/models/{model}"
@@ -199,7 +200,7 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server  # the bound port when 0 was asked for
+        server: Any = site._server  # the bound port when 0 was asked for
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
 

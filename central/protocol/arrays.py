@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence as SequenceABC
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -65,7 +65,7 @@ MAX_BYTES_ELEMENTS = 1 << 16
 _LEN = struct.Struct("<I")
 
 
-def encode_bytes(arr: np.ndarray) -> bytes:
+def encode_bytes(arr: np.ndarray[Any, Any]) -> bytes:
     """KServe BYTES layout of a flat sequence of bytes/str elements."""
     parts: list[bytes] = []
     for item in arr.reshape(-1):
@@ -80,7 +80,7 @@ def encode_bytes(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def decode_bytes(buf: bytes | memoryview, count: int) -> list[bytes]:
+def decode_bytes(buf: bytes | bytearray | memoryview, count: int) -> list[bytes]:
     """Split a BYTES frame into exactly ``count`` elements, or raise."""
     view = memoryview(buf)
     out: list[bytes] = []
@@ -99,7 +99,7 @@ def decode_bytes(buf: bytes | memoryview, count: int) -> list[bytes]:
     return out
 
 
-def pack(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[TensorMeta, ...], list[memoryview | bytes]]:
+def pack(arrays: Mapping[str, np.ndarray[Any, Any]]) -> tuple[tuple[TensorMeta, ...], list[memoryview | bytes]]:
     """Describe and serialise named arrays; returns ``(metas, buffers)``.
 
     Raises ``LocalProtocolError`` (the caller's inputs are unsendable) for an unsupported
@@ -124,16 +124,16 @@ def pack(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[TensorMeta, ...], list
             arr = arr.astype(arr.dtype.newbyteorder("="))
         arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
         metas.append((name, dtype, tuple(int(d) for d in arr.shape)))
-        buffers.append(memoryview(arr).cast("B") if arr.size else b"")
+        buffers.append(arr.data.cast("B") if arr.size else b"")
     return tuple(metas), buffers
 
 
 def unpack(
     metas: Sequence[object],
-    buffers: Sequence[bytes | memoryview],
+    buffers: Sequence[bytes | bytearray | memoryview],
     *,
     max_bytes_elements: int = MAX_BYTES_ELEMENTS,
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray[Any, Any]]:
     """Rebuild named arrays from peer-supplied descriptions and frames, validating both.
 
     Raises ``RemoteProtocolError`` naming the first problem found, and no other error.
@@ -144,7 +144,7 @@ def unpack(
         raise RemoteProtocolError("tensor descriptions and frames must be sequences")
     if len(metas) != len(buffers):
         raise RemoteProtocolError(f"{len(metas)} tensor descriptions, {len(buffers)} frames")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray[Any, Any]] = {}
     for meta, buf in zip(metas, buffers):
         if not (isinstance(meta, tuple) and len(meta) == 3):
             raise RemoteProtocolError("tensor description must be (name, dtype, shape)")
@@ -187,7 +187,7 @@ def unpack(
     return out
 
 
-def _reshaped(flat: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+def _reshaped(flat: np.ndarray[Any, Any], shape: tuple[int, ...], name: str) -> np.ndarray[Any, Any]:
     # A zero-size tensor can still have a dimension numpy refuses (>= 2**63, or sizes
     # whose product overflows): the peer's fault, refused like any bad shape.
     try:

@@ -92,7 +92,7 @@ _TENSOR_KINDS = {Infer.KIND, Reply.KIND, Payloads.KIND, Results.KIND}
 def _field_checkers(cls: type) -> tuple[tuple[str, type], ...]:
     # Annotations are strings (postponed evaluation); the top-level type is checked
     # first (cheap, and the error names the field), the nested types after.
-    out = []
+    out: list[tuple[str, type]] = []
     for f in dataclasses.fields(cls):
         ann = str(f.type)
         if ann == "int":

@@ -56,12 +56,14 @@ class EncoderLayer(nn.Module):
         b, t, h = x.shape
 
         def split(proj: nn.Linear) -> torch.Tensor:  # [B, T, H] -> [B, heads, T, H/heads]
-            return proj(x).view(b, t, self.heads, h // self.heads).transpose(1, 2)
+            out: torch.Tensor = proj(x).view(b, t, self.heads, h // self.heads).transpose(1, 2)
+            return out
 
         ctx = F.scaled_dot_product_attention(split(self.query), split(self.key), split(self.value), attn_mask=attend)
         ctx = ctx.transpose(1, 2).reshape(b, t, h)
         x = self.attn_norm(x + self.attn_out(ctx))
-        return self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+        out: torch.Tensor = self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+        return out
 
 
 class MiniLM(nn.Module):

@@ -53,7 +53,7 @@ class InvertedResidual(nn.Module):
         self.use_skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
+        out: torch.Tensor = self.conv(x)
         return x + out if self.use_skip else out
 
 
@@ -74,7 +74,8 @@ class MobileNetV2(nn.Module):
         """x: float [B, 3, H, W], ImageNet-normalised -> logits [B, num_classes]."""
         x = self.features(x)
         x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-        return self.classifier(x)
+        logits: torch.Tensor = self.classifier(x)
+        return logits
 
 
 def load_mobilenet_v2(checkpoint: str | None = None, device: str = "cpu") -> MobileNetV2:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
@@ -38,7 +40,7 @@ CROP = 224
 MAX_TOKENS = 256
 
 
-def decode_image(image: np.ndarray) -> Image.Image:
+def decode_image(image: np.ndarray[Any, Any]) -> Image.Image:
     """1-D uint8 encoded bytes or HxWx3 uint8 RGB -> RGB PIL image; ValueError if neither."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
@@ -59,7 +61,7 @@ def decode_image(image: np.ndarray) -> Image.Image:
         raise ValueError(f"cannot decode image ({image.size} bytes): {exc}") from exc
 
 
-def preprocess_image(image: np.ndarray) -> np.ndarray:
+def preprocess_image(image: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Encoded or decoded image -> ImageNet-normalised float32 [3, 224, 224]."""
     img = decode_image(image)
     w, h = img.size
@@ -85,7 +87,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tokenizer
 
 
-def tokenize(tokenizer: Tokenizer, sentences: list[str]) -> dict[str, np.ndarray]:
+def tokenize(tokenizer: Tokenizer, sentences: list[str]) -> dict[str, np.ndarray[Any, Any]]:
     """Sentences -> int64 input_ids, attention_mask, token_type_ids, each [B, longest]."""
     encodings = tokenizer.encode_batch(sentences)
     return {

@@ -38,9 +38,11 @@ __all__ = [
     "load_served_model",
 ]
 
-Inputs = dict[str, np.ndarray]
-Outputs = dict[str, np.ndarray]
+Inputs = dict[str, "np.ndarray[Any, Any]"]
+Outputs = dict[str, "np.ndarray[Any, Any]"]
 Prepared = TypeVar("Prepared")
+# (name, dtype, shape) per input or output; -1 marks a variable dimension
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
 @runtime_checkable
@@ -71,7 +73,7 @@ class _BatchedModel(abc.ABC, Generic[Prepared]):
         self.device = torch.device(device)
 
     @abc.abstractmethod
-    def _prepare(self, value: np.ndarray) -> Prepared:
+    def _prepare(self, value: np.ndarray[Any, Any]) -> Prepared:
         """One request's checked, decoded input."""
 
     @abc.abstractmethod
@@ -102,29 +104,29 @@ class _BatchedModel(abc.ABC, Generic[Prepared]):
         return outputs
 
 
-class MobileNetV2Classifier(_BatchedModel[np.ndarray]):
+class MobileNetV2Classifier(_BatchedModel["np.ndarray[Any, Any]"]):
     """ImageNet top-5 classification of one image per request."""
 
     name = "mobilenet_v2"
     input_name = "image"
-    inputs = (("image", "uint8", (-1,)),)  # encoded image bytes (or an RGB [H, W, 3] array)
-    outputs = (("class_ids", "int64", (5,)), ("scores", "float32", (5,)), ("labels", "BYTES", (5,)))
+    inputs: Signature = (("image", "uint8", (-1,)),)  # encoded image bytes (or an RGB [H, W, 3] array)
+    outputs: Signature = (("class_ids", "int64", (5,)), ("scores", "float32", (5,)), ("labels", "BYTES", (5,)))
     top_k = 5
 
     def __init__(self, model: MobileNetV2, device: str = "cpu", max_batch: int = 32) -> None:
         super().__init__(device)
         # channels_last runs the convolutions ~1.5x faster on CPU (oneDNN).
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # the stubs omit memory_format
         self.max_batch = max_batch
         self.labels = np.array([label.encode("utf-8") for label in imagenet_labels()], dtype=object)
 
-    def _prepare(self, value: np.ndarray) -> np.ndarray:
+    def _prepare(self, value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         try:
             return preprocess_image(value)
         except ValueError as exc:
             raise ValueError(f"{self.name}: input 'image': {exc}") from exc
 
-    def _forward(self, items: list[np.ndarray]) -> list[Outputs]:
+    def _forward(self, items: list[np.ndarray[Any, Any]]) -> list[Outputs]:
         pixels = torch.from_numpy(np.stack(items)).to(self.device, memory_format=torch.channels_last)
         probs = torch.softmax(self.model(pixels).float(), dim=-1)
         scores, ids = probs.topk(self.top_k, dim=-1)
@@ -166,8 +168,8 @@ class MiniLMEmbedder(_BatchedModel[str]):
 
     name = "minilm"
     input_name = "text"
-    inputs = (("text", "BYTES", (1,)),)
-    outputs = (("embedding", "float32", (384,)),)
+    inputs: Signature = (("text", "BYTES", (1,)),)
+    outputs: Signature = (("embedding", "float32", (384,)),)
 
     def __init__(self, model: MiniLM, tokenizer: Tokenizer, device: str = "cpu", max_batch: int = 32) -> None:
         super().__init__(device)
@@ -175,7 +177,7 @@ class MiniLMEmbedder(_BatchedModel[str]):
         self.tokenizer = tokenizer
         self.max_batch = max_batch
 
-    def _prepare(self, value: np.ndarray) -> str:
+    def _prepare(self, value: np.ndarray[Any, Any]) -> str:
         try:
             return _sentence(value)
         except ValueError as exc:

@@ -325,8 +325,8 @@ class NexusPolicy(BaselinePolicy):
         # A slot may grow into its cycle's idle time (duty less every slot's planned
         # batch): the cycle still ends on time, so no other slot is delayed. Without it a
         # low-rate share (b = 1, long cycle) drops every second Poisson arrival of a cycle.
-        idle = w.duty - sum(self._m[n].est.current().latency_ns(b)  # type: ignore[union-attr]
-                            for n, b in w.slots if self._m[n].est is not None)
+        idle = w.duty - sum(est.current().latency_ns(b)
+                            for n, b in w.slots if (est := self._m[n].est) is not None)
         if idle > 0 and len(queue) > cap:
             cap = min(prof.max_batch, max(cap, (prof.latency_ns(cap) + idle - prof.c_ns)
                                           // prof.k_ns))
@@ -446,9 +446,10 @@ class NexusPolicy(BaselinePolicy):
                 open_bins.append(wid)
                 held[share.model] += 1
         for d, split in zip(demands, splits):
-            share = split.saturated or split.residual
-            if held[d.model] or share is None:
+            maybe = split.saturated or split.residual
+            if held[d.model] or maybe is None:
                 continue
+            share = maybe
             # No free worker is left for it: overcommit the least busy GPU that serves it.
             target = min(
                 (
@@ -497,8 +498,8 @@ class NexusPolicy(BaselinePolicy):
         for wid, w in self._w.items():
             if not w.alive:
                 continue
-            b = bins.get(wid)
-            duty, slots = (b.duty_ns, b.slots()) if b is not None else (0, [])
+            got = bins.get(wid)
+            duty, slots = (got.duty_ns, got.slots()) if got is not None else (0, [])
             if duty == w.duty and slots == w.slots:
                 continue
             # The new cycle begins where the current one would have ended.
