@@ -73,6 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from central.client.load import LoadSpec, run_load, summarize
     from central.cluster import Cluster, free_port, load_config
     from central.policy.bound import analytic_bound
+    from central.protocol.records import BatchRecord
 
     config = load_config(args.config)
     if args.dilation == "auto":
@@ -123,7 +124,8 @@ def run_demo(args: argparse.Namespace) -> int:
         rec = run_load(load)
         summary = summarize(rec, spec.slo_ms, args.duration)
         sched = query_stats(config.scheduler_address, with_batches=True)
-        sizes = [b[3] for b in sched.get("batches", []) if b[2] == args.model]
+        batches = [BatchRecord.of(row) for row in sched.get("batches", [])]
+        sizes = [b.size for b in batches if b.model == args.model]
         real = None
         if not args.no_real:
             try:

@@ -27,6 +27,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from central.protocol.conventions import BatchStatus
+from central.protocol.records import BatchRecord
+
 __all__ = [
     "UNREACHABLE_AFTER_NS",
     "ModelRates",
@@ -39,8 +42,6 @@ __all__ = [
 
 UNREACHABLE_AFTER_NS = 2_000_000_000  # no stats for longer than this: say so
 
-# Positions in a batch record.
-B_ID, B_WORKER, B_MODEL, B_SIZE, B_SENT, B_EARLIEST, B_LATEST, B_START, B_END, B_STATUS = range(10)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Reading:
     sched_now_ns: int | None  # estimate of the scheduler's clock now
     models: dict[str, ModelRates]
     totals: dict[str, float]  # offered_rps, dispatched_rps, dropped_rps over the window
-    batches: dict[int, list[list[Any]]]  # worker id -> recent batch records, by end time
+    batches: dict[int, list[BatchRecord]]  # worker id -> recent batch records, by end time
     mode: str  # "pub" or "poll"
     # model -> (p50 ms, p99 ms) of recent OK replies, from a frontend (``FrontendLatency``)
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -107,7 +108,7 @@ class Tracker:
     _samples: deque[_Sample] = field(default_factory=deque)
     _cum: dict[str, list[int]] = field(default_factory=dict)  # model -> [ok, all, batches]
     _seen: dict[Any, int] = field(default_factory=dict)  # batch id -> end_ns
-    _history: dict[int, list[list[Any]]] = field(default_factory=dict)
+    _history: dict[int, list[BatchRecord]] = field(default_factory=dict)
     _horizon_ns: int = -(1 << 62)  # records ending before this are old news
 
     def update(self, snapshot: dict[str, Any], local_ns: int) -> None:
@@ -121,10 +122,10 @@ class Tracker:
         if records is None:
             records = snapshot.get("batches", [])
         newest = (snapshot.get("policy") or {}).get("now_ns")
-        for rec in records:
+        for row in records:
+            rec = BatchRecord.of(row)
             self._add_batch(rec)
-            end = int(rec[B_END])
-            newest = end if newest is None else max(newest, end)
+            newest = rec.end_ns if newest is None else max(newest, rec.end_ns)
         if newest is not None:
             off = local_ns - int(newest)
             self._offset_ns = off if self._offset_ns is None else min(self._offset_ns, off)
@@ -152,18 +153,16 @@ class Tracker:
         self._history.clear()
         self._horizon_ns = -(1 << 62)
 
-    def _add_batch(self, rec: list[Any]) -> None:
-        bid, end = rec[B_ID], int(rec[B_END])
-        if bid in self._seen or end < self._horizon_ns:
+    def _add_batch(self, rec: BatchRecord) -> None:
+        if rec.batch_id in self._seen or rec.end_ns < self._horizon_ns:
             return
-        self._seen[bid] = end
-        c = self._cum.setdefault(str(rec[B_MODEL]), [0, 0, 0])
-        size = int(rec[B_SIZE])
-        if int(rec[B_STATUS]) == 0:
-            c[0] += size
-        c[1] += size
+        self._seen[rec.batch_id] = rec.end_ns
+        c = self._cum.setdefault(rec.model, [0, 0, 0])
+        if rec.status == BatchStatus.OK:
+            c[0] += rec.size
+        c[1] += rec.size
         c[2] += 1
-        self._history.setdefault(int(rec[B_WORKER]), []).append(list(rec))
+        self._history.setdefault(rec.worker, []).append(rec)
 
     def _prune(self) -> None:
         latest = max(self._seen.values(), default=None)
@@ -173,7 +172,7 @@ class Tracker:
         h = self._horizon_ns
         self._seen = {b: e for b, e in self._seen.items() if e >= h}
         for wid, recs in self._history.items():
-            recs[:] = sorted((r for r in recs if int(r[B_END]) >= h), key=lambda r: int(r[B_END]))
+            recs[:] = sorted((r for r in recs if r.end_ns >= h), key=lambda r: r.end_ns)
 
     def reading(self, local_ns: int) -> Reading:
         """The frame to render at local time ``local_ns``."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .source import B_END, B_SIZE, B_START, B_STATUS, Reading
+from central.protocol.records import BatchRecord
+
+from .source import Reading
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -125,30 +127,30 @@ def model_rows(r: Reading) -> list[Row]:
     return rows
 
 
-def busy_fraction(records: list[list[Any]], now_ns: int, window_ns: int = BUSY_WINDOW_NS) -> float:
+def busy_fraction(records: list[BatchRecord], now_ns: int, window_ns: int = BUSY_WINDOW_NS) -> float:
     """Fraction of ``[now - window, now]`` covered by the records' ``[start, end]``."""
     lo = now_ns - window_ns
     covered = 0
     for rec in records:
-        s, e = max(int(rec[B_START]), lo), min(int(rec[B_END]), now_ns)
+        s, e = max(rec.start_ns, lo), min(rec.end_ns, now_ns)
         covered += max(0, e - s)
     return min(1.0, covered / window_ns)
 
 
 def timeline(
-    records: list[list[Any]], now_ns: int, chars: int = TIMELINE_CHARS, span_ns: int = TIMELINE_NS
+    records: list[BatchRecord], now_ns: int, chars: int = TIMELINE_CHARS, span_ns: int = TIMELINE_NS
 ) -> str:
     """``chars`` characters over ``[now - span, now]``: '█' ran, 'x' failed, '·' idle."""
     step = span_ns / chars
     lo = now_ns - span_ns
     out = ["·"] * chars
     for rec in records:
-        s, e = int(rec[B_START]), int(rec[B_END])
+        s, e = rec.start_ns, rec.end_ns
         if e <= lo or s >= now_ns:
             continue
         first = max(0, int((s - lo) // step))
         last = min(chars - 1, int((max(s, e - 1) - lo) // step))
-        mark = "█" if int(rec[B_STATUS]) == 0 else "x"
+        mark = "█" if rec.status == 0 else "x"
         for i in range(first, last + 1):
             if out[i] != "x":
                 out[i] = mark
@@ -180,7 +182,7 @@ def worker_rows(r: Reading) -> list[Row]:
             full = round(frac * BAR_CHARS)
             bar = "▮" * full + "▯" * (BAR_CHARS - full) + f"{100 * frac:4.0f}%"
         cells = [str(wid), models, bar, "-" if inflight is None else str(inflight), line]
-        last_size = int(recs[-1][B_SIZE]) if recs else None
+        last_size = recs[-1].size if recs else None
         keys = [wid, models, frac, inflight, last_size]
         rows.append((cells, keys))
     return rows

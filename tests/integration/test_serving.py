@@ -12,10 +12,10 @@ from central.client.canary import StallCanary
 from central.client.load import LoadSpec, poisson_times, run_load, summarize
 from central.cluster import Cluster
 from central.policy.bound import analytic_bound
+from central.protocol.records import BatchRecord
 
 from conftest import attainment_with_stalls, simulate_same_arrivals
 
-B_SIZE = 3  # a batch record's size (central/runtime/scheduler.py, docs/metrics.md)
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_poisson_load_at_60_percent_of_bound_meets_slo(serving_cluster: Cluster)
     # estimate recovers) and never larger than the largest the simulator formed plus one.
     sched = query_stats(sched_address, with_batches=True)
     count = sched["counters"]["batches"] - batches_before
-    sizes = np.array([b[B_SIZE] for b in sched["batches"][-count:]])
+    sizes = np.array([BatchRecord.of(b).size for b in sched["batches"][-count:]])
     sim = simulate_same_arrivals(serving_cluster, "symphony", sent - sent.min())
     rows = np.unique(sim.batch_of[len(warm_rec):])
     sim_sizes = sim.batch_size[rows[rows >= 0]]

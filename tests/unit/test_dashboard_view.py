@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from central.dashboard.source import Tracker
+from central.protocol.records import BatchRecord
 from central.dashboard.view import (
     MODEL_COLUMNS,
     WORKER_COLUMNS,
@@ -101,12 +102,13 @@ def test_polled_logs_are_not_counted_twice() -> None:
     t.update(s2, 2 * S)
     r = t.reading(2 * S)
     assert r.models["m"].goodput_rps == 6.0  # only batch 2 is new in the window
-    assert [b[0] for b in r.batches[0]] == [1] and [b[0] for b in r.batches[1]] == [2]
+    assert [b.batch_id for b in r.batches[0]] == [1] and [b.batch_id for b in r.batches[1]] == [2]
 
 
 def test_timeline_and_busy_fraction() -> None:
     now = 1000 * MS
-    recs = [batch(1, 0, "m", 8, 600 * MS, 700 * MS), batch(2, 0, "m", 8, 900 * MS, 950 * MS, 5)]
+    recs = [BatchRecord.of(batch(1, 0, "m", 8, 600 * MS, 700 * MS)),
+            BatchRecord.of(batch(2, 0, "m", 8, 900 * MS, 950 * MS, 5))]
     line = timeline(recs, now)
     assert len(line) == 40
     assert line == "█" * 10 + "·" * 20 + "x" * 5 + "·" * 5
