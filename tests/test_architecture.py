@@ -168,6 +168,7 @@ LAYERS = {
     "central.frontend": ("central.protocol", "central.plumbing"),
     "workers": ("central.protocol", "central.plumbing"),
     "central.runtime": ("central.protocol", "central.plumbing", "central.policy"),
+    "central.dashboard": ("central.protocol", "central.plumbing", "central.client"),
 }
 
 

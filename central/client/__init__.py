@@ -1,4 +1,5 @@
-"""Baton's Python SDK: ``Client``, ``AsyncClient`` and typed errors. Never imports torch."""
+"""Baton's Python SDK: ``Client``, ``AsyncClient``, typed errors, the wire ledger and load tools.
+Imports the protocol (and plumbing's token/CURVE helpers) only: never torch, a policy or a shell."""
 
 from .client import DEFAULT_ADDRESS, AsyncClient, Client, query_stats
 from .errors import (

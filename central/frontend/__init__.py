@@ -1,4 +1,5 @@
-"""The frontend: clients in, metadata to the scheduler, payloads to workers, answers out."""
+"""The frontend: clients in, metadata to the scheduler, payloads to workers, answers out.
+Imports the protocol and plumbing only: never a policy or a scheduler shell."""
 
 from .server import TRANSITIONS, Frontend, FrontendConfig, Phase
 
