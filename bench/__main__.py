@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         "capacity": "bench.capacity",
         "matrix": "bench.matrix",
         "ab": "bench.ab",
+        "cost": "bench.cost",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix,ab} [options]"
+        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix,ab,cost} [options]"
               "   ('baton bench sim --help' ...)")
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  capacity  scheduler capacity: live ramp (--shards K...), --hot-path, --roles")
         print("  matrix    SLO x trace x system: live goodput searches of Baton and its peers")
         print("  ab        two sets of scheduler flags on the live cluster, runs interleaved")
+        print("  cost      CPU us per request of each process beside a bare pyzmq relay; py-spy tops")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 
