@@ -52,6 +52,9 @@ class Offer:
     latest_ns: int
     expected_ns: int = 0
     margin_ns: int = 0
+    # When the model became dirty (the shard's stamp): shards of one process share the
+    # stamps, so their offers merge into the order one process would have made them in.
+    stamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,45 +1,53 @@
 """The split policy: K model shards and one matcher, composed in one object (DESIGN §5).
 
 Theory of operation. ``ShardedPolicy`` is the default policy's rules cut along Symphony's
-line: ``ModelShard`` objects own disjoint sets of models (``shard.py``), one ``Matcher``
-owns the workers (``matcher.py``), and they talk only through the messages of
-``split.py``, a few per batch. Here both roles live in one object and the messages are
-method calls, delivered synchronously in a fixed order on every ``handle``:
+line: ``ModelShard`` objects own disjoint sets of models (``shard.py``, the per-model
+rules of ``candidate.py``), one ``Matcher`` owns the workers (``matcher.py``, the worker
+timeline of ``timeline.py``: the very code ``SymphonyPolicy`` runs), and they talk only
+through the messages of ``exchange.py``, a few per batch. Here both roles live in one
+object and the messages are method calls, delivered synchronously in the order in which
+``SymphonyPolicy`` takes the same steps, on every ``handle``:
 
 1. the event goes to whoever owns it: arrivals to their models' shards (split by owner,
    order kept), ``BatchDone``/``WorkerJoined``/``WorkerLost`` to the matcher, which
    answers with ``PoolState`` updates for every shard and ``Finished``/``Orphaned`` for
    the owning shard (a joining worker's models are first registered with their owners);
-2. then, until nothing moves: every shard fires its timers and recomputes its dirty
-   models (each model's candidate depends only on its own state and the pool view, so
-   the order across shards cannot matter) and sends its offers; the matcher takes one
-   step (a ``Grant``, which the owning shard turns into the ``Dispatch``, or updates and
-   wake-ups to deliver).
+2. every shard fires its deferral timers; the matcher ``begin``s the round (grant timers,
+   and a ``Wake`` for each offering pool's best waiter);
+3. then, until nothing moves: every shard recomputes its dirty models (each model's
+   candidate depends only on its own state and the pool view) and sends its offers; the
+   matcher takes one step (a ``Grant``, which the owning shard turns into the
+   ``Dispatch``, or updates and wake-ups to deliver). An overdue worker's bump is the
+   current margin of its last batch's model, asked of the owning shard.
 
-So the decisions do not depend on the number of shards nor on which shard owns which
-model: ``tests/sim/test_shards.py`` runs the same trace with 1 and K shards and compares
-every dispatch and drop. Drops are returned first, merged by reason (ids sorted), then
-dispatches in decision order.
+So the decisions are ``SymphonyPolicy``'s, decision for decision
+(``tests/unit/test_split_identity.py``), whatever the number of shards and whichever shard
+owns which model, with one exception: two models on *different* shards whose candidates
+have exactly the same latest start are ordered by the order their offers reach the
+matcher (shard by shard) rather than by the order they were recomputed in one process.
+Drops are returned first, merged by reason (ids sorted), then dispatches in decision
+order.
 
-Which shard owns a model: ``ShardOptions.placement`` if it names it, else a stable hash of
-the name (CRC-32, the same in every process). ``move`` hands a model, with its queued
-requests and estimators, to another shard (nothing is lost; its candidate is recomputed);
-``rebalance`` moves models so that shards carry similar arrival rates (greedy, largest
-first). With one shard this is the single-process scheduler: the same code, both roles in
+Which shard owns a model: ``placement.Placement`` (``ShardOptions.placement`` if it names
+it, else a stable hash of the name). ``move`` hands a model, with its queued requests,
+estimators and candidate, to another shard (nothing is lost, no decision changes);
+``rebalance`` moves models so that shards carry similar arrival rates
+(``Placement.plan``, the rule the split scheduler's matcher process uses too). With one shard this is the single-process scheduler: the same code, both roles in
 one process. A multi-process runtime puts each shard and the matcher in its own process
 and carries the same messages on sockets. Nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from central.policy.config import PolicyConfig
-from central.policy.matcher import Matcher
-from central.policy.shard import ModelShard
-from central.protocol.conventions import default_shard
 from central.policy.exchange import Grant, Offer, PoolState, Wake, Withdraw
+from central.policy.matcher import Matcher
+from central.policy.placement import Placement
+from central.policy.shard import ModelShard
 from central.policy.types import (
     Action,
     BatchDone,
@@ -54,7 +62,6 @@ from central.policy.types import (
 )
 
 __all__ = ["ShardOptions", "ShardedPolicy"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +90,11 @@ class ShardedPolicy:
                  options: ShardOptions | None = None) -> None:
         self._cfg = config if config is not None else PolicyConfig()
         self._opts = options if options is not None else ShardOptions()
-        self.shards = [ModelShard(self._cfg) for _ in range(self._opts.shards)]
+        # one dirty-order stamp for all shards: their offers merge in one process's order
+        stamp = itertools.count(1).__next__
+        self.shards = [ModelShard(self._cfg, stamp) for _ in range(self._opts.shards)]
         self.matcher = Matcher(self._cfg.dispatch_cost_ns, self._cfg.first_batch_id)
-        self._owner: dict[str, int] = dict(self._opts.placement)
+        self.placement = Placement(self._opts.shards, self._opts.placement)
         self._now: int | None = None
         self.moves = 0
         # messages between the roles, by type name: what a multi-process split would send
@@ -170,45 +179,30 @@ class ShardedPolicy:
 
     def owner(self, model: str) -> int:
         """The index of the shard that owns ``model`` (fixed on first sight)."""
-        index = self._owner.get(model)
-        if index is None:
-            index = self._owner[model] = default_shard(model, len(self.shards))
-        return index
+        return self.placement.owner(model)
 
     def move(self, model: str, to: int) -> None:
         """Hand ``model`` (queue, estimators) to shard ``to``; no request is lost.
 
         Raises ``ValueError`` for a shard index out of range.
         """
-        if not 0 <= to < len(self.shards):
-            raise ValueError(f"no shard {to}: there are {len(self.shards)}")
-        src = self.owner(model)
+        src = self.placement.move(model, to)
         if src == to:
             return
-        self._owner[model] = to
-        if model in self.shards[src].models:
-            state, messages = self.shards[src].export(model)
-            self.matcher.receive(messages)
-            self.shards[to].adopt(state)
+        if model in self.shards[src].models:  # the candidate moves whole
+            dirty = self.shards[src].is_dirty(model)
+            state, _ = self.shards[src].export(model, keep=True)
+            self.shards[to].adopt(state, dirty=dirty)
         self.moves += 1
 
     def rebalance(self, now_ns: int) -> list[tuple[str, int, int]]:
-        """Even out the shards' arrival rates: greedy, the busiest model first, each to
-        the least-loaded shard (ties: the one that owns it now, then the lowest index).
-        Returns the moves made as ``(model, from, to)``; call ``handle(Tick(), now)``
-        next so that moved candidates are recomputed."""
-        rates = sorted(((m.load.rate_per_ns(now_ns), name)
-                        for shard in self.shards for name, m in shard.models.items()),
-                       key=lambda x: (-x[0], x[1]))
-        load = [0.0] * len(self.shards)
-        moves = []
-        for rate, name in rates:
-            src = self.owner(name)
-            dst = min(range(len(load)), key=lambda i: (load[i], i != src, i))
-            load[dst] += rate
-            if dst != src:
-                self.move(name, dst)
-                moves.append((name, src, dst))
+        """Even out the shards' arrival rates (``Placement.plan``). Returns the moves
+        made as ``(model, from, to)``; candidates move whole, so no decision changes."""
+        moves = self.placement.plan((m.load.rate_per_ns(now_ns), name)
+                                    for shard in self.shards
+                                    for name, m in shard.models.items())
+        for name, _, dst in moves:
+            self.move(name, dst)
         return moves
 
     # ---------------------------------------------------------------- helpers
@@ -217,13 +211,20 @@ class ShardedPolicy:
         if len(self.shards) == 1:
             self.shards[0].arrive(list(requests), now)
             return
-        buckets: list[list[Request]] = [[] for _ in self.shards]
-        owner = self.owner
+        # in runs of one owner, in arrival order: models are dirtied in the same order
+        # as in one process
+        owner, shards = self.owner, self.shards
+        run: list[Request] = []
+        at = -1
         for r in requests:
-            buckets[owner(r.model)].append(r)
-        for shard, bucket in zip(self.shards, buckets):
-            if bucket:
-                shard.arrive(bucket, now)
+            index = owner(r.model)
+            if index != at and run:
+                shards[at].arrive(run, now)
+                run = []
+            at = index
+            run.append(r)
+        if run:
+            shards[at].arrive(run, now)
 
     def _count(self, name: str, n: int = 1) -> None:
         self.messages[name] = self.messages.get(name, 0) + n
@@ -231,24 +232,44 @@ class ShardedPolicy:
     def _broadcast(self, states: list[PoolState]) -> None:
         if states:
             self._count("PoolState", len(states))
-        for state in states:
-            for shard in self.shards:
-                shard.pool_state(state)
+        shards = self.shards
+        if len(shards) == 1:
+            for state in states:
+                shards[0].pool_state(state)
+            return
+        for state in states:  # dirty the models in the order one shard would have
+            touched = sorted(t for shard in shards for t in shard.view(state))
+            for _, name in touched:
+                shards[self.owner(name)].touch(name)
 
     def _orphan(self, models: list[str]) -> None:
         for name in models:
             self.matcher.receive(self.shards[self.owner(name)].orphaned(name))
 
+    def _margin_of(self, model: str) -> int:
+        return self.shards[self.owner(model)].margin(model)
+
+    def _wake(self, model: str) -> None:
+        self._count("Wake")
+        self.shards[self.owner(model)].wake(model)
+
     def _advance(self, now: int, dispatches: list[Action]) -> None:
         matcher, shards = self.matcher, self.shards
+        due = sorted(t for shard in shards for t in shard.due(now))
+        for _, name in due:
+            shards[self.owner(name)].touch(name)
+        for wake in matcher.begin(now):
+            self._wake(wake.model)
         while True:
             messages: list[Offer | Withdraw] = []
             for shard in shards:
                 messages.extend(shard.advance(now))
+            if len(shards) > 1:  # in the order the models became dirty
+                messages.sort(key=lambda m: m.stamp if type(m) is Offer else 0)
             if messages:
                 self._count("Offer/Withdraw", len(messages))
                 matcher.receive(messages)
-            step = matcher.step(now)
+            step = matcher.step(now, self._margin_of)
             if step is None:
                 return
             if type(step) is Grant:
@@ -260,8 +281,7 @@ class ShardedPolicy:
             assert isinstance(step, list)
             for msg in step:
                 if type(msg) is Wake:
-                    self._count("Wake")
-                    shards[self.owner(msg.model)].wake(msg.model)
+                    self._wake(msg.model)
                 else:
                     assert isinstance(msg, PoolState)
                     self._broadcast([msg])

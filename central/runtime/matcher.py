@@ -50,7 +50,9 @@ import sys
 import time
 from typing import Any
 
+from central.plumbing.clock import ClockLike, as_clock
 from central.policy.matcher import Matcher
+from central.policy.placement import Placement
 from central.policy.exchange import Booked, Grant, Offer, PoolState, Wake, Withdraw
 from central.policy.types import (
     Action,
@@ -85,7 +87,6 @@ from central.protocol import (
 
 from central.plumbing.clock import LatenessLog
 from .scheduler import Scheduler, SchedulerConfig, _WorkerProc
-from central.protocol.conventions import owner_of
 
 __all__ = ["MatcherPolicy", "ShardProcesses", "SplitScheduler"]
 
@@ -119,14 +120,21 @@ class _Shard:
 class MatcherPolicy:
     """A ``Matcher`` whose shards live in other processes; the scheduler's ``policy``.
 
-    ``handle`` applies worker events and makes decisions; it returns no actions: batches
-    are carried out when their shard answers (``SplitScheduler``)."""
+    A thin shell over policy code: the worker timeline and matching are ``Matcher``'s
+    (``central.policy.timeline``, the default policy's own), ownership and the
+    rebalancing rule ``Placement``'s. What it adds is delivery: per-shard buffers of
+    the matcher's messages, grants booked with the offer's figures until the shard
+    answers, and which shard holds a dispatched batch. ``handle`` applies worker events
+    and makes decisions; its decisions are grants to shards, not actions, so it returns
+    none: the ``Dispatch`` is carried out when the owning shard answers
+    (``SplitScheduler``). The overdue bump uses the margin a batch was booked with (the
+    model's current one lives in its shard's process)."""
 
     def __init__(self, config: SchedulerConfig, shards: int) -> None:
         pconf = config.policy_config
         self.matcher = Matcher(pconf.dispatch_cost_ns, pconf.first_batch_id)
         self.shards = [_Shard(i) for i in range(shards)]
-        self.owners: dict[str, int] = dict(config.placement)
+        self.placement = Placement(shards, config.placement)
         self.profiles: dict[str, tuple[int, int, int]] = {}
         self.offers: dict[str, tuple[int, int, int]] = {}  # model -> (version, exp, margin)
         self.pending: dict[int, Grant] = {}  # granted, the shard's answer not in yet
@@ -200,11 +208,13 @@ class MatcherPolicy:
 
     # ---------------------------------------------------------------- decisions
 
+    @property
+    def owners(self) -> dict[str, int]:
+        """Model -> owning shard, for every model seen (the directory's content)."""
+        return self.placement.owners
+
     def owner(self, model: str) -> int:
-        index = self.owners.get(model)
-        if index is None:
-            index = self.owners[model] = owner_of(model, {}, len(self.shards))
-        return index
+        return self.placement.owner(model)
 
     def shard_of(self, model: str) -> _Shard:
         return self.shards[self.owner(model)]
@@ -226,6 +236,8 @@ class MatcherPolicy:
     def decide(self, now: int) -> None:
         """Let the matcher decide until it idles; grants are booked at once."""
         m = self.matcher
+        for wake in m.begin(now):
+            self.shard_of(wake.model).notes[0].append(wake.model)
         while True:
             step = m.step(now)
             if step is None:
@@ -268,8 +280,7 @@ class MatcherPolicy:
 
     def move(self, model: str, to: int) -> int:
         """Make shard ``to`` the owner of ``model``; returns the old owner."""
-        src = self.owner(model)
-        self.owners[model] = to
+        src = self.placement.move(model, to)
         if self.offers.pop(model, None) is not None:
             self.matcher.receive([Withdraw(model)])
         self.directory_changed = True
@@ -288,21 +299,7 @@ class MatcherPolicy:
             for name, m in s.stats.get("models", {}).items():
                 if self.owner(name) == s.index:
                     rates.append((float(m.get("rate_rps", 0.0)), name))
-        per = [0.0] * len(self.shards)
-        for rate, name in rates:
-            per[self.owner(name)] += rate
-        total = sum(per)
-        if total <= 0 or max(per) <= ratio * total / len(per):
-            return []
-        load = [0.0] * len(per)
-        moves = []
-        for rate, name in sorted(rates, key=lambda x: (-x[0], x[1])):
-            src = self.owner(name)
-            dst = min(range(len(load)), key=lambda i: (load[i], i != src, i))
-            load[dst] += rate
-            if dst != src:
-                moves.append((name, dst))
-        return moves
+        return [(name, dst) for name, _, dst in self.placement.plan(rates, ratio)]
 
     # ---------------------------------------------------------------- helpers
 
@@ -528,22 +525,27 @@ class SplitScheduler(Scheduler):
         if interval <= 0:
             return
         while True:
-            await asyncio.sleep(interval / 1e9)
-            policy = self.policy
-            if any(s.identity is None for s in policy.shards):
-                continue
-            moves = policy.rebalance_plan(self.config.rebalance_ratio)
-            for model, dst in moves:
-                src = policy.move(model, dst)
-                identity = policy.shards[src].identity
-                if identity is not None:
-                    self._send(identity, MoveModel(model, dst))
-                log.info("model %s: shard %d -> %d", model, src, dst)
-            if moves:
-                self.counters["model_moves"] = self.counters.get("model_moves", 0) + len(moves)
-                for s in policy.shards:  # rates are stale until the next ShardStats
-                    s.stats = {}
-                self._after_turn()
+            await self._time.sleep(interval / 1e9)
+            self.rebalance()
+
+    def rebalance(self) -> None:
+        """One rebalancing check (every ``rebalance_interval_ns``): move models off a
+        shard carrying more than ``rebalance_ratio`` times the mean, once all are up."""
+        policy = self.policy
+        if any(s.identity is None for s in policy.shards):
+            return
+        moves = policy.rebalance_plan(self.config.rebalance_ratio)
+        for model, dst in moves:
+            src = policy.move(model, dst)
+            identity = policy.shards[src].identity
+            if identity is not None:
+                self._send(identity, MoveModel(model, dst))
+            log.info("model %s: shard %d -> %d", model, src, dst)
+        if moves:
+            self.counters["model_moves"] = self.counters.get("model_moves", 0) + len(moves)
+            for s in policy.shards:  # rates are stale until the next ShardStats
+                s.stats = {}
+            self._after_turn()
 
     # ------------------------------------------------------------ stats
 
@@ -575,7 +577,9 @@ class ShardProcesses:
     """Start, watch and stop the K shard processes of a split scheduler (children)."""
 
     def __init__(self, count: int, scheduler: str, args: list[str],
-                 log_dir: str | None = None, host: str = "127.0.0.1") -> None:
+                 log_dir: str | None = None, host: str = "127.0.0.1",
+                 clock: ClockLike | None = None) -> None:
+        self._time = as_clock(clock)  # the watch loop's pace
         self.count = count
         self.scheduler = scheduler
         self.args = args  # policy flags, the same as the matcher's
@@ -601,7 +605,7 @@ class ShardProcesses:
     async def watch(self, stop: asyncio.Event) -> None:
         """Restart a shard that exits while ``stop`` is not set."""
         while not stop.is_set():
-            await asyncio.sleep(0.2)
+            await self._time.sleep(0.2)
             for i, p in enumerate(self.procs):
                 if p is not None and p.poll() is not None and not stop.is_set():
                     log.error("shard %d exited with %s: restarting it", i, p.returncode)

@@ -2,7 +2,7 @@
 
 The same trace must give the same decisions with 1 and K shards, whatever the placement,
 with worker churn and with models moved between shards while requests wait (none lost);
-the split must keep the default policy's quality and exchange messages per batch, not per
+the split must decide as the default policy does and exchange messages per batch, not per
 request.
 """
 
@@ -204,8 +204,9 @@ def test_models_move_between_shards_without_losing_a_request() -> None:
     assert moving.policy.moves > 50
     assert result.violations == {}  # strict: every request ended exactly once
     assert (result.outcome != 255).all()
-    # moving recomputes candidates a little earlier, nothing more: quality unchanged
-    assert abs((result.outcome == 0).mean() - (fixed.outcome == 0).mean()) < 0.01
+    # a candidate moves whole with its model: not one decision changes
+    for column in COLUMNS:
+        assert np.array_equal(getattr(result, column), getattr(fixed, column)), column
 
 
 def test_rebalance_evens_out_the_shards_arrival_rates() -> None:
@@ -227,10 +228,15 @@ def test_rebalance_evens_out_the_shards_arrival_rates() -> None:
     queued = sum(len(m.queue) for s in policy.shards for m in s.models.values())
     policy.handle(Tick(), now)
     assert sum(len(m.queue) for s in policy.shards for m in s.models.values()) <= queued
+    # the matcher process's rule is the same one, with a threshold
+    assert policy.placement.plan([(1.0, m) for m in MODELS], ratio=1.5) == []
 
 
 @pytest.mark.parametrize("make_cluster", [_pools_cluster, _shared_cluster])
-def test_the_split_keeps_the_default_policys_quality(make_cluster: Any) -> None:
+def test_the_split_decides_as_the_default_policy(make_cluster: Any) -> None:
+    """Not "within 2% of its attainment": the same decisions, column for column (the
+    rules are one copy, candidate.py and timeline.py; test_split_identity.py compares
+    them action by action)."""
     cluster, config = make_cluster(), SimConfig(noise=Noise(cv=0.1), seed=8)
     trace = poisson(cluster.n_workers * 600, 1.5, 8, model=MODELS)
     pcfg = policy_config_for(cluster, config)
@@ -242,8 +248,8 @@ def test_the_split_keeps_the_default_policys_quality(make_cluster: Any) -> None:
     # durations; shared 0.928 (0.920-0.931), every worker free for every model
     low, high = (0.80, 0.83) if make_cluster is _pools_cluster else (0.90, 0.95)
     assert low < on_time < high
-    assert abs((split.outcome == 0).mean() - on_time) < 0.02
-    assert abs(split.batch_size.mean() - default.batch_size.mean()) < 0.1 * default.batch_size.mean()
+    _same(default, split)
+    assert np.array_equal(default.batch_id, split.batch_id)
 
 
 def test_the_roles_exchange_messages_per_batch_not_per_request() -> None:
@@ -255,5 +261,8 @@ def test_the_roles_exchange_messages_per_batch_not_per_request() -> None:
     assert requests / batches > 8  # large batches: the regime the split is for
     total = sum(policy.messages.values())
     assert policy.messages["Grant/Booked"] == batches
-    assert total < 7 * batches  # measured: about 6 (Offer 2, Grant 1, Finished 1, ...)
+    # measured: about 8.8 (Offer/Withdraw 4.9, PoolState 1.2, Grant 1, Finished 1, Wake
+    # 0.7): a shard re-offers every ready recompute, exactly the single policy's
+    # contenders, so that the matcher decides as it does (test_split_identity.py)
+    assert total < 10 * batches
     assert total < requests
