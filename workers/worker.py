@@ -48,9 +48,9 @@ from central.protocol import (
     encode,
 )
 from central.protocol import arrays
-from central.plumbing.clock import Clock, LatenessLog, OffsetEstimator, Wakeups
+from central.plumbing.clock import ClockLike, LatenessLog, OffsetEstimator, Wakeups, as_clock
 from central.plumbing.security import Keys, load_keys, peer_key, warn_if_exposed
-from central.plumbing.zmqio import Reader, close_all
+from central.plumbing.zmqio import Reader, close_all, configure
 
 from .executor import Executor, Inputs
 from .window import WindowVerdict, check_window
@@ -58,6 +58,9 @@ from .window import WindowVerdict, check_window
 __all__ = ["WorkerConfig", "Worker"]
 
 log = logging.getLogger("baton.worker")
+
+ORPHAN_SWEEP_S = 0.5  # how often payloads still waiting for their Execute are looked at
+_DRAIN_POLL_NS = 10_000_000  # how often a drain looks whether every batch finished
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,14 @@ class Worker:
         config: WorkerConfig,
         executor: Executor,
         *,
-        clock: Clock = time.monotonic_ns,
+        clock: ClockLike = time.monotonic_ns,
         context: zmq.Context | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
-        self._clock = clock
+        # reads and sleeps (heartbeats, sweeps, drain, precise starts); ``_clock`` reads
+        self._time = as_clock(clock)
+        self._clock = self._time.reader
         self._ctx = context or zmq.Context.instance()
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.offset = OffsetEstimator()
@@ -149,28 +154,23 @@ class Worker:
         ctrl = self._ctx.socket(zmq.DEALER)
         if keys is not None:
             keys.client(ctrl, "scheduler")
-        ctrl.setsockopt(zmq.LINGER, 0)
-        ctrl.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
-        ctrl.setsockopt(zmq.IDENTITY, f"w-{self.name}".encode())
+        # immediate: nothing queues for a scheduler that is gone
+        configure(ctrl, immediate=True, identity=f"w-{self.name}")
         ctrl.connect(self.config.scheduler)
         data = self._ctx.socket(zmq.ROUTER)
         if keys is not None:
             keys.server(data, self._ctx)
-        data.setsockopt(zmq.LINGER, 0)
-        data.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A frontend reopens its data socket to us under the same routing id when the
-        # worker directory renumbers processes (a restarted scheduler). Without handover
-        # the new connection can be refused for good while the old one lingers: every
+        # Handover: a frontend reopens its data socket to us under the same routing id
+        # when the worker directory renumbers processes (a restarted scheduler). Without
+        # it the new connection can be refused for good while the old one lingers: every
         # payload for us was then lost (found by the scheduler-restart chaos test).
-        data.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        data.setsockopt(zmq.RCVHWM, 0)
-        data.setsockopt(zmq.SNDHWM, 0)
+        configure(data, hwm=0, mandatory=True, handover=True)
         data.bind(self.config.data_bind)
         self._ctrl, self._data = ctrl, data
         advertise = self.config.data_advertise or data.getsockopt_string(zmq.LAST_ENDPOINT)
         self._registered = asyncio.Event()
         self._queues = [asyncio.Queue() for _ in range(self.executor.gpu_count)]
-        self._wakeups = Wakeups(clock=self._clock, spin_ns=self.config.spin_ns)
+        self._wakeups = self._time.wakeups(spin_ns=self.config.spin_ns)
         use_sleeper = getattr(self.executor, "use_sleeper", None)
         if use_sleeper is not None:
             use_sleeper(self._wakeups.sleep_until)
@@ -491,7 +491,8 @@ class Worker:
             self._send_ctrl(Leaving(self.name))
         deadline = self._clock() + self.config.drain_timeout_ns
         while self._batches and self._clock() < deadline:
-            await asyncio.sleep(0.01)
+            # look every 10 ms, and at the deadline itself
+            await self._time.sleep_until(min(self._clock() + _DRAIN_POLL_NS, deadline))
         if self._batches:
             log.warning("drain timed out with %d batches left", len(self._batches))
 
@@ -499,25 +500,37 @@ class Worker:
         """Heartbeats from the serving loop itself (a wedged loop sends none); while not
         registered, registration is retried at the same pace."""
         while True:
-            self._send_ctrl(Heartbeat(self._clock()))
-            now = self._clock()
-            if (self._registered is not None and not self._registered.is_set()
-                    and now - self._register_sent_ns >= self.config.register_retry_ns):
-                assert self._register_msg is not None
-                self._register(now)
-            await asyncio.sleep(self._heartbeat_s)
+            self.heartbeat(self._clock())
+            await self._time.sleep(self._heartbeat_s)
+
+    def heartbeat(self, now: int) -> None:
+        """One heartbeat tick: a Heartbeat; while not registered, the registration again
+        once ``register_retry_ns`` has passed since it last left (at once if it could
+        not leave)."""
+        self._send_ctrl(Heartbeat(now))
+        if (self._registered is not None and not self._registered.is_set()
+                and now - self._register_sent_ns >= self.config.register_retry_ns):
+            assert self._register_msg is not None
+            self._register(now)
 
     async def _orphan_sweep(self) -> None:
         while True:
-            await asyncio.sleep(0.5)
-            now = self._clock()
-            for batch_id in list(self._early):
-                entries = self._early[batch_id]
-                if now - entries[0][3] < self.config.orphan_timeout_ns:
-                    continue
-                del self._early[batch_id]
-                for identity, payloads, _, _ in entries:
-                    n = len(payloads.request_ids)
-                    self._send_data(identity, Results(
-                        batch_id, payloads.request_ids, (int(Status.FAILED),) * n,
-                        ("the worker never received this batch's Execute",) * n, ((),) * n))
+            await self._time.sleep(ORPHAN_SWEEP_S)
+            self.sweep_orphans(self._clock())
+
+    def sweep_orphans(self, now: int) -> list[int]:
+        """Answer FAILED the payloads of batches whose Execute has not come within
+        ``orphan_timeout_ns`` of the first of them; returns those batch ids."""
+        swept = []
+        for batch_id in list(self._early):
+            entries = self._early[batch_id]
+            if now - entries[0][3] < self.config.orphan_timeout_ns:
+                continue
+            del self._early[batch_id]
+            swept.append(batch_id)
+            for identity, payloads, _, _ in entries:
+                n = len(payloads.request_ids)
+                self._send_data(identity, Results(
+                    batch_id, payloads.request_ids, (int(Status.FAILED),) * n,
+                    ("the worker never received this batch's Execute",) * n, ((),) * n))
+        return swept

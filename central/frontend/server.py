@@ -72,7 +72,7 @@ from central.protocol import (
     encode,
 )
 from central.protocol import arrays
-from central.plumbing.clock import Clock
+from central.plumbing.clock import ClockLike, as_clock
 from central.plumbing.security import (
     TOKEN_PROPERTY,
     Keys,
@@ -82,7 +82,7 @@ from central.plumbing.security import (
 )
 from central.plumbing.metrics import Family, Histogram, MetricsServer, render
 from central.protocol.conventions import DropReason, default_shard, make_request_id
-from central.plumbing.zmqio import Reader, close_all
+from central.plumbing.zmqio import Reader, close_all, configure
 
 __all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS", "UNKNOWN_MODEL_LABEL"]
 
@@ -152,6 +152,8 @@ class FrontendConfig:
 
 
 TEST_FAULT_AT = 10  # which answer (counting from 1) the test fault hits
+SWEEP_INTERVAL_S = 0.1  # how often unanswered requests past deadline + grace are looked for
+_DRAIN_POLL_NS = 20_000_000  # how often a drain looks whether everything was answered
 
 # An in-process client (the KServe gateway): called once with the terminal Reply and its
 # output buffers, instead of a ZMQ identity to send them to.
@@ -181,6 +183,12 @@ class _Shard:
     attached: bool = False  # AttachFrontend went out on the current connection
 
 
+def overdue(pending: Mapping[int, _Pending], now: int, grace_ns: int) -> list[int]:
+    """The sweep's rule: ids of requests whose deadline plus ``grace_ns`` has passed
+    (strictly) at ``now``."""
+    return [rid for rid, p in pending.items() if now > p.deadline_ns + grace_ns]
+
+
 class Frontend:
     """Serve clients until ``stop`` is set."""
 
@@ -188,11 +196,13 @@ class Frontend:
         self,
         config: FrontendConfig,
         *,
-        clock: Clock = time.monotonic_ns,
+        clock: ClockLike = time.monotonic_ns,
         context: zmq.Context | None = None,
     ) -> None:
         self.config = config
-        self._clock = clock
+        # reads and sleeps (sweep, heartbeats, drain); ``_clock`` is its plain reader
+        self._time = as_clock(clock)
+        self._clock = self._time.reader
         self._ctx = context or zmq.Context.instance()
         self.name = config.name or f"fe-{socket.gethostname()}-{os.getpid()}"
         self._index: int | None = None
@@ -261,9 +271,7 @@ class Frontend:
         clients = self._ctx.socket(zmq.ROUTER)
         if keys is not None:
             keys.server(clients, self._ctx)
-        clients.setsockopt(zmq.LINGER, 0)
-        clients.setsockopt(zmq.RCVHWM, 0)
-        clients.setsockopt(zmq.SNDHWM, 0)
+        configure(clients, hwm=0)
         clients.bind(self.config.client_bind)
         sched = self._scheduler_dealer()
         sched.connect(self.config.scheduler)
@@ -301,9 +309,7 @@ class Frontend:
             for shard in self._shards.values():
                 shard.reader.close()
                 socks.append(shard.sock)
-            now = self._clock()
-            for rid in list(self._pending):
-                self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
+            self._answer_leftovers()  # at the drain's end already, unless it was cut short
             close_all(socks)
             if keys is not None:
                 keys.stop()
@@ -311,24 +317,31 @@ class Frontend:
     def _scheduler_dealer(self) -> zmq.Socket:
         """A DEALER to the scheduler or one of its model shards (not yet connected)."""
         sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a scheduler that is gone
         if self._keys is not None:
             self._keys.client(sock, "scheduler")  # the shards use the scheduler's key pair
-        sock.setsockopt(zmq.IDENTITY, f"f-{self.name}".encode())
-        return sock
+        # immediate: nothing queues for a scheduler that is gone
+        return configure(sock, immediate=True, identity=f"f-{self.name}")
 
     async def _drain(self) -> None:
-        """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish."""
+        """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish, then
+        answer the rest UNAVAILABLE."""
         self.draining = True
-        deadline = time.monotonic() + self.config.drain_timeout_s
+        deadline = self._clock() + int(self.config.drain_timeout_s * 1e9)
         if self._pending:
             log.info("draining: %d requests in flight", len(self._pending))
-        while self._pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        while self._pending and self._clock() < deadline:
+            # look every 20 ms, and at the deadline itself
+            await self._time.sleep_until(min(self._clock() + _DRAIN_POLL_NS, deadline))
         left = len(self._pending)
         if left:
             log.warning("drain timed out: %d requests answered UNAVAILABLE", left)
+            self._answer_leftovers()
+
+    def _answer_leftovers(self) -> None:
+        """Shutting down: whatever is still unanswered is answered UNAVAILABLE."""
+        now = self._clock()
+        for rid in list(self._pending):
+            self._reply_status(rid, Status.UNAVAILABLE, "the frontend is shutting down", now)
 
     @property
     def registered_index(self) -> int | None:
@@ -639,11 +652,7 @@ class Frontend:
         for pid, addr in listed.items():
             if pid in self._workers:
                 continue
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            sock.setsockopt(zmq.IDENTITY, self.name.encode())
+            sock = configure(self._ctx.socket(zmq.DEALER), hwm=0, identity=self.name)
             if self._keys is not None:
                 self._keys.client(sock, "worker")
             try:
@@ -857,28 +866,36 @@ class Frontend:
 
     async def _sweep_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
-            now = self._clock()
-            grace = self.config.answer_grace_ns
-            late = [rid for rid, p in self._pending.items() if now > p.deadline_ns + grace]
-            for rid in late:
-                p = self._pending[rid]
-                where = "the scheduler" if p.phase is Phase.QUEUED else "the worker"
-                self._reply_status(rid, Status.FAILED, f"no answer from {where} in time", now)
+            await self._time.sleep(SWEEP_INTERVAL_S)
+            self.sweep(self._clock())
+
+    def sweep(self, now: int) -> list[int]:
+        """Answer FAILED every request still unanswered past its deadline plus
+        ``answer_grace_ns``, naming who stayed silent; returns their ids."""
+        late = overdue(self._pending, now, self.config.answer_grace_ns)
+        for rid in late:
+            p = self._pending[rid]
+            where = "the scheduler" if p.phase is Phase.QUEUED else "the worker"
+            self._reply_status(rid, Status.FAILED, f"no answer from {where} in time", now)
+        return late
 
     async def _heartbeat_loop(self) -> None:
-        timeout_ns = int(self.config.scheduler_timeout_s * 1e9)
         while True:
-            now = self._clock()
-            if self._index is None:
-                self._send_sched(RegisterFrontend(self.name))
-            elif now - self._sched_seen_ns > timeout_ns:
-                silent = (now - self._sched_seen_ns) / 1e9
-                self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
-                continue
-            self._send_sched(Heartbeat(now))
-            self._attach_shards()
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            self.heartbeat(self._clock())
+            await self._time.sleep(self.config.heartbeat_interval_s)
+
+    def heartbeat(self, now: int) -> None:
+        """One heartbeat tick: a scheduler silent longer than ``scheduler_timeout_s`` is
+        lost (what it held is answered UNAVAILABLE); while not registered, registration
+        is sent again; then a Heartbeat, and AttachFrontend to shards not yet attached."""
+        if self._index is not None and now - self._sched_seen_ns > int(
+                self.config.scheduler_timeout_s * 1e9):
+            silent = (now - self._sched_seen_ns) / 1e9
+            self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
+        if self._index is None:
+            self._send_sched(RegisterFrontend(self.name))
+        self._send_sched(Heartbeat(now))
+        self._attach_shards()
 
     def stats(self) -> dict[str, Any]:
         """Counters and the number of requests in flight, JSON-able."""

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import zmq
 
-__all__ = ["Reader", "make_context", "close_all", "send_frames"]
+__all__ = ["Reader", "configure", "make_context", "close_all", "send_frames"]
 
 Frames = list  # list of bytes or zmq.Frame
 
@@ -98,6 +98,53 @@ class Reader:
             self._loop.remove_reader(self._fd)
         except Exception:  # the loop may already be closed at shutdown
             pass
+
+
+def configure(
+    sock: zmq.Socket,
+    *,
+    linger: int = 0,
+    hwm: int | None = None,
+    sndhwm: int | None = None,
+    rcvhwm: int | None = None,
+    immediate: bool = False,
+    mandatory: bool = False,
+    handover: bool = False,
+    identity: bytes | str | None = None,
+) -> zmq.Socket:
+    """Set the options every Baton socket is built from, before its bind or connect;
+    returns ``sock``. Only what is asked is set (besides ``LINGER``):
+
+    * ``linger``: ``LINGER`` (0: closing never blocks on unsent messages);
+    * ``hwm``: both high-water marks (0: no limit; the senders bound their own queues),
+      ``sndhwm``/``rcvhwm`` one of them (they override ``hwm``);
+    * ``immediate``: ``IMMEDIATE`` (a DEALER queues nothing for a peer not connected:
+      a send to a scheduler that is gone fails at once);
+    * ``mandatory``: ``ROUTER_MANDATORY`` (a send to an unknown routing id raises
+      rather than vanishing);
+    * ``handover``: ``ROUTER_HANDOVER`` (a peer reconnecting under its routing id takes
+      it over at once: without it the new connection can be refused while the old one
+      lingers);
+    * ``identity``: the routing id (``IDENTITY``; a str is UTF-8 encoded).
+
+    CURVE is set apart (``central.plumbing.security.Keys.server``/``client``).
+    """
+    sock.setsockopt(zmq.LINGER, linger)
+    if mandatory:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if handover:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    snd = sndhwm if sndhwm is not None else hwm
+    rcv = rcvhwm if rcvhwm is not None else hwm
+    if snd is not None:
+        sock.setsockopt(zmq.SNDHWM, snd)
+    if rcv is not None:
+        sock.setsockopt(zmq.RCVHWM, rcv)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity.encode() if isinstance(identity, str) else identity)
+    return sock
 
 
 def make_context() -> zmq.Context:

@@ -71,7 +71,7 @@ from central.protocol import (
     encode,
 )
 
-from central.plumbing.clock import Clock, LatenessLog, PreciseTimer, Wakeups
+from central.plumbing.clock import ClockLike, LatenessLog, PreciseTimer, as_clock
 from central.plumbing.metrics import BATCH_SIZE_BUCKETS, Family, Histogram, MetricsServer, render
 from central.protocol.conventions import FRONTEND_SHIFT
 from .translate import (
@@ -82,9 +82,9 @@ from .translate import (
     requests_to_event,
 )
 from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
-from central.plumbing.zmqio import Reader, close_all, send_frames
+from central.plumbing.zmqio import Reader, close_all, configure, send_frames
 
-__all__ = ["SchedulerConfig", "Scheduler"]
+__all__ = ["SchedulerConfig", "Scheduler", "is_silent"]
 
 log = logging.getLogger("baton.scheduler")
 
@@ -136,6 +136,12 @@ class SchedulerConfig:
     busy_window_ns: int = 10_000_000_000  # window of the busy-ratio gauge
 
 
+def is_silent(last_seen_ns: int, now: int, timeout_ns: int) -> bool:
+    """The liveness rule: a peer last heard at ``last_seen_ns`` is lost at ``now`` when
+    strictly more than ``timeout_ns`` has passed (heard exactly ``timeout_ns`` ago: alive)."""
+    return now - last_seen_ns > timeout_ns
+
+
 @dataclass
 class _WorkerProc:
     identity: bytes
@@ -155,11 +161,14 @@ class Scheduler:
         self,
         config: SchedulerConfig,
         *,
-        clock: Clock = time.monotonic_ns,
+        clock: ClockLike = time.monotonic_ns,
         context: zmq.Context | None = None,
     ) -> None:
         self.config = config
-        self._clock = clock
+        # reads and sleeps (liveness, publishing, precise timers); ``_clock`` is its
+        # plain reader, for the hot paths
+        self._time = as_clock(clock)
+        self._clock = self._time.reader
         self.policy = (
             ShardedPolicy(config.policy_config, ShardOptions(config.inprocess_shards))
             if config.inprocess_shards
@@ -222,18 +231,14 @@ class Scheduler:
         sock = self._ctx.socket(zmq.ROUTER)
         if keys is not None:
             keys.server(sock, self._ctx)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # a restarted worker or shard reconnects under its old routing id: it takes the id
-        # over at once (without handover the new connection may be refused while the old
-        # one lingers; with keys, PeerGate still refuses an id moving to another key)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
+        # handover: a restarted worker or shard reconnects under its old routing id and
+        # takes the id over at once (without it the new connection may be refused while
+        # the old one lingers; with keys, PeerGate still refuses an id moving to another key)
+        configure(sock, hwm=0, mandatory=True, handover=True)
         sock.bind(self.config.address)
         self._sock = sock
         self._out = functools.partial(send_frames, sock)
-        wakeups = Wakeups(clock=self._clock, spin_ns=self.config.spin_ns, lateness=self.lateness)
+        wakeups = self._time.wakeups(spin_ns=self.config.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
         if keys is None:
             self._reader = Reader(sock, self._on_messages)
@@ -249,8 +254,7 @@ class Scheduler:
                 self._pub = pub
                 if keys is not None:
                     keys.server(pub, self._ctx)
-                pub.setsockopt(zmq.LINGER, 0)
-                pub.setsockopt(zmq.SNDHWM, 16)  # a slow dashboard loses snapshots, not us
+                configure(pub, sndhwm=16)  # a slow dashboard loses snapshots, not us
                 pub.bind(self.config.stats_pub)
                 tasks.append(asyncio.ensure_future(self._publish_loop(pub)))
             if self.config.metrics_port is not None:
@@ -541,25 +545,27 @@ class Scheduler:
     async def _liveness_loop(self) -> None:
         interval = self.config.liveness_check_ns / 1e9
         while True:
-            await asyncio.sleep(interval)
-            now = self._clock()
-            lost = [
-                p
-                for p in self._procs.values()
-                if now - p.last_seen_ns > self.config.worker_timeout_ns
-            ]
+            await self._time.sleep(interval)
+            self.check_liveness(self._clock())
+
+    def check_liveness(self, now: int) -> list[_WorkerProc]:
+        """One liveness check at ``now``: workers silent longer than
+        ``worker_timeout_ns`` (``is_silent``) are lost; returns them."""
+        timeout = self.config.worker_timeout_ns
+        lost = [p for p in self._procs.values() if is_silent(p.last_seen_ns, now, timeout)]
+        if lost:
             for proc in lost:
                 log.warning("worker %s silent for %.2f s: lost", proc.name,
                             (now - proc.last_seen_ns) / 1e9)
                 self.counters["workers_lost"] = self.counters.get("workers_lost", 0) + 1
                 del self._procs[proc.identity]
                 self._lose(proc, now)
-            if lost:
-                self._models = {
-                    m for p in self._procs.values() for m in self._models_of(p)
-                }
-                self._broadcast_directory()
-                self._after_turn()
+            self._models = {
+                m for p in self._procs.values() for m in self._models_of(p)
+            }
+            self._broadcast_directory()
+            self._after_turn()
+        return lost
 
     def _lose(self, proc: _WorkerProc, now: int) -> None:
         """``proc``'s GPUs are gone: tell the policy, then give their in-flight batches'
@@ -650,7 +656,7 @@ class Scheduler:
     async def _publish_loop(self, pub: zmq.Socket) -> None:
         cursor = self._batches_logged
         while True:
-            await asyncio.sleep(self.config.stats_interval_ns / 1e9)
+            await self._time.sleep(self.config.stats_interval_ns / 1e9)
             new = self._batches_logged - cursor
             cursor = self._batches_logged
             snap = self.stats(with_batches=False)

@@ -75,11 +75,11 @@ from central.protocol import (
     encode,
 )
 
-from central.plumbing.clock import Clock, LatenessLog, PreciseTimer, Wakeups
+from central.plumbing.clock import ClockLike, LatenessLog, PreciseTimer, as_clock
 from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
 from central.protocol.conventions import FRONTEND_SHIFT, owner_of
 from .translate import drop_to_messages, requests_to_event
-from central.plumbing.zmqio import Reader, close_all, send_frames
+from central.plumbing.zmqio import Reader, close_all, configure, send_frames
 
 __all__ = ["ShardConfig", "ShardServer"]
 
@@ -111,10 +111,11 @@ class ShardConfig:
 class ShardServer:
     """Serve until ``stop`` is set; see the module docstring."""
 
-    def __init__(self, config: ShardConfig, *, clock: Clock = time.monotonic_ns,
+    def __init__(self, config: ShardConfig, *, clock: ClockLike = time.monotonic_ns,
                  context: zmq.Context | None = None) -> None:
         self.config = config
-        self._clock = clock
+        self._time = as_clock(clock)  # reads and sleeps; ``_clock`` reads, on hot paths
+        self._clock = self._time.reader
         self._ctx = context or zmq.Context.instance()
         self.shard = ModelShard(config.policy_config)
         self._front_out: Callable[[list[bytes], int], None] | None = None
@@ -155,20 +156,16 @@ class ShardServer:
         if keys is not None:
             keys.server(front, self._ctx)
             keys.client(up, "scheduler")
-        for sock in (front, up):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-        front.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        front.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a frontend reconnecting takes its id over
+        # handover: a frontend reconnecting takes its id over
+        configure(front, hwm=0, mandatory=True, handover=True)
+        configure(up, hwm=0, identity=f"s-{cfg.index}")
         front.bind(cfg.address)
         self.address = front.getsockopt_string(zmq.LAST_ENDPOINT)
-        up.setsockopt(zmq.IDENTITY, f"s-{cfg.index}".encode())
         up.connect(cfg.scheduler)
         self._front, self._up = front, up
         self._front_out = functools.partial(send_frames, front)
         self._up_out = functools.partial(send_frames, up)
-        wakeups = Wakeups(clock=self._clock, spin_ns=cfg.spin_ns, lateness=self.lateness)
+        wakeups = self._time.wakeups(spin_ns=cfg.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
         if keys is None:
             on_front: Callable[[list[Sequence[bytes]]], None] = self._on_front
@@ -213,21 +210,26 @@ class ShardServer:
         self._send_up(RegisterShard(cfg.index, self.address, f"shard{cfg.index}-{os.getpid()}"))
 
     async def _heartbeat_loop(self) -> None:
-        cfg = self.config
+        interval = self.config.heartbeat_interval_ns / 1e9
         while True:
-            await asyncio.sleep(cfg.heartbeat_interval_ns / 1e9)
-            now = self._clock()
-            if self._registered and now - self._matcher_seen_ns > cfg.matcher_timeout_ns:
-                log.warning("matcher silent for %.1f s: registering again",
-                            (now - self._matcher_seen_ns) / 1e9)
-                self._registered = False
-            if not self._registered:
-                self._register()
-            self._send_up(Heartbeat(now))
+            await self._time.sleep(interval)
+            self.heartbeat(self._clock())
+
+    def heartbeat(self, now: int) -> None:
+        """One heartbeat tick: a matcher silent longer than ``matcher_timeout_ns`` is
+        forgotten, registration is (re)sent while not registered, then a Heartbeat."""
+        cfg = self.config
+        if self._registered and now - self._matcher_seen_ns > cfg.matcher_timeout_ns:
+            log.warning("matcher silent for %.1f s: registering again",
+                        (now - self._matcher_seen_ns) / 1e9)
+            self._registered = False
+        if not self._registered:
+            self._register()
+        self._send_up(Heartbeat(now))
 
     async def _stats_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.stats_interval_ns / 1e9)
+            await self._time.sleep(self.config.stats_interval_ns / 1e9)
             if self._registered:
                 self._send_up(ShardStats(self.config.index, json.dumps(self.stats())))
 
