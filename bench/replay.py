@@ -65,7 +65,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench import metrics
-from bench.search import TRACE_KINDS, trace_maker
+from bench.search import TRACE_KINDS, bisect_passing_rate, trace_maker
 from bench.traces import Trace, replay_csv_window
 from central.client import Unavailable, query_stats
 from central.client.canary import StallCanary
@@ -433,10 +433,9 @@ def bisect_rate(
     the sender's lateness and whether it passed.
     """
     bound = setup.bound_rps()
-    lo, hi = lo_frac * bound, hi_frac * bound
     probes = []
-    for _ in range(iters):
-        rate = (lo + hi) / 2
+
+    def passes(rate: float) -> bool:
         s = probe(rate)
         passed = s["slo_attainment"] >= PASS_ATTAINMENT
         row = {"rate_rps": rate, "load": rate / bound, "offered_rps": s["offered_rps"],
@@ -453,10 +452,9 @@ def bisect_rate(
                 f"{row['send_late_p99_ms'] or 0.0:.1f} ms"
                 + (f", simulator {row['sim_attainment']:.4f}" if "sim_attainment" in row else "")
                 + f" -> {'pass' if passed else 'fail'}")
-        if passed:
-            lo = rate
-        else:
-            hi = rate
+        return passed
+
+    bisect_passing_rate(passes, lo_frac * bound, hi_frac * bound, max_probes=iters)
     return probes
 
 

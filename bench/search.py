@@ -39,8 +39,8 @@ from bench.traces import Trace, gamma, piecewise, poisson, replay_csv
 from central.policy import PolicyConfig, Profile, analytic_bound, make_policy, policy_names
 from central.policy.baselines.uncoordinated import UncoordinatedConfig, default_limits
 
-__all__ = ["Probe", "SearchResult", "TRACE_KINDS", "Trial", "TunedSearch", "bound_rps",
-           "knobs_text", "main", "search_goodput", "trace_maker", "tune_uncoordinated",
+__all__ = ["Probe", "SearchResult", "TRACE_KINDS", "Trial", "TunedSearch",
+           "bisect_passing_rate", "bound_rps", "knobs_text", "main", "search_goodput", "trace_maker", "tune_uncoordinated",
            "uncoordinated_grid"]
 
 MS = 1_000_000
@@ -182,6 +182,37 @@ def _probe_traces(
     return lambda rate: make(rate, max(requests / rate, min_duration_s), seed)
 
 
+def bisect_passing_rate(
+    passes: Callable[[float], bool], lo: float, hi: float, *, max_probes: int,
+    rel_tol: float | None = None, widen: bool = False,
+) -> tuple[float, float]:
+    """The one goodput bisection (the simulator's ``search_goodput`` and the live
+    ``bench.replay.bisect_rate``): the highest rate at which ``passes(rate)``.
+
+    With ``widen``, ``hi`` is probed first and doubled (``lo`` moving up to it) while it
+    passes. Then each probe at the bracket's middle moves ``lo`` up when it passes, ``hi``
+    down when not, until ``max_probes`` probes in all or, with ``rel_tol``, until
+    ``hi - lo <= rel_tol * hi``. Returns the final ``(lo, hi)``; ``passes`` records
+    what it measured (passing rates only grow, so the last passing probe is the answer).
+    """
+    n = 0
+    if widen:
+        n = 1
+        ok = passes(hi)
+        while ok and n < max_probes:  # hi is beaten: widen
+            lo, hi = hi, hi * 2
+            n += 1
+            ok = passes(hi)
+    while n < max_probes and (rel_tol is None or hi - lo > rel_tol * hi):
+        mid = (lo + hi) / 2
+        n += 1
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def search_goodput(
     policy: str,
     cluster: Cluster,
@@ -236,20 +267,9 @@ def search_goodput(
                 f"goodput {p.goodput_rps:10.1f} {'pass' if p.passed else 'fail'}")
         return p
 
-    best: Probe | None = None
-    lo, hi = 0.0, max(bound, 1.0)
-    p = probe(hi)
-    while p.passed and len(probes) < max_probes:  # the bound is beaten: widen
-        lo, best = hi, p
-        hi *= 2
-        p = probe(hi)
-    while hi - lo > rel_tol * hi and len(probes) < max_probes:
-        mid = (lo + hi) / 2
-        p = probe(mid)
-        if p.passed:
-            lo, best = mid, p
-        else:
-            hi = mid
+    bisect_passing_rate(lambda rate: probe(rate).passed, 0.0, max(bound, 1.0),
+                        max_probes=max_probes, rel_tol=rel_tol, widen=True)
+    best = next((p for p in reversed(probes) if p.passed), None)  # the highest passing
     if best is None:
         return SearchResult(0.0, 0.0, 0.0, bound, tuple(probes))
     return SearchResult(best.rate_rps, best.goodput_rps, best.attainment, bound, tuple(probes))

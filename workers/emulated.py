@@ -10,9 +10,7 @@ check that every payload reached the batch it was routed to. It is not a model.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
@@ -20,9 +18,10 @@ from typing import Awaitable, Callable, Sequence
 import numpy as np
 
 from central.protocol.messages import GpuSpec, ModelSignature
-from central.plumbing.clock import Clock
+from central.plumbing.clock import ClockLike, as_clock
 
 from .executor import Inputs, Outcome
+from .gpu_model import GaussNoise, linear_latency_ns
 
 __all__ = ["EmulatedModel", "EmulatedExecutor", "parse_emulated_model"]
 
@@ -37,7 +36,7 @@ class EmulatedModel:
     max_batch: int = 64
 
     def latency_ns(self, b: int) -> int:
-        return max(self.k_ns * b + self.c_ns, self.k_ns, 1)
+        return linear_latency_ns(self.k_ns, self.c_ns, b)
 
 
 def parse_emulated_model(text: str) -> EmulatedModel:
@@ -68,7 +67,7 @@ class EmulatedExecutor:
         *,
         noise_cv: float = 0.0,
         seed: int = 0,
-        clock: Clock = time.monotonic_ns,
+        clock: ClockLike = time.monotonic_ns,
         spin_ns: int = 300_000,
     ) -> None:
         if gpu_count < 1:
@@ -79,9 +78,9 @@ class EmulatedExecutor:
             raise ValueError("noise must be >= 0")
         self.gpu_count = gpu_count
         self.models = {m.name: m for m in models}
-        self._noise = noise_cv
-        self._rng = random.Random(seed)
-        self._clock = clock
+        self._noise = GaussNoise(noise_cv, seed)  # workers.gpu_model: l(b) times noise
+        self._time = as_clock(clock)
+        self._clock = self._time.reader
         self._spin_ns = spin_ns
         self._sleep: Callable[[int], Awaitable[None]] | None = None
 
@@ -113,10 +112,7 @@ class EmulatedExecutor:
 
     def duration_ns(self, model: str, b: int) -> int:
         """How long a batch of ``b`` keeps the emulated GPU busy (noise included)."""
-        base = self.models[model].latency_ns(b)
-        if self._noise:
-            base = int(base * max(0.2, self._rng.gauss(1.0, self._noise)))
-        return base
+        return self._noise.duration(self.models[model].latency_ns(b))
 
     async def run(self, gpu: int, model: str, batch: Sequence[Inputs]) -> list[Outcome]:
         end = self._clock() + self.duration_ns(model, len(batch))
@@ -133,17 +129,14 @@ class EmulatedExecutor:
         if self._sleep is not None:
             await self._sleep(end)
         else:
-            await sleep_until(end, self._clock, self._spin_ns)
+            await self._time.sleep_until_spinning(end, self._spin_ns)
         return outcomes
 
     def close(self) -> None:
         pass
 
 
-async def sleep_until(t_ns: int, clock: Clock, spin_ns: int) -> None:
-    """Sleep until ``t_ns`` on ``clock``: coarse sleep, then spin the last ``spin_ns``."""
-    delay = (t_ns - spin_ns - clock()) / 1e9
-    if delay > 0:
-        await asyncio.sleep(delay)
-    while clock() < t_ns:
-        pass
+async def sleep_until(t_ns: int, clock: ClockLike, spin_ns: int) -> None:
+    """Sleep until ``t_ns`` on ``clock``: coarse sleep, then spin the last ``spin_ns``
+    (a virtual clock just sleeps: ``Clock.sleep_until_spinning``)."""
+    await as_clock(clock).sleep_until_spinning(t_ns, spin_ns)

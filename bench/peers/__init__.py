@@ -7,9 +7,11 @@ interpreter (docs/peers.md says why and how they are installed). The harness cal
 one knob setting, per-request arrays for ``bench.metrics``), ``PeerSession`` (one knob
 setting kept up across several replays, drained between them, for a live goodput search)
 and ``tune_peer`` (the best knob setting at one offered rate). The peers are optional:
-nothing here imports Ray or PyTriton into the harness's own process.
+nothing here imports Ray or PyTriton into the harness's own process. Both peers are a
+``base.Peer``: one life cycle, each says only its script, arguments and request.
 """
 
+from .base import Peer
 from .common import Knobs, PeerFailed, PeerUnavailable
 from .ray_peer import RayPeer
 from .replay import PEERS, PeerSession, available, default_grid, drain, replay_peer, tune_peer
@@ -17,6 +19,7 @@ from .triton_peer import TritonPeer
 
 __all__ = [
     "PEERS",
+    "Peer",
     "PeerSession",
     "Knobs",
     "PeerFailed",

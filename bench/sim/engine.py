@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import math
 import time
 from typing import Any
 
@@ -61,6 +60,7 @@ from central.policy.types import (
     Tick,
     WorkerJoined,
 )
+from workers.gpu_model import EmulatedGpu, LognormalNoise
 
 __all__ = ["InvariantViolation", "SimulationError", "policy_config_for", "simulate",
            "simulate_policy"]
@@ -70,6 +70,7 @@ _SPIN_LIMIT = 100_000  # Ticks at one instant before the run is declared a livel
 _UNSEEN, _QUEUED, _ENDED = 0, 1, 2
 _OK, _LATE, _REFUSED, _DROPPED, _UNFINISHED = 0, 1, 2, 3, 255  # bench.metrics.Outcome
 _NONE = 255  # no drop reason (int8 -1 once viewed as signed)
+_STATUS_OK, _STATUS_FAILED = BatchStatus.OK, BatchStatus.FAILED
 
 
 class InvariantViolation(AssertionError):
@@ -111,36 +112,6 @@ def simulate_policy(
     return simulate(make_policy(name, pcfg), trace, cluster, config)
 
 
-class _Noise:
-    """Seeded duration factors and jitter, drawn in chunks."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self._n = config.noise
-        self._rng = np.random.default_rng([config.seed, 0])
-        self._f: list[float] = []
-        self._j: list[int] = []
-        self._i = _CHUNK
-
-    def duration(self, latency: int) -> int:
-        if self._i == _CHUNK:
-            self._refill()
-        i = self._i
-        self._i = i + 1
-        return max(1, int(latency * self._f[i]) + self._j[i])
-
-    def _refill(self) -> None:
-        n, rng = self._n, self._rng
-        if n.cv > 0:
-            sigma2 = math.log1p(n.cv * n.cv)
-            f = rng.lognormal(-sigma2 / 2, math.sqrt(sigma2), _CHUNK)
-        else:
-            f = np.ones(_CHUNK)
-        if n.outlier_prob > 0:
-            f = np.where(rng.random(_CHUNK) < n.outlier_prob, f * n.outlier_factor, f)
-        j = rng.integers(0, n.jitter_ns + 1, _CHUNK) if n.jitter_ns else np.zeros(_CHUNK, int)
-        self._f, self._j, self._i = f.tolist(), j.tolist(), 0
-
-
 class _Pauses:
     """``after(t)``: ``t``, or the end of the pause that holds it."""
 
@@ -175,119 +146,207 @@ class _Lateness:
         return self._buf[self._i - 1]
 
 
-def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig | None = None
-             ) -> SimResult:
-    """Run ``policy`` (fresh, never used) over ``trace`` on ``cluster``; return the record.
+class _Violations:
+    """Invariant breaches: counted with up to 20 examples, or raised when ``strict``."""
 
-    Request ``i`` is the trace's ``i``-th arrival (its ``request_id`` is ``i``); worker
-    ``i`` is ``cluster.workers[i]``, joining at time 0 with the true profiles as its
-    offline measurements. Raises ``ValueError`` when a trace model has no SLO,
-    ``InvariantViolation`` on a breach in strict mode and ``SimulationError`` on a
-    policy that livelocks.
-    """
-    config = config if config is not None else SimConfig()
-    wall0 = time.perf_counter()
-    names = trace.models
-    missing = [m for m in names if m not in cluster.slo_ns]
-    if missing:
-        raise ValueError(f"trace models {missing} have no SLO in the cluster")
-    models = list(names) + [m for m in cluster.profiles if m not in names]
-    index = {m: i for i, m in enumerate(models)}
-    n = len(trace)
-    n_workers = cluster.n_workers
-    pauses = _Pauses(config)
+    def __init__(self, strict: bool) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: list[str] = []
+        self._strict = strict
 
-    # ---- per request, as plain lists: list indexing is the fastest thing Python has
-    slo = np.asarray([cluster.slo_ns[m] for m in names], dtype=np.int64)
-    deadline_arr = trace.times_ns + slo[trace.model_ids]
-    times = trace.times_ns.tolist()
-    deadline = deadline_arr.tolist()
-    model_of = trace.model_ids.tolist()
-    size_of = trace.sizes.tolist() if trace.sizes is not None else None
-    if n:
-        cuts = (np.flatnonzero(np.diff(trace.times_ns)) + 1).tolist()
-        group_lo = [0, *cuts]
-        group_hi = [*cuts, n]
-        group_at = [times[i] for i in group_lo]
-        if pauses:  # an arrival in a pause is seen at its end (still in order)
-            group_at = [pauses.after(t) for t in group_at]
-    else:
-        group_lo, group_hi, group_at = [], [], []
-    n_groups = len(group_lo)
-    state = bytearray(n)
-    outcome = bytearray(b"\xff") * n
-    reason = bytearray(b"\xff") * n
-    finish = [-1] * n
-    batch_of = [-1] * n
-
-    # ---- per model and per worker
-    max_batch = [cluster.profiles[m].max_batch if m in cluster.profiles else 0 for m in models]
-    latency = [
-        [cluster.profiles[m].latency_ns(b) for b in range(cluster.profiles[m].max_batch + 1)]
-        if m in cluster.profiles else []
-        for m in models
-    ]
-    serves = [frozenset(index[m] for m in ms) for ms in cluster.workers]
-    busy = [0] * n_workers  # when each worker is free of the batches it accepted
-
-    # ---- per batch, in dispatch order
-    b_id: list[int] = []
-    b_worker: list[int] = []
-    b_model: list[int] = []
-    b_size: list[int] = []
-    b_decided: list[int] = []
-    b_earliest: list[int] = []
-    b_latest: list[int] = []
-    b_expected: list[int] = []
-    b_start: list[int] = []
-    b_end: list[int] = []
-    b_status: list[int] = []
-
-    violations: dict[str, int] = {}
-    examples: list[str] = []
-    strict = config.strict
-
-    def violate(kind: str, detail: str) -> None:
-        violations[kind] = violations.get(kind, 0) + 1
-        if len(examples) < 20:
-            examples.append(f"{kind}: {detail}")
-        if strict:
+    def __call__(self, kind: str, detail: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if len(self.examples) < 20:
+            self.examples.append(f"{kind}: {detail}")
+        if self._strict:
             raise InvariantViolation(f"{kind}: {detail}")
 
-    delay = config.dispatch_delay_ns
-    reply = config.reply_cost_ns
-    noise = None if config.noise.silent else _Noise(config)
-    lateness = _Lateness(config)
-    heap: list[tuple[int, int, BatchDone]] = []
-    seq = 0
-    ended = 0  # requests that have ended (dispatched or dropped)
-    OK, TOO_LATE, FAILED = BatchStatus.OK, BatchStatus.TOO_LATE, BatchStatus.FAILED
 
-    def dispatch(d: Dispatch, now: int) -> None:
-        nonlocal seq, ended
+class _Requests:
+    """Per request (index = request id), as plain lists: list indexing is the fastest thing
+    Python has. Arrivals are grouped by instant: group ``g`` is requests
+    ``lo[g]:hi[g]``, seen at ``at[g]`` (a pause's end when it falls in one)."""
+
+    def __init__(self, trace: Trace, cluster: Cluster, pauses: _Pauses) -> None:
+        names = trace.models
+        missing = [m for m in names if m not in cluster.slo_ns]
+        if missing:
+            raise ValueError(f"trace models {missing} have no SLO in the cluster")
+        self.names = names
+        self.n = n = len(trace)
+        slo = np.asarray([cluster.slo_ns[m] for m in names], dtype=np.int64)
+        self.deadline_arr = trace.times_ns + slo[trace.model_ids]
+        times = trace.times_ns.tolist()
+        self.deadline: list[int] = self.deadline_arr.tolist()
+        self.model_of: list[int] = trace.model_ids.tolist()
+        self.size_of: list[int] | None = (trace.sizes.tolist() if trace.sizes is not None
+                                          else None)
+        if n:
+            cuts = (np.flatnonzero(np.diff(trace.times_ns)) + 1).tolist()
+            self.lo, self.hi = [0, *cuts], [*cuts, n]
+            self.at = [times[i] for i in self.lo]
+            if pauses:  # an arrival in a pause is seen at its end (still in order)
+                self.at = [pauses.after(t) for t in self.at]
+        else:
+            self.lo, self.hi, self.at = [], [], []
+        self.n_groups = len(self.lo)
+        self.state = bytearray(n)
+        self.outcome = bytearray(b"\xff") * n
+        self.reason = bytearray(b"\xff") * n
+        self.finish = [-1] * n
+        self.batch_of = [-1] * n
+        self.ended = 0  # requests that have ended (dispatched or dropped)
+
+    def arrive(self, g: int, now: int) -> tuple[Request, ...]:
+        """Group ``g``'s requests, seen at ``now``, marked queued."""
+        lo, hi = self.lo[g], self.hi[g]
+        names, model_of, deadline, size_of = self.names, self.model_of, self.deadline, self.size_of
+        if hi - lo == 1:  # the common case at ns resolution: no generator
+            self.state[lo] = _QUEUED
+            return (Request(lo, names[model_of[lo]], deadline[lo], now,
+                            size_of[lo] if size_of is not None else 1),)
+        self.state[lo:hi] = bytes((_QUEUED,)) * (hi - lo)
+        return tuple(
+            Request(r, names[model_of[r]], deadline[r], now,
+                    size_of[r] if size_of is not None else 1)
+            for r in range(lo, hi)
+        )
+
+    def not_queued(self, r: int) -> str | None:
+        """Why request ``r`` cannot be dispatched or dropped now (None: it can)."""
+        if not 0 <= r < self.n:
+            return "unknown"
+        st = self.state[r]
+        return None if st == _QUEUED else ("not arrived", "", "already ended")[st]
+
+
+class _Batches:
+    """Per batch, in dispatch order: the record's ``batch_*`` columns, as lists."""
+
+    COLUMNS = ("batch_id", "batch_worker", "batch_model", "batch_size", "batch_decided_ns",
+               "batch_earliest_ns", "batch_latest_ns", "batch_expected_ns", "batch_start_ns",
+               "batch_end_ns", "batch_status")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        cols = list(zip(*self.rows)) if self.rows else [()] * len(self.COLUMNS)
+        return {name: np.asarray(col, dtype=np.int64) for name, col in zip(self.COLUMNS, cols)}
+
+
+class _Workers:
+    """The simulated workers: one ``EmulatedGpu`` each (``workers.gpu_model``, the rule every
+    emulated GPU in Baton follows), the true ``l(b)`` per model and the seeded noise."""
+
+    def __init__(self, cluster: Cluster, models: list[str], config: SimConfig,
+                 pauses: _Pauses) -> None:
+        index = {m: i for i, m in enumerate(models)}
+        self.n = cluster.n_workers
+        self.serves = [frozenset(index[m] for m in ms) for ms in cluster.workers]
+        self.max_batch = [cluster.profiles[m].max_batch if m in cluster.profiles else 0
+                          for m in models]
+        self.latency = [
+            [cluster.profiles[m].latency_ns(b) for b in range(cluster.profiles[m].max_batch + 1)]
+            if m in cluster.profiles else []
+            for m in models
+        ]
+        hold = pauses.after if pauses else None
+        self.gpus = [EmulatedGpu(hold=hold) for _ in range(self.n)]
+        n = config.noise
+        self._noise = None if n.silent else LognormalNoise(
+            n.cv, n.jitter_ns, n.outlier_prob, n.outlier_factor, [config.seed, 0], _CHUNK)
+
+    def run(self, w: int, m: int, b: int, earliest: int, latest: int, ready: int
+            ) -> tuple[BatchStatus, int, int]:
+        """``(status, start, end)`` of a batch of ``b`` of model ``m`` on worker ``w``
+        whose Execute and payloads are there at ``ready``; a refusal ends at its start."""
+        gpu = self.gpus[w]
+        status, start = gpu.admit(earliest, latest, ready)
+        if status != _STATUS_OK:
+            return status, start, start
+        lat = self.latency[m][b]
+        noise = self._noise
+        return status, start, gpu.occupy(start, noise.duration(lat) if noise is not None else lat)
+
+
+class _Driver:
+    """Carries out the policy's actions at once, checks the invariants, and keeps the heap
+    of batch ends (``(time_ns, seq, BatchDone)``)."""
+
+    def __init__(self, reqs: _Requests, workers: _Workers, index: dict[str, int],
+                 config: SimConfig, pauses: _Pauses) -> None:
+        self.reqs, self.workers, self.index, self.pauses = reqs, workers, index, pauses
+        self.batches = _Batches()
+        self.violate = _Violations(config.strict)
+        self.heap: list[tuple[int, int, BatchDone]] = []
+        self._seq = 0
+        self._delay = config.dispatch_delay_ns
+        self._reply = config.reply_cost_ns
+
+    def carry_out(self, actions: list[Any], now: int) -> None:
+        for a in actions:
+            if type(a) is Dispatch:
+                self.dispatch(a, now)
+            elif type(a) is Drop:
+                self.drop(a)
+            else:
+                self.violate("unknown_action", repr(a))
+
+    def dispatch(self, d: Dispatch, now: int) -> None:
+        reqs, workers, violate = self.reqs, self.workers, self.violate
         rids = d.request_ids
         b = len(rids)
-        m = index.get(d.model, -1)
+        m = self.index.get(d.model, -1)
         w = d.worker_id
         earliest, latest = d.earliest_ns, d.latest_ns
-        status = OK
+        status = _STATUS_OK
         if now > latest:
             violate("dispatch_after_latest", f"batch {d.batch_id} decided at {now} > latest {latest}")
         if earliest > latest:
             violate("empty_window", f"batch {d.batch_id}: earliest {earliest} > latest {latest}")
-        if m < 0 or not 0 <= w < n_workers or m not in serves[w]:
+        if m < 0 or not 0 <= w < workers.n or m not in workers.serves[w]:
             violate("wrong_worker", f"batch {d.batch_id} of {d.model!r} on worker {w}")
-            status = FAILED
-        elif not 1 <= b <= max_batch[m]:
-            violate("batch_size", f"batch {d.batch_id} of {b} (max {max_batch[m]})")
-            status = FAILED
-        bi = len(b_id)
+            status = _STATUS_FAILED
+        elif not 1 <= b <= workers.max_batch[m]:
+            violate("batch_size", f"batch {d.batch_id} of {b} (max {workers.max_batch[m]})")
+            status = _STATUS_FAILED
+        valid = self._take(d, m, len(self.batches))
+        ready = now + self._delay
+        if status == _STATUS_OK:
+            status, start, end = workers.run(w, m, b, earliest, latest, ready)
+        else:
+            start = end = ready
+        if status == _STATUS_OK:
+            pauses = self.pauses
+            fin = pauses.after(end + self._reply) if pauses else end + self._reply
+            finish, outcome, deadline = reqs.finish, reqs.outcome, reqs.deadline
+            for r in valid:
+                finish[r] = fin
+                outcome[r] = _OK if fin <= deadline[r] else _LATE
+        else:
+            outcome = reqs.outcome
+            for r in valid:
+                outcome[r] = _REFUSED
+        self.batches.rows.append((d.batch_id, w, m, b, now, earliest, latest, d.expected_ns,
+                                  start, end, int(status)))
+        self._seq += 1
+        heapq.heappush(self.heap, (end, self._seq, BatchDone(d.batch_id, w, status, start, end, b)))
+
+    def _take(self, d: Dispatch, m: int, bi: int) -> list[int]:
+        """End the batch's queued requests (as batch ``bi``); the others are breaches."""
+        reqs, violate = self.reqs, self.violate
+        n, state, deadline, model_of, batch_of = (reqs.n, reqs.state, reqs.deadline,
+                                                  reqs.model_of, reqs.batch_of)
+        rids = d.request_ids
         valid = []
-        head = deadline[rids[0]] if b and 0 <= rids[0] < n else 0
+        head = deadline[rids[0]] if rids and 0 <= rids[0] < n else 0
         for r in rids:
             if not 0 <= r < n or state[r] != _QUEUED:
-                what = "unknown" if not 0 <= r < n else ("not arrived", "", "already ended")[state[r]]
-                violate("not_queued", f"batch {d.batch_id} holds request {r} ({what})")
+                violate("not_queued", f"batch {d.batch_id} holds request {r} ({reqs.not_queued(r)})")
                 continue
             if model_of[r] != m:
                 violate("wrong_model", f"batch {d.batch_id} of {d.model!r} holds request {r}")
@@ -296,80 +355,45 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
             state[r] = _ENDED
             batch_of[r] = bi
             valid.append(r)
-        ended += len(valid)
-        ready = now + delay
-        if status == OK:
-            start = earliest if earliest > ready else ready
-            free = busy[w]
-            if free > start:
-                start = free
-            if pauses:
-                start = pauses.after(start)
-            if start > latest:
-                status, end = TOO_LATE, start
-            else:
-                lat = latency[m][b]
-                end = start + (noise.duration(lat) if noise is not None else lat)
-                if pauses:
-                    end = pauses.after(end)
-                busy[w] = end
-        else:
-            start = end = ready
-        if status == OK:
-            fin = pauses.after(end + reply) if pauses else end + reply
-            for r in valid:
-                finish[r] = fin
-                outcome[r] = _OK if fin <= deadline[r] else _LATE
-        else:
-            for r in valid:
-                outcome[r] = _REFUSED
-        b_id.append(d.batch_id)
-        b_worker.append(w)
-        b_model.append(m)
-        b_size.append(b)
-        b_decided.append(now)
-        b_earliest.append(earliest)
-        b_latest.append(latest)
-        b_expected.append(d.expected_ns)
-        b_start.append(start)
-        b_end.append(end)
-        b_status.append(int(status))
-        seq += 1
-        heapq.heappush(heap, (end, seq, BatchDone(d.batch_id, w, status, start, end, b)))
+        reqs.ended += len(valid)
+        return valid
 
-    def drop(a: Drop) -> None:
-        nonlocal ended
+    def drop(self, a: Drop) -> None:
+        reqs = self.reqs
         if not a.request_ids:
-            violate("empty_drop", f"a Drop with no requests ({a.reason.name})")
+            self.violate("empty_drop", f"a Drop with no requests ({a.reason.name})")
         code = int(a.reason)
+        n, state = reqs.n, reqs.state
         for r in a.request_ids:
             if not 0 <= r < n or state[r] != _QUEUED:
-                what = "unknown" if not 0 <= r < n else ("not arrived", "", "already ended")[state[r]]
-                violate("not_queued", f"drop ({a.reason.name}) of request {r} ({what})")
+                self.violate("not_queued", f"drop ({a.reason.name}) of request {r} "
+                             f"({reqs.not_queued(r)})")
                 continue
             state[r] = _ENDED
-            outcome[r] = _DROPPED
-            reason[r] = code
-            ended += 1
+            reqs.outcome[r] = _DROPPED
+            reqs.reason[r] = code
+            reqs.ended += 1
 
+
+def _run_events(policy: Policy, cluster: Cluster, config: SimConfig, reqs: _Requests,
+                driver: _Driver, pauses: _Pauses) -> tuple[int, dict[str, int]]:
+    """Merge arrivals, batch ends and the policy's wake-ups in time order (module
+    docstring), feeding each to ``policy.handle``; return the last instant and the
+    ``handle`` calls by event kind."""
     handle = policy.handle
     next_wakeup = policy.next_wakeup_ns
-    n_arrivals = n_done = n_tick = 0  # policy.handle calls by event kind
-
-    def carry_out(actions: list[Any], now: int) -> None:
-        for a in actions:
-            if type(a) is Dispatch:
-                dispatch(a, now)
-            elif type(a) is Drop:
-                drop(a)
-            else:
-                violate("unknown_action", repr(a))
+    carry_out = driver.carry_out
+    violate = driver.violate
+    heap = driver.heap
+    lateness = _Lateness(config)
+    n_arrivals = n_done = n_tick = 0
 
     for w, ms in enumerate(cluster.workers):
         profs = tuple((m, cluster.profiles[m]) for m in ms)
         carry_out(handle(WorkerJoined(w, ms, profs), 0), 0)
 
     inf = 1 << 62
+    n, n_groups, group_at = reqs.n, reqs.n_groups, reqs.at
     now = 0
     gi = 0
     armed_for: int | None = None  # the wake-up the current tick_at was drawn for
@@ -400,26 +424,13 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
             carry_out(handle(event, now), now)
         elif t_arrival <= tick_at:
             now = t_arrival
-            lo, hi = group_lo[gi], group_hi[gi]
+            reqs_now = reqs.arrive(gi, now)
             gi += 1
             t_arrival = group_at[gi] if gi < n_groups else inf
-            if hi - lo == 1:  # the common case at ns resolution: no generator
-                reqs: tuple[Request, ...] = (Request(
-                    lo, names[model_of[lo]], deadline[lo], now,
-                    size_of[lo] if size_of is not None else 1,
-                ),)
-                state[lo] = _QUEUED
-            else:
-                reqs = tuple(
-                    Request(r, names[model_of[r]], deadline[r], now,
-                            size_of[r] if size_of is not None else 1)
-                    for r in range(lo, hi)
-                )
-                state[lo:hi] = bytes((_QUEUED,)) * (hi - lo)
             n_arrivals += 1
             spin = 0
             last_progress = now
-            carry_out(handle(RequestsArrived(reqs), now), now)
+            carry_out(handle(RequestsArrived(reqs_now), now), now)
         else:
             if tick_at == now:
                 spin += 1
@@ -437,40 +448,58 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
             if actions:
                 last_progress = now
             carry_out(actions, now)
-        if ended == n and gi == n_groups and not heap:
+        if reqs.ended == n and gi == n_groups and not heap:
             break  # everything arrived, ended and ran: later Ticks change nothing
-    unfinished = n - ended
-    if unfinished:
-        first = state.index(_QUEUED) if _QUEUED in state else -1
-        violate("unfinished", f"{unfinished} requests never ended (first: {first})")
+    return now, {"arrivals": n_arrivals, "done": n_done, "tick": n_tick,
+                 "joined": cluster.n_workers}
 
+
+def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig | None = None
+             ) -> SimResult:
+    """Run ``policy`` (fresh, never used) over ``trace`` on ``cluster``; return the record.
+
+    Request ``i`` is the trace's ``i``-th arrival (its ``request_id`` is ``i``); worker
+    ``i`` is ``cluster.workers[i]``, joining at time 0 with the true profiles as its
+    offline measurements. Raises ``ValueError`` when a trace model has no SLO,
+    ``InvariantViolation`` on a breach in strict mode and ``SimulationError`` on a
+    policy that livelocks.
+    """
+    config = config if config is not None else SimConfig()
+    wall0 = time.perf_counter()
+    pauses = _Pauses(config)
+    reqs = _Requests(trace, cluster, pauses)
+    models = list(trace.models) + [m for m in cluster.profiles if m not in trace.models]
+    index = {m: i for i, m in enumerate(models)}
+    driver = _Driver(reqs, _Workers(cluster, models, config, pauses), index, config, pauses)
+    end_ns, handle_calls = _run_events(policy, cluster, config, reqs, driver, pauses)
+    unfinished = reqs.n - reqs.ended
+    if unfinished:
+        first = reqs.state.index(_QUEUED) if _QUEUED in reqs.state else -1
+        driver.violate("unfinished", f"{unfinished} requests never ended (first: {first})")
+    return _result(trace, cluster, config, models, reqs, driver, end_ns, handle_calls,
+                   time.perf_counter() - wall0)
+
+
+def _result(trace: Trace, cluster: Cluster, config: SimConfig, models: list[str],
+            reqs: _Requests, driver: _Driver, end_ns: int, handle_calls: dict[str, int],
+            wall_s: float) -> SimResult:
+    """The run's record: one row per request, one per batch, the breaches."""
     return SimResult(
         models=tuple(models),
-        n_workers=n_workers,
+        n_workers=cluster.n_workers,
         span_ns=trace.span_ns,
-        end_ns=now,
+        end_ns=end_ns,
         model_ids=trace.model_ids,
         arrival_ns=trace.times_ns,
-        deadline_ns=deadline_arr,
-        finish_ns=np.asarray(finish, dtype=np.int64),
-        outcome=np.frombuffer(bytes(outcome), dtype=np.int8).copy(),
-        drop_reason=np.frombuffer(bytes(reason), dtype=np.int8).copy(),
-        batch_of=np.asarray(batch_of, dtype=np.int64),
-        batch_id=np.asarray(b_id, dtype=np.int64),
-        batch_worker=np.asarray(b_worker, dtype=np.int64),
-        batch_model=np.asarray(b_model, dtype=np.int64),
-        batch_size=np.asarray(b_size, dtype=np.int64),
-        batch_decided_ns=np.asarray(b_decided, dtype=np.int64),
-        batch_earliest_ns=np.asarray(b_earliest, dtype=np.int64),
-        batch_latest_ns=np.asarray(b_latest, dtype=np.int64),
-        batch_expected_ns=np.asarray(b_expected, dtype=np.int64),
-        batch_start_ns=np.asarray(b_start, dtype=np.int64),
-        batch_end_ns=np.asarray(b_end, dtype=np.int64),
-        batch_status=np.asarray(b_status, dtype=np.int64),
-        reply_cost_ns=reply,
-        violations=dict(violations),
-        violation_examples=tuple(examples),
-        handle_calls={"arrivals": n_arrivals, "done": n_done, "tick": n_tick,
-                      "joined": n_workers},
-        wall_s=time.perf_counter() - wall0,
+        deadline_ns=reqs.deadline_arr,
+        finish_ns=np.asarray(reqs.finish, dtype=np.int64),
+        outcome=np.frombuffer(bytes(reqs.outcome), dtype=np.int8).copy(),
+        drop_reason=np.frombuffer(bytes(reqs.reason), dtype=np.int8).copy(),
+        batch_of=np.asarray(reqs.batch_of, dtype=np.int64),
+        **driver.batches.columns(),
+        reply_cost_ns=config.reply_cost_ns,
+        violations=dict(driver.violate.counts),
+        violation_examples=tuple(driver.violate.examples),
+        handle_calls=handle_calls,
+        wall_s=wall_s,
     )

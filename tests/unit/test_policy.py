@@ -2,9 +2,9 @@
 
 A tiny discrete-event loop (``Sim``) drives the policy the way the runtime and the
 simulator will: it feeds events at their times, follows ``next_wakeup_ns`` with ``Tick``s,
-runs every Dispatch on an in-memory worker (in order, each starting at
-``max(earliest, previous end)``, refusing after ``latest``) and checks the invariants on
-every action. State is set up through public events only.
+runs every Dispatch on an in-memory worker (``workers.gpu_model.EmulatedGpu``: in order,
+each starting at ``max(earliest, previous end)``, refusing after ``latest``) and checks
+the invariants on every action. State is set up through public events only.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from central.policy import (
     WorkerLost,
     analytic_bound,
 )
+from workers.gpu_model import EmulatedGpu
 
 MS = 1_000_000
 PROF = Profile(k_ns=1_082_000, c_ns=5_204_000, max_batch=64)
@@ -63,7 +64,7 @@ class Sim:
     drops: list[tuple[int, Drop]] = field(default_factory=list)
     refused: int = 0
     _serves: dict[int, tuple[str, ...]] = field(default_factory=dict)  # live workers
-    _busy_until: dict[int, int] = field(default_factory=dict)
+    _gpus: dict[int, EmulatedGpu] = field(default_factory=dict)  # workers.gpu_model's rule
     _epoch: dict[int, int] = field(default_factory=dict)  # bumps when a worker is lost
     _pending: dict[int, tuple[Dispatch, int]] = field(default_factory=dict)
 
@@ -98,11 +99,11 @@ class Sim:
         self.now = t
         if isinstance(event, WorkerJoined):
             self._serves[event.worker_id] = event.models
-            self._busy_until.setdefault(event.worker_id, t)
+            self._gpus.setdefault(event.worker_id, EmulatedGpu(free_ns=t))
         elif isinstance(event, WorkerLost):
             self._serves.pop(event.worker_id, None)
             self._epoch[event.worker_id] = self._epoch.get(event.worker_id, 0) + 1
-            self._busy_until[event.worker_id] = t
+            self._gpus[event.worker_id] = EmulatedGpu(free_ns=t)
         elif isinstance(event, BatchDone):
             dispatch, epoch = self._pending.pop(event.batch_id)
             if epoch != self._epoch.get(event.worker_id, 0):
@@ -138,15 +139,15 @@ class Sim:
         assert all(self.requests[rid].model == d.model for rid in d.request_ids)
         assert not self.dispatches or d.batch_id > self.dispatches[-1][1].batch_id
         self.dispatches.append((self.now, d))
-        start = max(d.earliest_ns, self._busy_until[d.worker_id])
-        if start > d.latest_ns:
+        gpu = self._gpus[d.worker_id]  # the Execute is there at once: ready = now
+        status, start = gpu.admit(d.earliest_ns, d.latest_ns, self.now)
+        if status != BatchStatus.OK:
             self.refused += 1
-            status, end = BatchStatus.TOO_LATE, start
+            end = start
         else:
             took = round(truth.latency_ns(len(d.request_ids)) * self.slowdown(d.batch_id))
-            status, end = BatchStatus.OK, start + took
+            end = gpu.occupy(start, took)
             self.starts.append((start, d.worker_id, len(d.request_ids)))
-        self._busy_until[d.worker_id] = end
         for rid in d.request_ids:
             met = status == BatchStatus.OK and end + self.reply_ns <= self.requests[rid].deadline_ns
             self._end(rid, "ok" if met else "late")
