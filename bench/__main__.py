@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         "cost": "bench.cost",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix,ab,cost} [options]"
-              "   ('baton bench sim --help' ...)")
+        print(
+            "usage: baton bench {bound,live,sim,replay,perf-analyzer,overload,loadgen,peers,capacity,matrix,ab,cost} [options]"
+            "   ('baton bench sim --help' ...)"
+        )
         print("  bound  analytic goodput bound table: coordinated vs uncoordinated")
         print("  live   live goodput at >= 99% SLO attainment vs the bounds (real processes)")
         print("  sim    simulated goodput of every policy (discrete-event simulator)")

@@ -30,18 +30,30 @@ def main(argv: list[str] | None = None) -> int:
     oh = int(args.overhead_ms * 1e6)
     rows = []
     print(f"l(b) = {args.k_ms} ms*b + {args.c_ms} ms, overheads {args.overhead_ms} ms")
-    print(f"{'SLO ms':>7} {'N':>4} {'coord b*':>8} {'coord req/s':>12} {'uncoord b':>9} "
-          f"{'uncoord req/s':>13} {'coord/uncoord':>13}")
+    print(
+        f"{'SLO ms':>7} {'N':>4} {'coord b*':>8} {'coord req/s':>12} {'uncoord b':>9} "
+        f"{'uncoord req/s':>13} {'coord/uncoord':>13}"
+    )
     for slo_ms in args.slo_ms:
         for n in args.n:
             co = analytic_bound(n, k, c, int(slo_ms * 1e6), overhead_ns=oh)
             un = analytic_bound(n, k, c, int(slo_ms * 1e6), coordinated=False, overhead_ns=oh)
             ratio = co.goodput_rps / un.goodput_rps if un.goodput_rps else float("inf")
-            rows.append({"slo_ms": slo_ms, "n": n, "coord_batch": co.batch,
-                         "coord_rps": co.goodput_rps, "uncoord_batch": un.batch,
-                         "uncoord_rps": un.goodput_rps, "ratio": ratio})
-            print(f"{slo_ms:>7g} {n:>4} {co.batch:>8} {co.goodput_rps:>12.0f} {un.batch:>9} "
-                  f"{un.goodput_rps:>13.0f} {ratio:>13.2f}")
+            rows.append(
+                {
+                    "slo_ms": slo_ms,
+                    "n": n,
+                    "coord_batch": co.batch,
+                    "coord_rps": co.goodput_rps,
+                    "uncoord_batch": un.batch,
+                    "uncoord_rps": un.goodput_rps,
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"{slo_ms:>7g} {n:>4} {co.batch:>8} {co.goodput_rps:>12.0f} {un.batch:>9} "
+                f"{un.goodput_rps:>13.0f} {ratio:>13.2f}"
+            )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -74,8 +74,7 @@ def _cpu_all(pids: dict[str, int]) -> dict[str, int]:
 # ------------------------------------------------------------------------ the sender
 
 
-def _send(address: str, rate: float, duration: float, slo_ms: float, seed: int,
-          out: Any, go: Any) -> None:
+def _send(address: str, rate: float, duration: float, slo_ms: float, seed: int, out: Any, go: Any) -> None:
     """The load process: waits for ``go``, replays Poisson arrivals, reports a summary."""
     from central.client.load import LoadSpec, poisson_times, run_load, summarize
 
@@ -83,12 +82,31 @@ def _send(address: str, rate: float, duration: float, slo_ms: float, seed: int,
     go.wait()
     rec = run_load(LoadSpec(address, MODEL, rate, duration, slo_ms, seed=seed), offsets=offsets)
     s = summarize(rec, slo_ms, duration)
-    out.put({k: s[k] for k in ("requests", "never_answered", "answered_twice",
-                               "slo_attainment", "latency_ms", "send_lateness_ms", "outcomes")})
+    out.put(
+        {
+            k: s[k]
+            for k in (
+                "requests",
+                "never_answered",
+                "answered_twice",
+                "slo_attainment",
+                "latency_ms",
+                "send_lateness_ms",
+                "outcomes",
+            )
+        }
+    )
 
 
-def _measure(address: str, pids: dict[str, int], rate: float, duration: float, slo_ms: float,
-             seed: int, during: Callable[[dict[str, int]], Any] | None = None) -> dict[str, Any]:
+def _measure(
+    address: str,
+    pids: dict[str, int],
+    rate: float,
+    duration: float,
+    slo_ms: float,
+    seed: int,
+    during: Callable[[dict[str, int]], Any] | None = None,
+) -> dict[str, Any]:
     """One load run against ``address``; CPU per request of ``pids`` and the sender."""
     ctx = multiprocessing.get_context("spawn")
     out, go = ctx.Queue(), ctx.Event()
@@ -110,8 +128,13 @@ def _measure(address: str, pids: dict[str, int], rate: float, duration: float, s
             sender.kill()
     n = max(1, summary["requests"])
     cpu_us = {role: (after[role] - before[role]) / 1e3 / n for role in every}
-    return {"rate_rps": rate, "wall_s": wall, "summary": summary,
-            "cpu_us_per_request": cpu_us, "extra": extra}
+    return {
+        "rate_rps": rate,
+        "wall_s": wall,
+        "summary": summary,
+        "cpu_us_per_request": cpu_us,
+        "extra": extra,
+    }
 
 
 # ------------------------------------------------------------------------- Baton
@@ -122,8 +145,7 @@ def _baton_cluster(dilation: float, log_dir: str) -> Any:
     from central.demo import dilate
 
     config = dilate(load_config(None), dilation, MODEL)
-    config = dataclasses.replace(
-        config, workers=tuple(w for w in config.workers if w.kind == "emulated"))
+    config = dataclasses.replace(config, workers=tuple(w for w in config.workers if w.kind == "emulated"))
     from central.cluster import free_port
 
     return Cluster(config.with_ports(free_port(), free_port()), log_dir=log_dir)
@@ -170,8 +192,7 @@ def _relay_frontend(client_addr: str, sched_addr: str, data_addr: str, stop_afte
                 sched.send_multipart([b"M", seq.to_bytes(8, "little")])
             elif sock is sched:
                 _, rid = sched.recv_multipart()
-                data.send_multipart([b"P", rid, *pending[int.from_bytes(rid, "little")][2]],
-                                    copy=False)
+                data.send_multipart([b"P", rid, *pending[int.from_bytes(rid, "little")][2]], copy=False)
             else:
                 _, rid, *_result = data.recv_multipart(copy=False)
                 ident, tag, _ = pending.pop(int.from_bytes(rid.bytes, "little"))
@@ -314,10 +335,24 @@ def _profile_during(duration: float, folder: Path) -> Callable[[dict[str, int]],
             if role == "sender":
                 continue
             procs[role] = subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(duration))),
-                 "--rate", "250", "--format", "raw", "--nonblocking",
-                 "--output", str(folder / f"{role}.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(max(1, int(duration))),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(folder / f"{role}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         return {"procs": procs}
 
     return start
@@ -349,16 +384,25 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="baton bench cost",
         description="CPU microseconds per request in each Baton process, beside a bare pyzmq "
-                    "relay over the same hops (the floor), measured in one run; then where "
-                    "each role spends its time (py-spy).")
-    p.add_argument("--rates", type=float, nargs="+", default=[1000.0, 3000.0],
-                   help="offered rates, req/s (default: 1000 3000)")
+        "relay over the same hops (the floor), measured in one run; then where "
+        "each role spends its time (py-spy).",
+    )
+    p.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[1000.0, 3000.0],
+        help="offered rates, req/s (default: 1000 3000)",
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds of load per rate (default 5)")
-    p.add_argument("--dilation", type=float, default=1.0,
-                   help="multiply the profile and SLO by this (default 1: the true speed)")
+    p.add_argument(
+        "--dilation",
+        type=float,
+        default=1.0,
+        help="multiply the profile and SLO by this (default 1: the true speed)",
+    )
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-profile", dest="profile", action="store_false",
-                   help="skip the py-spy pass")
+    p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the py-spy pass")
     p.add_argument("--top", type=int, default=8, help="functions shown per role (default 8)")
     p.add_argument("--out", default="results/cost", help="folder for cost.json and py-spy output")
     return p
@@ -396,37 +440,59 @@ def main(argv: list[str] | None = None) -> int:
             baton_pids = _role_pids(cluster)
             for rate in args.rates:
                 row: dict[str, Any] = {"rate_rps": rate}
-                for name, address, pids in (("floor", floor.address, floor.pids),
-                                            ("baton", cluster.config.frontend_address, baton_pids)):
+                for name, address, pids in (
+                    ("floor", floor.address, floor.pids),
+                    ("baton", cluster.config.frontend_address, baton_pids),
+                ):
                     m = _measure(address, pids, rate, args.duration, slo_ms, args.seed)
                     s = m["summary"]
                     if s["never_answered"] or s["answered_twice"]:
-                        problems.append(f"{name} at {rate:g} req/s: {s['never_answered']} never "
-                                        f"answered, {s['answered_twice']} answered twice")
+                        problems.append(
+                            f"{name} at {rate:g} req/s: {s['never_answered']} never "
+                            f"answered, {s['answered_twice']} answered twice"
+                        )
                     row[name] = m
-                    print(f"  {name:5s} {rate:7.0f} req/s: " + ", ".join(
-                        f"{role} {us:.1f}" for role, us in m["cpu_us_per_request"].items())
-                        + f" us/req; attainment {s['slo_attainment']:.4f}", flush=True)
+                    print(
+                        f"  {name:5s} {rate:7.0f} req/s: "
+                        + ", ".join(f"{role} {us:.1f}" for role, us in m["cpu_us_per_request"].items())
+                        + f" us/req; attainment {s['slo_attainment']:.4f}",
+                        flush=True,
+                    )
                 rows.append(row)
             profiles: dict[str, Any] = {}
             if args.profile:
                 rate = max(args.rates)
                 folder = out / "py-spy"
                 folder.mkdir(exist_ok=True)
-                m = _measure(cluster.config.frontend_address, baton_pids, rate, args.duration,
-                             slo_ms, args.seed + 1, during=_profile_during(args.duration, folder))
+                m = _measure(
+                    cluster.config.frontend_address,
+                    baton_pids,
+                    rate,
+                    args.duration,
+                    slo_ms,
+                    args.seed + 1,
+                    during=_profile_during(args.duration, folder),
+                )
                 profiles = _profiles(m["extra"], folder)
-    md = [f"# Baton CPU per request (`baton bench cost {' '.join(argv or sys.argv[1:])}`)", "",
-          f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; profile l(b) = {1.082 * args.dilation:g} b + "
-          f"{5.204 * args.dilation:g} ms, SLO {slo_ms:g} ms, 8 emulated GPUs in one worker"
-          + ("" if args.dilation == 1 else f" (time-dilated x{args.dilation:g})") + ".", "",
-          _table(rows), "",
-          "'server' = scheduler + frontend + worker. The floor is a bare pyzmq relay over the "
-          "same hops, measured in this run with the same sender."]
-    notes = ["`run (runners.py)` is time in the event loop's own C code (uvloop: polling and "
-             "its C callbacks) and `send`/`recv_multipart (socket.py)` time in pyzmq's C sends "
-             "and receives; idle waiting is not sampled."]
+    md = [
+        f"# Baton CPU per request (`baton bench cost {' '.join(argv or sys.argv[1:])}`)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; profile l(b) = {1.082 * args.dilation:g} b + "
+        f"{5.204 * args.dilation:g} ms, SLO {slo_ms:g} ms, 8 emulated GPUs in one worker"
+        + ("" if args.dilation == 1 else f" (time-dilated x{args.dilation:g})")
+        + ".",
+        "",
+        _table(rows),
+        "",
+        "'server' = scheduler + frontend + worker. The floor is a bare pyzmq relay over the "
+        "same hops, measured in this run with the same sender.",
+    ]
+    notes = [
+        "`run (runners.py)` is time in the event loop's own C code (uvloop: polling and "
+        "its C callbacks) and `send`/`recv_multipart (socket.py)` time in pyzmq's C sends "
+        "and receives; idle waiting is not sampled."
+    ]
     if profiles:
         md += ["", f"## Where each role spends its time (py-spy, self samples, {max(args.rates):g} req/s)"]
         for role, p in profiles.items():
@@ -441,9 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", *notes]
     text = "\n".join(md) + "\n"
     (out / "summary.md").write_text(text)
-    (out / "cost.json").write_text(json.dumps(
-        {"args": vars(args), "rows": rows, "profiles": profiles, "problems": problems},
-        default=lambda o: None))
+    (out / "cost.json").write_text(
+        json.dumps(
+            {"args": vars(args), "rows": rows, "profiles": profiles, "problems": problems},
+            default=lambda o: None,
+        )
+    )
     print(text)
     for p in problems:
         print(f"FAILED: {p}", file=sys.stderr)

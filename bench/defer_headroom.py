@@ -22,9 +22,14 @@ from central.policy import PolicyConfig, Profile
 
 MS = 1_000_000
 POINTS = (  # (trace, N, SLO ms, models sharing the workers)
-    ("poisson", 1, 25, 1), ("poisson", 2, 25, 1), ("poisson", 8, 25, 1),
-    ("poisson", 32, 25, 1), ("poisson", 8, 50, 1), ("poisson", 8, 100, 1),
-    ("gamma", 8, 25, 1), ("poisson", 8, 25, 4),
+    ("poisson", 1, 25, 1),
+    ("poisson", 2, 25, 1),
+    ("poisson", 8, 25, 1),
+    ("poisson", 32, 25, 1),
+    ("poisson", 8, 50, 1),
+    ("poisson", 8, 100, 1),
+    ("gamma", 8, 25, 1),
+    ("poisson", 8, 25, 4),
 )
 HEADROOMS = (0.0, 2.0)
 
@@ -34,9 +39,15 @@ def run(task: tuple[str, int, int, int, float]) -> tuple[tuple[str, int, int, in
     prof = Profile(round(1.082 * MS), round(5.204 * MS), 64)
     cluster = Cluster.shared({f"m{i}": prof for i in range(models)}, slo_ms * MS, n)
     res = search_goodput(
-        "symphony", cluster, trace=trace, cv=3.0, requests=20_000, seed=1,
+        "symphony",
+        cluster,
+        trace=trace,
+        cv=3.0,
+        requests=20_000,
+        seed=1,
         config=SimConfig(noise=Noise(cv=0.05), tick_lateness_ns=300_000, seed=1),
-        policy_config=PolicyConfig(defer_headroom=headroom))
+        policy_config=PolicyConfig(defer_headroom=headroom),
+    )
     return task, res.goodput_rps, res.goodput_rps / res.bound_rps
 
 

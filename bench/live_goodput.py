@@ -15,10 +15,9 @@ unchanged) and ``--dilation 1`` shows the undilated truth.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import platform
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -61,13 +60,18 @@ def search_goodput(
     probes = []
     for i in range(iters):
         rate = (lo + hi) / 2 if i else 0.6 * bound_rps
-        s = summarize(run_load(LoadSpec(address, "symphony", rate, duration_s, slo_ms, seed=seed + i)),
-                      slo_ms, duration_s)
+        s = summarize(
+            run_load(LoadSpec(address, "symphony", rate, duration_s, slo_ms, seed=seed + i)),
+            slo_ms,
+            duration_s,
+        )
         s["rate"] = rate
         probes.append({k: s[k] for k in ("rate", "slo_attainment", "goodput_rps")})
         ok = s["slo_attainment"] >= target
-        log(f"    probe {rate:8.1f} req/s: attainment {s['slo_attainment']:.4f} "
-            f"goodput {s['goodput_rps']:.1f} {'pass' if ok else 'fail'}")
+        log(
+            f"    probe {rate:8.1f} req/s: attainment {s['slo_attainment']:.4f} "
+            f"goodput {s['goodput_rps']:.1f} {'pass' if ok else 'fail'}"
+        )
         if ok:
             lo = rate
             if best is None or s["goodput_rps"] > best["goodput_rps"]:
@@ -83,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k-ms", type=float, default=1.082)
     p.add_argument("--c-ms", type=float, default=5.204)
     p.add_argument("--slo-ms", type=float, default=25.0)
-    p.add_argument("--dilation", type=float, default=8.0,
-                   help="multiply k, c and SLO by this (8; 1 = full speed)")
+    p.add_argument(
+        "--dilation", type=float, default=8.0, help="multiply k, c and SLO by this (8; 1 = full speed)"
+    )
     p.add_argument("--duration", type=float, default=4.0, help="seconds per probe (4)")
     p.add_argument("--iters", type=int, default=6, help="bisection probes per N (6)")
     p.add_argument("--policy", default="symphony")
@@ -93,42 +98,62 @@ def main(argv: list[str] | None = None) -> int:
     d = args.dilation
     k_ms, c_ms, slo_ms = args.k_ms * d, args.c_ms * d, args.slo_ms * d
     k, c, slo = int(k_ms * 1e6), int(c_ms * 1e6), int(slo_ms * 1e6)
-    print(f"profile l(b) = {args.k_ms} ms*b + {args.c_ms} ms, SLO {args.slo_ms} ms"
-          + (f", time-dilated x{d:g} (k={k_ms:.3f} ms, c={c_ms:.3f} ms, SLO {slo_ms:g} ms)"
-             if d != 1 else ""))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {args.policy}; "
-          f"{args.duration:g} s per probe, {args.iters} probes per N")
+    print(
+        f"profile l(b) = {args.k_ms} ms*b + {args.c_ms} ms, SLO {args.slo_ms} ms"
+        + (f", time-dilated x{d:g} (k={k_ms:.3f} ms, c={c_ms:.3f} ms, SLO {slo_ms:g} ms)" if d != 1 else "")
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; policy {args.policy}; "
+        f"{args.duration:g} s per probe, {args.iters} probes per N"
+    )
     rows = []
     for n in args.n:
         co = analytic_bound(n, k, c, slo)
         un = analytic_bound(n, k, c, slo, coordinated=False)
-        print(f"N={n}: coordinated bound {co.goodput_rps:.1f} req/s (b*={co.batch}), "
-              f"uncoordinated {un.goodput_rps:.1f} (b={un.batch})", flush=True)
+        print(
+            f"N={n}: coordinated bound {co.goodput_rps:.1f} req/s (b*={co.batch}), "
+            f"uncoordinated {un.goodput_rps:.1f} (b={un.batch})",
+            flush=True,
+        )
         cluster = Cluster(_config(n, k_ms, c_ms, slo_ms, args.policy))
         cluster.start()
         try:
-            res = search_goodput(cluster.config.frontend_address, slo_ms, co.goodput_rps,
-                                 duration_s=args.duration, iters=args.iters)
+            res = search_goodput(
+                cluster.config.frontend_address,
+                slo_ms,
+                co.goodput_rps,
+                duration_s=args.duration,
+                iters=args.iters,
+            )
         finally:
             cluster.stop()
         best = res["best"]
         good = best["goodput_rps"] if best else 0.0
-        rows.append({
-            "n": n, "goodput_rps": good, "coordinated_bound_rps": co.goodput_rps,
-            "uncoordinated_bound_rps": un.goodput_rps, "b_star": co.batch,
-            "ratio_to_coordinated": good / co.goodput_rps if co.goodput_rps else 0.0,
-            "ratio_to_uncoordinated": good / un.goodput_rps if un.goodput_rps else 0.0,
-            "attainment": best["slo_attainment"] if best else None,
-            "probes": res["probes"],
-        })
+        rows.append(
+            {
+                "n": n,
+                "goodput_rps": good,
+                "coordinated_bound_rps": co.goodput_rps,
+                "uncoordinated_bound_rps": un.goodput_rps,
+                "b_star": co.batch,
+                "ratio_to_coordinated": good / co.goodput_rps if co.goodput_rps else 0.0,
+                "ratio_to_uncoordinated": good / un.goodput_rps if un.goodput_rps else 0.0,
+                "attainment": best["slo_attainment"] if best else None,
+                "probes": res["probes"],
+            }
+        )
     print()
     unit = "req/s" + (f" of the x{d:g} dilated profile" if d != 1 else "")
-    print(f"{'N':>3} {'live goodput':>13} {'coord bound':>12} {'uncoord bound':>14} "
-          f"{'live/coord':>10} {'live/uncoord':>12}   ({unit}, >= 99% within SLO)")
+    print(
+        f"{'N':>3} {'live goodput':>13} {'coord bound':>12} {'uncoord bound':>14} "
+        f"{'live/coord':>10} {'live/uncoord':>12}   ({unit}, >= 99% within SLO)"
+    )
     for r in rows:
-        print(f"{r['n']:>3} {r['goodput_rps']:>13.1f} {r['coordinated_bound_rps']:>12.1f} "
-              f"{r['uncoordinated_bound_rps']:>14.1f} {r['ratio_to_coordinated']:>10.3f} "
-              f"{r['ratio_to_uncoordinated']:>12.3f}")
+        print(
+            f"{r['n']:>3} {r['goodput_rps']:>13.1f} {r['coordinated_bound_rps']:>12.1f} "
+            f"{r['uncoordinated_bound_rps']:>14.1f} {r['ratio_to_coordinated']:>10.3f} "
+            f"{r['ratio_to_uncoordinated']:>12.3f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows, "time": time.time()}, indent=1))

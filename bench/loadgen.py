@@ -57,8 +57,7 @@ class BatonSUT:
     def __init__(self, address: str, model: str, slo_ms: float) -> None:
         self._address, self._model, self._slo_ms = address, model, slo_ms
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="baton-sut",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="baton-sut", daemon=True)
         self._client: AsyncClient | None = None
         self._inflight = 0
         self._lock = threading.Lock()
@@ -137,21 +136,29 @@ def parse_summary(text: str) -> dict[str, Any]:
             out[key] = v if not re.fullmatch(r"[\d.eE+-]+", v) else float(v)
     early = re.search(r"Early Stopping Result:\s*\n(.*?)(?:\n\s*\n|=)", text, re.DOTALL)
     if early:
-        out["early_stopping"] = " ".join(line.strip(" *") for line in early.group(1).splitlines()
-                                         if line.strip())
+        out["early_stopping"] = " ".join(
+            line.strip(" *") for line in early.group(1).splitlines() if line.strip()
+        )
     return out
 
 
 def _local_config(dilation: float, gpus: int) -> ClusterConfig:
     config = dilate(load_config(None), dilation, MODEL)
-    emulated = tuple(dataclasses.replace(w, gpus=gpus) for w in config.workers
-                     if w.kind == "emulated")
+    emulated = tuple(dataclasses.replace(w, gpus=gpus) for w in config.workers if w.kind == "emulated")
     return dataclasses.replace(config, workers=emulated).with_ports(free_port(), free_port())
 
 
-def run_loadgen(address: str, *, qps: float, latency_ms: float, slo_ms: float,
-                percentile: float, duration_s: float, min_queries: int,
-                out_dir: Path) -> dict[str, Any]:
+def run_loadgen(
+    address: str,
+    *,
+    qps: float,
+    latency_ms: float,
+    slo_ms: float,
+    percentile: float,
+    duration_s: float,
+    min_queries: int,
+    out_dir: Path,
+) -> dict[str, Any]:
     """One LoadGen Server-scenario run against ``address``; returns the parsed summary
     plus the SUT's own counts (``completed``, ``errors``)."""
     import mlperf_loadgen as lg
@@ -189,27 +196,39 @@ def run_loadgen(address: str, *, qps: float, latency_ms: float, slo_ms: float,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="baton bench loadgen", description=__doc__.split("\n\n")[0],
+        prog="baton bench loadgen",
+        description=__doc__.split("\n\n")[0],
         epilog="Exit code: 0 when LoadGen says VALID and Baton answered every query without "
-               "an error; 1 otherwise; 2 for bad arguments.")
-    p.add_argument("--address", help="a running frontend (tcp://host:port); default: start "
-                   "the emulated part of the embedded default cluster on free ports")
-    p.add_argument("--qps", type=float,
-                   help="LoadGen's server_target_qps (default with a local cluster: 50%% of "
-                        "the analytic coordinated bound; required with --address)")
-    p.add_argument("--latency-ms", type=float,
-                   help="LoadGen's latency bound (default: the model's SLO, dilated)")
-    p.add_argument("--slo-ms", type=float,
-                   help="the SLO sent with each request (default: --latency-ms)")
-    p.add_argument("--percentile", type=float, default=0.99,
-                   help="latency percentile that must meet the bound (0.99)")
-    p.add_argument("--duration-s", type=float, default=20.0,
-                   help="LoadGen's minimum duration in seconds (20)")
-    p.add_argument("--min-queries", type=int, default=100,
-                   help="LoadGen's minimum query count (100)")
-    p.add_argument("--dilation", type=float,
-                   help=f"multiply k, c and the SLO by this for the local cluster (default: "
-                        f"{AUTO_DILATION:g} on machines with < 8 cores, else 1)")
+        "an error; 1 otherwise; 2 for bad arguments.",
+    )
+    p.add_argument(
+        "--address",
+        help="a running frontend (tcp://host:port); default: start "
+        "the emulated part of the embedded default cluster on free ports",
+    )
+    p.add_argument(
+        "--qps",
+        type=float,
+        help="LoadGen's server_target_qps (default with a local cluster: 50%% of "
+        "the analytic coordinated bound; required with --address)",
+    )
+    p.add_argument(
+        "--latency-ms", type=float, help="LoadGen's latency bound (default: the model's SLO, dilated)"
+    )
+    p.add_argument("--slo-ms", type=float, help="the SLO sent with each request (default: --latency-ms)")
+    p.add_argument(
+        "--percentile", type=float, default=0.99, help="latency percentile that must meet the bound (0.99)"
+    )
+    p.add_argument(
+        "--duration-s", type=float, default=20.0, help="LoadGen's minimum duration in seconds (20)"
+    )
+    p.add_argument("--min-queries", type=int, default=100, help="LoadGen's minimum query count (100)")
+    p.add_argument(
+        "--dilation",
+        type=float,
+        help=f"multiply k, c and the SLO by this for the local cluster (default: "
+        f"{AUTO_DILATION:g} on machines with < 8 cores, else 1)",
+    )
     p.add_argument("--gpus", type=int, default=8, help="emulated GPUs in the local cluster (8)")
     p.add_argument("--out", default="results/loadgen", help="directory for LoadGen's logs")
     args = p.parse_args(argv)
@@ -240,46 +259,71 @@ def main(argv: list[str] | None = None) -> int:
             m = config.model(MODEL)
             assert m.k_ms is not None and m.c_ms is not None and m.slo_ms is not None
             latency_ms = args.latency_ms or m.slo_ms
-            bound = analytic_bound(args.gpus, int(m.k_ms * 1e6), int(m.c_ms * 1e6),
-                                   int(m.slo_ms * 1e6))
+            bound = analytic_bound(args.gpus, int(m.k_ms * 1e6), int(m.c_ms * 1e6), int(m.slo_ms * 1e6))
             qps = args.qps if args.qps is not None else 0.5 * bound.goodput_rps
-            print(f"system under test: local Baton cluster, {args.gpus} emulated GPUs, "
-                  f"l(b) = {m.k_ms:.3f} ms*b + {m.c_ms:.3f} ms, SLO {m.slo_ms:g} ms"
-                  + (f" (time-dilated x{dilation:g} of 1.082 ms*b + 5.204 ms, SLO 25 ms: "
-                     f"{cores} cores here)" if dilation != 1.0 else ""))
-            print(f"analytic coordinated bound {bound.goodput_rps:.1f} req/s; "
-                  f"target {qps:.1f} QPS = {qps / bound.goodput_rps:.0%} of it")
+            print(
+                f"system under test: local Baton cluster, {args.gpus} emulated GPUs, "
+                f"l(b) = {m.k_ms:.3f} ms*b + {m.c_ms:.3f} ms, SLO {m.slo_ms:g} ms"
+                + (
+                    f" (time-dilated x{dilation:g} of 1.082 ms*b + 5.204 ms, SLO 25 ms: {cores} cores here)"
+                    if dilation != 1.0
+                    else ""
+                )
+            )
+            print(
+                f"analytic coordinated bound {bound.goodput_rps:.1f} req/s; "
+                f"target {qps:.1f} QPS = {qps / bound.goodput_rps:.0%} of it"
+            )
             cluster = Cluster(config, log_dir=str(out / "cluster"))
             cluster.start()
             address = config.frontend_address
         slo_ms = args.slo_ms or latency_ms
-        print(f"machine: {platform.machine()}, {cores} cores; LoadGen Server scenario: "
-              f"{qps:g} QPS, p{args.percentile * 100:g} <= {latency_ms:g} ms, "
-              f">= {args.duration_s:g} s and >= {args.min_queries} queries", flush=True)
-        res = run_loadgen(address, qps=qps, latency_ms=latency_ms, slo_ms=slo_ms,
-                          percentile=args.percentile, duration_s=args.duration_s,
-                          min_queries=args.min_queries, out_dir=out)
+        print(
+            f"machine: {platform.machine()}, {cores} cores; LoadGen Server scenario: "
+            f"{qps:g} QPS, p{args.percentile * 100:g} <= {latency_ms:g} ms, "
+            f">= {args.duration_s:g} s and >= {args.min_queries} queries",
+            flush=True,
+        )
+        res = run_loadgen(
+            address,
+            qps=qps,
+            latency_ms=latency_ms,
+            slo_ms=slo_ms,
+            percentile=args.percentile,
+            duration_s=args.duration_s,
+            min_queries=args.min_queries,
+            out_dir=out,
+        )
     finally:
         if cluster is not None:
             cluster.stop()
-    res.update(target_qps=qps, latency_bound_ms=latency_ms, percentile=args.percentile,
-               dilation=dilation, cores=cores)
+    res.update(
+        target_qps=qps,
+        latency_bound_ms=latency_ms,
+        percentile=args.percentile,
+        dilation=dilation,
+        cores=cores,
+    )
     (out / "baton_loadgen.json").write_text(json.dumps(res, indent=1))
-    ms = {k: res[k] / 1e6 for k in ("p50_latency_ns", "p99_latency_ns", "max_latency_ns")
-          if k in res}
+    ms = {k: res[k] / 1e6 for k in ("p50_latency_ns", "p99_latency_ns", "max_latency_ns") if k in res}
     print(f"LoadGen result: {res.get('result', 'UNKNOWN')}")
-    print(f"  scheduled {res.get('scheduled_qps', float('nan')):.2f} QPS, completed "
-          f"{res.get('completed_qps', float('nan')):.2f} QPS, {res['completed']} queries")
+    print(
+        f"  scheduled {res.get('scheduled_qps', float('nan')):.2f} QPS, completed "
+        f"{res.get('completed_qps', float('nan')):.2f} QPS, {res['completed']} queries"
+    )
     print("  latency ms: " + ", ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in ms.items()))
-    for key in ("performance_constraints_satisfied", "min_duration_satisfied",
-                "min_queries_satisfied", "early_stopping_satisfied"):
+    for key in (
+        "performance_constraints_satisfied",
+        "min_duration_satisfied",
+        "min_queries_satisfied",
+        "early_stopping_satisfied",
+    ):
         if key in res:
             print(f"  {key.replace('_', ' ')}: {res[key]}")
     if "early_stopping" in res:
         print(f"  early stopping: {res['early_stopping']}")
     if res["errors"]:
-        print(f"  Baton answered {sum(res['errors'].values())} queries with errors: "
-              f"{res['errors']}")
+        print(f"  Baton answered {sum(res['errors'].values())} queries with errors: {res['errors']}")
     print(f"LoadGen logs in {out}/ (mlperf_log_summary.txt, mlperf_log_detail.txt)")
     return 0 if res.get("result") == "VALID" and not res["errors"] else 1
 

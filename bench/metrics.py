@@ -110,9 +110,7 @@ def batch_size_histogram(sizes: Any, max_batch: int | None = None) -> np.ndarray
     return np.bincount(sizes, minlength=length)
 
 
-def busy_fraction(
-    worker: Any, start_ns: Any, end_ns: Any, n_workers: int, span_ns: int
-) -> np.ndarray:
+def busy_fraction(worker: Any, start_ns: Any, end_ns: Any, n_workers: int, span_ns: int) -> np.ndarray:
     """Per worker (index = worker id), the fraction of ``span_ns`` spent running batches.
 
     Pass only the batches that ran (status OK). Raises ``ValueError`` when ``span_ns <= 0``.
@@ -136,10 +134,7 @@ def latency_percentiles(
     finish = np.asarray(finish_ns, dtype=np.int64)
     done = finish >= 0
     lat = (finish[done] - np.asarray(arrival_ns, dtype=np.int64)[done]) / 1e6
-    return {
-        f"p{p:g}": float(np.percentile(lat, p)) if lat.size else float("nan")
-        for p in percentiles
-    }
+    return {f"p{p:g}": float(np.percentile(lat, p)) if lat.size else float("nan") for p in percentiles}
 
 
 def summarize(

@@ -60,17 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.perf_analyzer",
         description="Run Triton's perf_analyzer against Baton's KServe v2 gRPC endpoint "
-        "at a fixed request rate and keep its report.")
+        "at a fixed request rate and keep its report.",
+    )
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (100)")
     p.add_argument("--shape", type=int, default=16, help="elements in the FP32 input x (16)")
-    p.add_argument("--interval-ms", type=int, default=5000,
-                   help="perf_analyzer's measurement window (5000)")
-    p.add_argument("--dilation", type=float, default=None,
-                   help="multiply k, c and SLO by this (default: 4 below 8 cores, else 1)")
+    p.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer's measurement window (5000)")
+    p.add_argument(
+        "--dilation",
+        type=float,
+        default=None,
+        help="multiply k, c and SLO by this (default: 4 below 8 cores, else 1)",
+    )
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    p.add_argument("--async", dest="use_async", action="store_true",
-                   help="perf_analyzer's asynchronous mode (-a): many requests in flight "
-                   "from few threads, for rates well above 1/latency per thread")
+    p.add_argument(
+        "--async",
+        dest="use_async",
+        action="store_true",
+        help="perf_analyzer's asynchronous mode (-a): many requests in flight "
+        "from few threads, for rates well above 1/latency per thread",
+    )
     p.add_argument("--out", default="bench-results/perf_analyzer", help="report directory")
     args = p.parse_args(argv)
 
@@ -80,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ld_path, missing = native_library_path()
     if missing:
-        print("perf_analyzer needs: " + "; ".join(missing) + ". Run `make perf-analyzer-deps`.",
-              file=sys.stderr)
+        print(
+            "perf_analyzer needs: " + "; ".join(missing) + ". Run `make perf-analyzer-deps`.", file=sys.stderr
+        )
         return 2
     dilation = args.dilation if args.dilation is not None else (4.0 if (os.cpu_count() or 1) < 8 else 1.0)
     config = dilate(load_config(None), dilation, "symphony")
@@ -92,21 +101,42 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = config.model("symphony")
-    print(f"cluster: {config.gpu_count} emulated GPUs, symphony l(b) = {model.k_ms:.3f} b + "
-          f"{model.c_ms:.3f} ms, SLO {model.slo_ms:.0f} ms (dilation x{dilation:g}); "
-          f"perf_analyzer over {args.protocol} at {args.rate:g} req/s")
+    print(
+        f"cluster: {config.gpu_count} emulated GPUs, symphony l(b) = {model.k_ms:.3f} b + "
+        f"{model.c_ms:.3f} ms, SLO {model.slo_ms:.0f} ms (dilation x{dilation:g}); "
+        f"perf_analyzer over {args.protocol} at {args.rate:g} req/s"
+    )
     # -x 1: Baton serves one version of each model; perf_analyzer 2.51 needs the version
     # named to find the model's server-side statistics ("failed to find the requested
     # model version" otherwise, after the measurement)
-    cmd = [binary, "-m", "symphony", "-x", "1", "-u", f"127.0.0.1:{port}", "-i", args.protocol,
-           "--request-rate-range", f"{args.rate:g}", "--shape", f"x:{args.shape}",
-           "-p", str(args.interval_ms), "--percentile", "99", "-f", str(out / "report.csv")]
+    cmd = [
+        binary,
+        "-m",
+        "symphony",
+        "-x",
+        "1",
+        "-u",
+        f"127.0.0.1:{port}",
+        "-i",
+        args.protocol,
+        "--request-rate-range",
+        f"{args.rate:g}",
+        "--shape",
+        f"x:{args.shape}",
+        "-p",
+        str(args.interval_ms),
+        "--percentile",
+        "99",
+        "-f",
+        str(out / "report.csv"),
+    ]
     if args.use_async:
         cmd.append("-a")
     with Cluster(config, log_dir=str(out / "logs")) as cluster:
         start = time.monotonic()
-        run = subprocess.run(cmd, env={**os.environ, "LD_LIBRARY_PATH": ld_path},
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            cmd, env={**os.environ, "LD_LIBRARY_PATH": ld_path}, capture_output=True, text=True, timeout=600
+        )
         took = time.monotonic() - start
         fe = query_stats(cluster.config.frontend_address)
     (out / "stdout.txt").write_text(run.stdout + run.stderr)
@@ -115,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     if run.stderr.strip():
         print(run.stderr.strip(), file=sys.stderr)
     c = fe["counters"]
-    print(f"baton frontend: accepted {c['accepted']}, ok {c['ok']}, within SLO "
-          f"{c['ok_within_slo']}, deadline exceeded {c['deadline_exceeded']}, "
-          f"failed {c['failed']}, rejected {c['rejected']} ({took:.0f} s; report in {out})")
+    print(
+        f"baton frontend: accepted {c['accepted']}, ok {c['ok']}, within SLO "
+        f"{c['ok_within_slo']}, deadline exceeded {c['deadline_exceeded']}, "
+        f"failed {c['failed']}, rejected {c['rejected']} ({took:.0f} s; report in {out})"
+    )
     return run.returncode
 
 

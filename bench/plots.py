@@ -8,6 +8,7 @@ saves it as PNG. Policies keep one colour and marker across every plot.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,8 +22,7 @@ from matplotlib.figure import Figure
 __all__ = ["attainment_vs_load", "batch_size_distribution", "gantt", "goodput_vs_n"]
 
 _DPI = 120
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#17becf")
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _FIXED = {"symphony": 0, "uncoordinated": 1, "eager": 2, "nexus": 3}
 
@@ -64,16 +64,22 @@ def goodput_vs_n(
     differences are visible.
     """
     fig = _new(max(9.0, 4.6 * len(panels) + 0.5), 8.6)
-    grid = fig.subplots(2, len(panels), sharex=True, sharey="row", squeeze=False,
-                        gridspec_kw={"height_ratios": [3, 2]})
+    grid = fig.subplots(
+        2, len(panels), sharex=True, sharey="row", squeeze=False, gridspec_kw={"height_ratios": [3, 2]}
+    )
     top_ratio, low_ratio = 1.05, 1.0
     for col, (slo, panel) in enumerate(panels.items()):
         ax, rel = grid[0, col], grid[1, col]
         coord = list(panel["coord"])
-        lines = (("coord", "coordinated bound", {"color": "black", "lw": 1.6}),
-                 ("coord_overhead", "coordinated bound, with overheads",
-                  {"color": "darkorange", "lw": 1.2, "ls": "--"}),
-                 ("uncoord", "uncoordinated bound", {"color": "grey", "lw": 1.6, "ls": ":"}))
+        lines = (
+            ("coord", "coordinated bound", {"color": "black", "lw": 1.6}),
+            (
+                "coord_overhead",
+                "coordinated bound, with overheads",
+                {"color": "darkorange", "lw": 1.2, "ls": "--"},
+            ),
+            ("uncoord", "uncoordinated bound", {"color": "grey", "lw": 1.6, "ls": ":"}),
+        )
         for key, label, kw in lines:
             ax.plot(ns, panel[key], label=label, **kw)
             bound = [v / c if c else math.nan for v, c in zip(panel[key], coord)]
@@ -85,8 +91,7 @@ def goodput_vs_n(
             if not pts:
                 continue
             st = _style(pol, order)
-            ax.plot([n for n, _, _ in pts], [y for _, y, _ in pts], lw=1.2, ms=6, alpha=0.9,
-                    label=pol, **st)
+            ax.plot([n for n, _, _ in pts], [y for _, y, _ in pts], lw=1.2, ms=6, alpha=0.9, label=pol, **st)
             ratios = [y / c for _, y, c in pts if c]
             rel.plot([n for n, _, c in pts if c], ratios, lw=1.2, ms=6, alpha=0.9, **st)
             top_ratio = max([top_ratio, *ratios])
@@ -102,8 +107,7 @@ def goodput_vs_n(
     grid[0, 0].set_ylabel("goodput (requests/s within SLO)")
     grid[1, 0].set_ylabel("goodput / coordinated bound")
     handles, labels = grid[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4),
-               frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle(title)
     _save(fig, path)
 
@@ -136,11 +140,17 @@ def attainment_vs_load(
         ax.axhline(target, color="black", lw=1, ls="-.", label=f"target {target:g}")
         ax.axvline(1.0, color="black", lw=1.2, label="coordinated bound (1.0)")
         if overhead_load is not None:
-            ax.axvline(overhead_load, color="darkorange", lw=1.2, ls="--",
-                       label=f"coordinated bound, with overheads ({overhead_load:.3f})")
+            ax.axvline(
+                overhead_load,
+                color="darkorange",
+                lw=1.2,
+                ls="--",
+                label=f"coordinated bound, with overheads ({overhead_load:.3f})",
+            )
         if uncoord_load is not None:
-            ax.axvline(uncoord_load, color="grey", lw=1.4, ls=":",
-                       label=f"uncoordinated bound ({uncoord_load:.3f})")
+            ax.axvline(
+                uncoord_load, color="grey", lw=1.4, ls=":", label=f"uncoordinated bound ({uncoord_load:.3f})"
+            )
         ax.set_xlabel("offered load (× coordinated bound)")
         ax.grid(True, alpha=0.3)
     full.set_ylim(max(0.0, min(low, target) - 0.05), 1.005)
@@ -150,8 +160,7 @@ def attainment_vs_load(
     zoom.set_title(f"zoom: attainment ≥ {1 - 2.5 * (1 - target):.3g}")
     handles, labels = full.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", frameon=False)
-    fig.suptitle(title + (f"\nload 1.0 = the coordinated bound, {bound_rps:.0f} req/s"
-                          if bound_rps else ""))
+    fig.suptitle(title + (f"\nload 1.0 = the coordinated bound, {bound_rps:.0f} req/s" if bound_rps else ""))
     _save(fig, path)
 
 
@@ -181,18 +190,23 @@ def batch_size_distribution(
         sizes = list(range(1, len(h)))
         frac = [h[b] / total if total else 0.0 for b in sizes]
         mean = sum(b * h[b] for b in sizes) / total if total else 0.0
-        ax.bar(sizes, frac, width=0.9, color=_style(pol, pols)["color"], alpha=0.85,
-               label=f"{total} batches, mean {mean:.1f}")
+        ax.bar(
+            sizes,
+            frac,
+            width=0.9,
+            color=_style(pol, pols)["color"],
+            alpha=0.85,
+            label=f"{total} batches, mean {mean:.1f}",
+        )
         for j, (name, b) in enumerate((marks or {}).items()):
-            ax.axvline(b, color="black", lw=1.1, ls=line_styles[j % len(line_styles)],
-                       label=f"{name} = {b}")
+            ax.axvline(b, color="black", lw=1.1, ls=line_styles[j % len(line_styles)], label=f"{name} = {b}")
         ax.set_title(pol)
         ax.set_xlim(0, top)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
-    for ax in axes[len(pols):]:
+    for ax in axes[len(pols) :]:
         ax.set_visible(False)
-    for ax in axes[(rows - 1) * cols:]:
+    for ax in axes[(rows - 1) * cols :]:
         ax.set_xlabel("batch size (requests)")
     for ax in axes[::cols]:
         ax.set_ylabel("fraction of batches")
@@ -225,24 +239,35 @@ def gantt(
     for ax, pol in zip(axes, pols):
         d = panels[pol]
         starts, ends = d["start_ms"], d["end_ms"]
-        ax.barh(d["worker"], [e - s for s, e in zip(starts, ends)], left=starts, height=0.72,
-                color=[cmap(norm(b)) for b in d["size"]], edgecolor="white", linewidth=0.8)
+        ax.barh(
+            d["worker"],
+            [e - s for s, e in zip(starts, ends)],
+            left=starts,
+            height=0.72,
+            color=[cmap(norm(b)) for b in d["size"]],
+            edgecolor="white",
+            linewidth=0.8,
+        )
         ax.set_xlim(0, d["window_ms"])
         ax.set_ylim(n_workers - 0.5, -0.5)  # worker 0 on top
         ax.set_yticks(range(n_workers), [str(w) for w in range(n_workers)])
         ax.set_ylabel("worker")
-        run = (f", run's SLO attainment {d['attainment']:.3f}" if "attainment" in d else "")
-        ax.set_title(f"{pol}: {len(starts)} batches, mean size "
-                     f"{(sum(d['size']) / len(starts)) if starts else 0:.1f}{run} "
-                     f"(window from {d['window_start_ms']:.0f} ms into the run)")
+        run = f", run's SLO attainment {d['attainment']:.3f}" if "attainment" in d else ""
+        ax.set_title(
+            f"{pol}: {len(starts)} batches, mean size "
+            f"{(sum(d['size']) / len(starts)) if starts else 0:.1f}{run} "
+            f"(window from {d['window_start_ms']:.0f} ms into the run)"
+        )
         ax.grid(True, axis="x", alpha=0.3)
     axes[-1].set_xlabel(f"{clock} time in the window (ms)")
     sm = _mappable(cmap, norm)
     bar = fig.colorbar(sm, ax=list(axes), label="batch size (requests)", pad=0.01, aspect=30)
     lows = [math.ceil(e) for e in edges[:-1]]
     highs = [math.floor(e) for e in edges[1:]]
-    bar.set_ticks([(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])],
-                  labels=[str(a) if a == b else f"{a}–{b}" for a, b in zip(lows, highs)])
+    bar.set_ticks(
+        [(a + b) / 2 for a, b in itertools.pairwise(edges)],
+        labels=[str(a) if a == b else f"{a}–{b}" for a, b in zip(lows, highs)],
+    )
     fig.suptitle(title)
     _save(fig, path)
 

@@ -39,9 +39,21 @@ from bench.traces import Trace, gamma, piecewise, poisson, replay_csv
 from central.policy import PolicyConfig, Profile, analytic_bound, make_policy, policy_names
 from central.policy.baselines.uncoordinated import UncoordinatedConfig, default_limits
 
-__all__ = ["Probe", "SearchResult", "TRACE_KINDS", "Trial", "TunedSearch",
-           "bisect_passing_rate", "bound_rps", "knobs_text", "main", "search_goodput", "trace_maker", "tune_uncoordinated",
-           "uncoordinated_grid"]
+__all__ = [
+    "Probe",
+    "SearchResult",
+    "TRACE_KINDS",
+    "Trial",
+    "TunedSearch",
+    "bisect_passing_rate",
+    "bound_rps",
+    "knobs_text",
+    "main",
+    "search_goodput",
+    "trace_maker",
+    "tune_uncoordinated",
+    "uncoordinated_grid",
+]
 
 MS = 1_000_000
 TRACE_KINDS = ("poisson", "gamma", "piecewise", "replay")
@@ -121,14 +133,23 @@ def trace_maker(
     if kind == "gamma":
         return lambda rate, dur, seed: gamma(rate, cv, dur, seed, model=names, weights=weights)
     if kind == "piecewise":
+
         def make(rate: float, dur: float, seed: int) -> Trace:
             # bursts add (factor - 1) x the local rate for burst_s each: take it off the
             # base so that the mean rate is the one asked for
             extra = bursts * _BURST_S * (_BURST_FACTOR - 1.0) / dur
             base = rate / (1.0 + extra)
             segments = [(share * dur, mult * base) for share, mult in PIECEWISE_SHAPE]
-            return piecewise(segments, seed, bursts=bursts, burst_s=_BURST_S,
-                             burst_factor=_BURST_FACTOR, model=names, weights=weights)
+            return piecewise(
+                segments,
+                seed,
+                bursts=bursts,
+                burst_s=_BURST_S,
+                burst_factor=_BURST_FACTOR,
+                model=names,
+                weights=weights,
+            )
+
         return make
     if kind == "replay":
         if csv_path is None:
@@ -155,14 +176,21 @@ def _model_bounds(cluster: Cluster) -> dict[str, float]:
     for name, prof in cluster.profiles.items():
         n = sum(1 for ms in cluster.workers if name in ms)
         if n:
-            out[name] = analytic_bound(n, prof.k_ns, prof.c_ns, cluster.slo_ns[name],
-                                       max_batch=prof.max_batch).goodput_rps
+            out[name] = analytic_bound(
+                n, prof.k_ns, prof.c_ns, cluster.slo_ns[name], max_batch=prof.max_batch
+            ).goodput_rps
     return out
 
 
 def _probe_traces(
-    cluster: Cluster, trace: str | TraceMaker, cv: float, csv_path: str | Path | None,
-    weights: Sequence[float] | None, requests: int, seed: int, min_slos: float,
+    cluster: Cluster,
+    trace: str | TraceMaker,
+    cv: float,
+    csv_path: str | Path | None,
+    weights: Sequence[float] | None,
+    requests: int,
+    seed: int,
+    min_slos: float,
 ) -> Callable[[float], Trace]:
     """``rate -> Trace``: a search probe's arrivals (see ``search_goodput``).
 
@@ -176,15 +204,19 @@ def _probe_traces(
         weights = [bounds[m] for m in served]
         if not sum(weights) > 0:
             weights = None
-    make = trace if callable(trace) else trace_maker(
-        trace, served, weights=weights, cv=cv, csv_path=csv_path)
+    make = trace if callable(trace) else trace_maker(trace, served, weights=weights, cv=cv, csv_path=csv_path)
     min_duration_s = min_slos * max(cluster.slo_ns.values()) / 1e9
     return lambda rate: make(rate, max(requests / rate, min_duration_s), seed)
 
 
 def bisect_passing_rate(
-    passes: Callable[[float], bool], lo: float, hi: float, *, max_probes: int,
-    rel_tol: float | None = None, widen: bool = False,
+    passes: Callable[[float], bool],
+    lo: float,
+    hi: float,
+    *,
+    max_probes: int,
+    rel_tol: float | None = None,
+    widen: bool = False,
 ) -> tuple[float, float]:
     """The one goodput bisection (the simulator's ``search_goodput`` and the live
     ``bench.replay.bisect_rate``): the highest rate at which ``passes(rate)``.
@@ -259,16 +291,23 @@ def search_goodput(
     def probe(rate: float) -> Probe:
         tr = make(rate)
         res = simulate(make_policy(policy, pcfg, options=options), tr, cluster, config)
-        p = Probe(rate, res.attainment, res.goodput_rps, res.n_requests,
-                  res.attainment >= target)
+        p = Probe(rate, res.attainment, res.goodput_rps, res.n_requests, res.attainment >= target)
         probes.append(p)
         if log is not None:
-            log(f"probe {rate:10.1f} req/s: attainment {p.attainment:.4f} "
-                f"goodput {p.goodput_rps:10.1f} {'pass' if p.passed else 'fail'}")
+            log(
+                f"probe {rate:10.1f} req/s: attainment {p.attainment:.4f} "
+                f"goodput {p.goodput_rps:10.1f} {'pass' if p.passed else 'fail'}"
+            )
         return p
 
-    bisect_passing_rate(lambda rate: probe(rate).passed, 0.0, max(bound, 1.0),
-                        max_probes=max_probes, rel_tol=rel_tol, widen=True)
+    bisect_passing_rate(
+        lambda rate: probe(rate).passed,
+        0.0,
+        max(bound, 1.0),
+        max_probes=max_probes,
+        rel_tol=rel_tol,
+        widen=True,
+    )
     best = next((p for p in reversed(probes) if p.passed), None)  # the highest passing
     if best is None:
         return SearchResult(0.0, 0.0, 0.0, bound, tuple(probes))
@@ -297,8 +336,7 @@ def uncoordinated_grid(cluster: Cluster, policy_config: PolicyConfig) -> list[Un
         raise ValueError(f"tuning the uncoordinated knobs needs one served model, got {served}")
     prof = cluster.profiles[served[0]]
     b_u, _ = default_limits(prof, cluster.slo_ns[served[0]], policy_config)
-    sizes = sorted({min(prof.max_batch, math.ceil(b_u * f - 1e-9))
-                    for f in UNCOORD_BATCH_FACTORS})
+    sizes = sorted({min(prof.max_batch, math.ceil(b_u * f - 1e-9)) for f in UNCOORD_BATCH_FACTORS})
     grid = [UncoordinatedConfig(max_batch=b_u, max_queue_delay_ns=prof.latency_ns(b_u))]
     for b in sizes:
         for f in UNCOORD_DELAY_FRACTIONS:
@@ -351,10 +389,16 @@ def tune_uncoordinated(
     grid = list(grid) if grid is not None else uncoordinated_grid(cluster, pcfg)
     if any(k.max_batch is None or k.max_queue_delay_ns is None for k in grid):
         raise ValueError("every grid setting needs max_batch and max_queue_delay_ns")
-    make = _probe_traces(cluster, search.get("trace", "poisson"), search.get("cv", 3.0),
-                         search.get("csv_path"), search.get("weights"),
-                         search.get("requests", 20_000), search.get("seed", 1),
-                         search.get("min_slos", 50.0))
+    make = _probe_traces(
+        cluster,
+        search.get("trace", "poisson"),
+        search.get("cv", 3.0),
+        search.get("csv_path"),
+        search.get("weights"),
+        search.get("requests", 20_000),
+        search.get("seed", 1),
+        search.get("min_slos", 50.0),
+    )
     pinned = search_goodput("uncoordinated", cluster, log=log, **search)
     pinned_knobs = uncoordinated_grid(cluster, pcfg)[0]
     searched: list[tuple[UncoordinatedConfig, SearchResult]] = [(pinned_knobs, pinned)]
@@ -366,21 +410,25 @@ def tune_uncoordinated(
         scored = []
         for knobs in grid:
             res = simulate(make_policy("uncoordinated", pcfg, options=knobs), tr, cluster, config)
-            trial = Trial(knobs.max_batch or 0, knobs.max_queue_delay_ns or 0, rate,
-                          res.attainment, res.goodput_rps)
+            trial = Trial(
+                knobs.max_batch or 0, knobs.max_queue_delay_ns or 0, rate, res.attainment, res.goodput_rps
+            )
             trials.append(trial)
             scored.append((trial, knobs))
         best_trial, best = max(scored, key=lambda s: _trial_score(s[0]))
         if log is not None:
-            log(f"tuning at {rate:.1f} req/s: best {knobs_text(best)} (attainment "
-                f"{best_trial.attainment:.4f}) of {len(grid)} settings")
+            log(
+                f"tuning at {rate:.1f} req/s: best {knobs_text(best)} (attainment "
+                f"{best_trial.attainment:.4f}) of {len(grid)} settings"
+            )
         if any(k == best for k, _ in searched):
             break
         last = search_goodput("uncoordinated", cluster, options=best, log=log, **search)
         searched.append((best, last))
     knobs, result = max(searched, key=lambda s: s[1].goodput_rps)  # max keeps the first tie
-    return TunedSearch(knobs, result, pinned, pinned_knobs, tuple(trials),
-                       tuple((k, r.goodput_rps) for k, r in searched))
+    return TunedSearch(
+        knobs, result, pinned, pinned_knobs, tuple(trials), tuple((k, r.goodput_rps) for k, r in searched)
+    )
 
 
 def _trial_score(t: Trial) -> tuple[float, float, int, int]:
@@ -391,8 +439,12 @@ def _trial_score(t: Trial) -> tuple[float, float, int, int]:
 def main(argv: list[str] | None = None) -> int:
     """Search each (trace kind, policy) pair for one model and print a table and JSON."""
     p = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__.split("\n")[0])
-    p.add_argument("--policy", nargs="+", default=list(policy_names()),
-                   help="policies to search (default: every registered one)")
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        default=list(policy_names()),
+        help="policies to search (default: every registered one)",
+    )
     p.add_argument("--trace", nargs="+", choices=TRACE_KINDS, default=["poisson"])
     p.add_argument("--k-ms", type=float, default=1.082)
     p.add_argument("--c-ms", type=float, default=5.204)
@@ -405,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rel-tol", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--noise-cv", type=float, default=0.0)
-    p.add_argument("--pinned-uncoordinated", action="store_true",
-                   help="search uncoordinated with its analytic defaults only (no tuning)")
+    p.add_argument(
+        "--pinned-uncoordinated",
+        action="store_true",
+        help="search uncoordinated with its analytic defaults only (no tuning)",
+    )
     p.add_argument("--json", action="store_true", help="print every probe as JSON too")
     p.add_argument("-v", "--verbose", action="store_true", help="log each probe")
     args = p.parse_args(argv)
@@ -416,31 +471,46 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster.shared({"m": prof}, round(args.slo_ms * MS), args.workers)
     config = SimConfig(noise=Noise(cv=args.noise_cv), seed=args.seed)
     bound = bound_rps(cluster)
-    print(f"l(b) = {args.k_ms} ms * b + {args.c_ms} ms, SLO {args.slo_ms} ms, N = "
-          f"{args.workers}, noise CV {args.noise_cv}: analytic bound {bound:.0f} req/s")
-    print(f"{'trace':10s} {'policy':14s} {'goodput':>9s} {'of bound':>8s} {'per GPU':>8s} "
-          f"probes  knobs (uncoordinated: tuned; defaults' goodput)")
+    print(
+        f"l(b) = {args.k_ms} ms * b + {args.c_ms} ms, SLO {args.slo_ms} ms, N = "
+        f"{args.workers}, noise CV {args.noise_cv}: analytic bound {bound:.0f} req/s"
+    )
+    print(
+        f"{'trace':10s} {'policy':14s} {'goodput':>9s} {'of bound':>8s} {'per GPU':>8s} "
+        f"probes  knobs (uncoordinated: tuned; defaults' goodput)"
+    )
     rows = []
     for kind in args.trace:
         for name in args.policy:
-            kw: dict[str, Any] = dict(trace=kind, cv=args.cv, csv_path=args.csv,
-                                      requests=args.requests, seed=args.seed,
-                                      rel_tol=args.rel_tol, config=config,
-                                      log=print if args.verbose else None)
+            kw: dict[str, Any] = {
+                "trace": kind,
+                "cv": args.cv,
+                "csv_path": args.csv,
+                "requests": args.requests,
+                "seed": args.seed,
+                "rel_tol": args.rel_tol,
+                "config": config,
+                "log": print if args.verbose else None,
+            }
             knobs, extra = "", {}
             if name == "uncoordinated" and not args.pinned_uncoordinated:
                 tuned = tune_uncoordinated(cluster, **kw)
                 res = tuned.result
                 knobs = f"{knobs_text(tuned.knobs)}; defaults {tuned.pinned.goodput_rps:.0f}"
-                extra = {"knobs": asdict(tuned.knobs), "pinned": asdict(tuned.pinned),
-                         "trials": [asdict(t) for t in tuned.trials]}
+                extra = {
+                    "knobs": asdict(tuned.knobs),
+                    "pinned": asdict(tuned.pinned),
+                    "trials": [asdict(t) for t in tuned.trials],
+                }
             else:
                 res = search_goodput(name, cluster, **kw)
                 if name == "uncoordinated":
                     knobs = "analytic defaults"
-            print(f"{kind:10s} {name:14s} {res.goodput_rps:9.0f} {res.goodput_rps / bound:8.3f} "
-                  f"{res.goodput_rps / args.workers:8.0f} {len(res.probes):6d}  {knobs}",
-                  flush=True)
+            print(
+                f"{kind:10s} {name:14s} {res.goodput_rps:9.0f} {res.goodput_rps / bound:8.3f} "
+                f"{res.goodput_rps / args.workers:8.0f} {len(res.probes):6d}  {knobs}",
+                flush=True,
+            )
             rows.append({"trace": kind, "policy": name, **asdict(res), **extra})
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -38,22 +38,35 @@ def main(argv: list[str] | None = None) -> int:
     m = base.model("symphony")
     assert m.k_ms is not None and m.c_ms is not None and m.slo_ms is not None
     bound = analytic_bound(8, round(m.k_ms * 1e6), round(m.c_ms * 1e6), round(m.slo_ms * 1e6))
-    print(f"x{args.dilation:g}: l(b) = {m.k_ms:.2f} b + {m.c_ms:.2f} ms, SLO {m.slo_ms:g} ms, "
-          f"{args.load:.0%} of {bound.goodput_rps:.1f} req/s")
+    print(
+        f"x{args.dilation:g}: l(b) = {m.k_ms:.2f} b + {m.c_ms:.2f} ms, SLO {m.slo_ms:g} ms, "
+        f"{args.load:.0%} of {bound.goodput_rps:.1f} req/s"
+    )
     for run in range(args.runs):
         cfg = base.with_ports(free_port(), free_port())
         with Cluster(cfg):
-            rec = run_load(LoadSpec(cfg.frontend_address, "symphony", args.load * bound.goodput_rps,
-                                    args.duration, m.slo_ms, seed=run + 1))
+            rec = run_load(
+                LoadSpec(
+                    cfg.frontend_address,
+                    "symphony",
+                    args.load * bound.goodput_rps,
+                    args.duration,
+                    m.slo_ms,
+                    seed=run + 1,
+                )
+            )
             s = summarize(rec, m.slo_ms, args.duration)
             log = query_stats(cfg.scheduler_address, with_batches=True)["batches"]
         b = np.array([[x[5], x[7], x[8], x[3]] for x in log], dtype=np.int64)
         earliest, start, end, size = b.T
         late = np.percentile((start - earliest) / 1e6, 99)
         over = np.percentile((end - start - (m.k_ms * size + m.c_ms) * 1e6) / 1e6, 99)
-        print(f"run {run + 1}: attainment {s['slo_attainment']:.4f}, latency p50 "
-              f"{s['latency_ms']['p50']:.1f} p99 {s['latency_ms']['p99']:.1f} ms; batch start "
-              f"late p99 {late:.2f} ms, ran over expected p99 {over:.2f} ms", flush=True)
+        print(
+            f"run {run + 1}: attainment {s['slo_attainment']:.4f}, latency p50 "
+            f"{s['latency_ms']['p50']:.1f} p99 {s['latency_ms']['p99']:.1f} ms; batch start "
+            f"late p99 {late:.2f} ms, ran over expected p99 {over:.2f} ms",
+            flush=True,
+        )
     return 0
 
 

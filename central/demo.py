@@ -28,8 +28,7 @@ def dilate(config: Any, factor: float, model: str) -> Any:
         return config
     models = tuple(
         dataclasses.replace(
-            m, k_ms=m.k_ms * factor, c_ms=m.c_ms * factor,
-            slo_ms=(m.slo_ms or config.default_slo_ms) * factor
+            m, k_ms=m.k_ms * factor, c_ms=m.c_ms * factor, slo_ms=(m.slo_ms or config.default_slo_ms) * factor
         )
         if m.name == model
         else m
@@ -92,9 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
     config = dilate(config, args.dilation, args.model)
     config = config.with_ports(free_port(), free_port())
     if args.no_real:
-        config = dataclasses.replace(
-            config, workers=tuple(w for w in config.workers if w.kind != "torch")
-        )
+        config = dataclasses.replace(config, workers=tuple(w for w in config.workers if w.kind != "torch"))
     spec = config.model(args.model)
     gpus = sum(w.gpus for w in config.workers if args.model in w.models)
     assert spec.k_ms is not None and spec.c_ms is not None and spec.slo_ms is not None
@@ -104,23 +101,33 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     rate = args.load * bound.goodput_rps
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="baton-demo-")
-    print(f"Baton demo: {gpus} emulated GPUs, l(b) = {spec.k_ms:.3f} ms*b + {spec.c_ms:.3f} ms, "
-          f"SLO {spec.slo_ms:g} ms")
+    print(
+        f"Baton demo: {gpus} emulated GPUs, l(b) = {spec.k_ms:.3f} ms*b + {spec.c_ms:.3f} ms, "
+        f"SLO {spec.slo_ms:g} ms"
+    )
     if args.dilation != 1:
-        print(f"  time-dilated x{args.dilation:g}{why}: k, c and SLO x{args.dilation:g} "
-              "(every ratio unchanged); --dilation 1 runs the full-speed profile")
-    print(f"analytic bound: coordinated {bound.goodput_rps:.0f} req/s (b*={bound.batch}), "
-          f"uncoordinated {uncoord.goodput_rps:.0f} req/s (b={uncoord.batch})")
+        print(
+            f"  time-dilated x{args.dilation:g}{why}: k, c and SLO x{args.dilation:g} "
+            "(every ratio unchanged); --dilation 1 runs the full-speed profile"
+        )
+    print(
+        f"analytic bound: coordinated {bound.goodput_rps:.0f} req/s (b*={bound.batch}), "
+        f"uncoordinated {uncoord.goodput_rps:.0f} req/s (b={uncoord.batch})"
+    )
     print(f"starting the cluster (logs in {log_dir}) ...", flush=True)
-    cluster = Cluster(config, log_dir=log_dir, policy_args=tuple(getattr(args, 'policy_args', None) or ()))
+    cluster = Cluster(config, log_dir=log_dir, policy_args=tuple(getattr(args, "policy_args", None) or ()))
     t0 = time.monotonic()
     cluster.start()
-    print(f"cluster ready in {time.monotonic() - t0:.1f} s; sending {rate:.0f} req/s "
-          f"({args.load:.0%} of the bound) for {args.duration:g} s ...", flush=True)
+    print(
+        f"cluster ready in {time.monotonic() - t0:.1f} s; sending {rate:.0f} req/s "
+        f"({args.load:.0%} of the bound) for {args.duration:g} s ...",
+        flush=True,
+    )
     failures: list[str] = []
     try:
-        load = LoadSpec(config.frontend_address, args.model, rate, args.duration, spec.slo_ms,
-                        seed=args.seed, senders=1)
+        load = LoadSpec(
+            config.frontend_address, args.model, rate, args.duration, spec.slo_ms, seed=args.seed, senders=1
+        )
         rec = run_load(load)
         summary = summarize(rec, spec.slo_ms, args.duration)
         sched = query_stats(config.scheduler_address, with_batches=True)
@@ -138,31 +145,47 @@ def run_demo(args: argparse.Namespace) -> int:
     mean_batch = sum(sizes) / len(sizes) if sizes else 0.0
     out = summary["outcomes"]
     print()
-    print(f"requests            {summary['requests']}  (ok {out['ok']}, "
-          f"deadline exceeded {out['deadline_exceeded']}, failed {out['failed']}, "
-          f"other {summary['requests'] - out['ok'] - out['deadline_exceeded'] - out['failed']})")
-    print(f"SLO attainment      {summary['slo_attainment']:.2%}  "
-          f"(latency p50 {summary['latency_ms']['p50'] or 0:.1f} ms, p99 {summary['latency_ms']['p99'] or 0:.1f} ms)")
+    print(
+        f"requests            {summary['requests']}  (ok {out['ok']}, "
+        f"deadline exceeded {out['deadline_exceeded']}, failed {out['failed']}, "
+        f"other {summary['requests'] - out['ok'] - out['deadline_exceeded'] - out['failed']})"
+    )
+    print(
+        f"SLO attainment      {summary['slo_attainment']:.2%}  "
+        f"(latency p50 {summary['latency_ms']['p50'] or 0:.1f} ms, p99 {summary['latency_ms']['p99'] or 0:.1f} ms)"
+    )
     print(f"goodput             {summary['goodput_rps']:.0f} req/s of {summary['offered_rps']:.0f} offered")
     print(f"mean batch size     {mean_batch:.2f}  (bound's b* = {bound.batch})")
-    print(f"goodput / bound     {summary['goodput_rps'] / bound.goodput_rps:.3f}  "
-          f"(offered / bound {summary['offered_rps'] / bound.goodput_rps:.3f})")
-    print(f"send lateness       p50 {summary['send_lateness_ms']['p50']:.2f} ms, "
-          f"p99 {summary['send_lateness_ms']['p99']:.2f} ms")
-    print(f"scheduler timer     lateness p50 {sched['timer_lateness_us']['p50']:.0f} us, "
-          f"p99 {sched['timer_lateness_us']['p99']:.0f} us; "
-          f"{sched['counters']['request_bytes_in'] / max(1, sched['counters']['requests_in']):.0f} "
-          f"metadata bytes in per request")
+    print(
+        f"goodput / bound     {summary['goodput_rps'] / bound.goodput_rps:.3f}  "
+        f"(offered / bound {summary['offered_rps'] / bound.goodput_rps:.3f})"
+    )
+    print(
+        f"send lateness       p50 {summary['send_lateness_ms']['p50']:.2f} ms, "
+        f"p99 {summary['send_lateness_ms']['p99']:.2f} ms"
+    )
+    print(
+        f"scheduler timer     lateness p50 {sched['timer_lateness_us']['p50']:.0f} us, "
+        f"p99 {sched['timer_lateness_us']['p99']:.0f} us; "
+        f"{sched['counters']['request_bytes_in'] / max(1, sched['counters']['requests_in']):.0f} "
+        f"metadata bytes in per request"
+    )
     if "grant_round_trip_us" in sched:  # a split scheduler (--shards K)
         rtt = sched["grant_round_trip_us"]
-        print(f"matcher <-> shards  grant round trip p50 {rtt['p50']:.0f} us, "
-              f"p99 {rtt['p99']:.0f} us ({len(sched.get('shards', []))} shard processes; "
-              f"--dispatch-cost-us must cover it)")
+        print(
+            f"matcher <-> shards  grant round trip p50 {rtt['p50']:.0f} us, "
+            f"p99 {rtt['p99']:.0f} us ({len(sched.get('shards', []))} shard processes; "
+            f"--dispatch-cost-us must cover it)"
+        )
     if real is not None:
-        print(f"MobileNetV2         chelsea the cat -> {real['top1']!r} "
-              f"(class {real['top1_id']}, p={real['top1_score']:.2f}, {real['classify_ms']:.0f} ms)")
-        print(f"MiniLM similarity   paraphrase {real['sim_paraphrase']:.3f} vs "
-              f"unrelated {real['sim_unrelated']:.3f}")
+        print(
+            f"MobileNetV2         chelsea the cat -> {real['top1']!r} "
+            f"(class {real['top1_id']}, p={real['top1_score']:.2f}, {real['classify_ms']:.0f} ms)"
+        )
+        print(
+            f"MiniLM similarity   paraphrase {real['sim_paraphrase']:.3f} vs "
+            f"unrelated {real['sim_unrelated']:.3f}"
+        )
     print("processes stopped   " + ", ".join(f"{r}={c}" for r, c in codes.items()))
     if out["no_answer"]:
         failures.append(f"{out['no_answer']} requests got no answer")

@@ -46,8 +46,14 @@ class EmulatedGpu:
 
     __slots__ = ("free_ns", "hold", "late_tolerance_ns", "max_lead_ns")
 
-    def __init__(self, free_ns: int = 0, *, max_lead_ns: int | None = None,
-                 late_tolerance_ns: int = 0, hold: Callable[[int], int] | None = None) -> None:
+    def __init__(
+        self,
+        free_ns: int = 0,
+        *,
+        max_lead_ns: int | None = None,
+        late_tolerance_ns: int = 0,
+        hold: Callable[[int], int] | None = None,
+    ) -> None:
         self.free_ns = free_ns  # busy with the batches it accepted until then
         self.max_lead_ns = max_lead_ns  # None: never TOO_EARLY
         self.late_tolerance_ns = late_tolerance_ns
@@ -98,8 +104,15 @@ class LognormalNoise:
 
     __slots__ = ("_chunk", "_cv", "_f", "_i", "_j", "_jitter", "_out_f", "_out_p", "_rng")
 
-    def __init__(self, cv: float, jitter_ns: int, outlier_prob: float, outlier_factor: float,
-                 seed: int | list[int], chunk: int = 8192) -> None:
+    def __init__(
+        self,
+        cv: float,
+        jitter_ns: int,
+        outlier_prob: float,
+        outlier_factor: float,
+        seed: int | list[int],
+        chunk: int = 8192,
+    ) -> None:
         self._cv, self._jitter = cv, jitter_ns
         self._out_p, self._out_f = outlier_prob, outlier_factor
         self._rng = np.random.default_rng(seed)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,7 @@ class TorchExecutor:
 
     def signatures(self) -> tuple[ModelSignature, ...]:
         return tuple(
-            (name, int(m.max_batch), tuple(m.inputs), tuple(m.outputs))
-            for name, m in self.models.items()
+            (name, int(m.max_batch), tuple(m.inputs), tuple(m.outputs)) for name, m in self.models.items()
         )
 
     def validate(self, model: str, inputs: Inputs) -> None:
@@ -99,9 +99,7 @@ class TorchExecutor:
         served = self.models[model]
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(
-                self._pool, served.run, [dict(x) for x in batch]
-            )
+            outputs = await loop.run_in_executor(self._pool, served.run, [dict(x) for x in batch])
         except Exception as exc:  # the model raised: every request gets the reason
             log.exception("batch of %s failed", model)
             return [f"{type(exc).__name__}: {exc}"] * len(batch)

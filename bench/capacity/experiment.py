@@ -42,8 +42,9 @@ class Setup:
     def gpu_models(self) -> list[tuple[str, ...]]:
         """Per emulated GPU, the models it serves (its pool's)."""
         names = self.model_names()
-        groups = [tuple(m for i, m in enumerate(names) if self.pool_of_model(i) == p)
-                  for p in range(self.pools)]
+        groups = [
+            tuple(m for i, m in enumerate(names) if self.pool_of_model(i) == p) for p in range(self.pools)
+        ]
         return [groups[self.pool_of_gpu(g)] for g in range(self.gpus)]
 
     def policy_config(self) -> Any:
@@ -52,7 +53,9 @@ class Setup:
         from central.policy.types import Profile
 
         prof = Profile(self.k_ns, self.c_ns, self.max_batch)
-        return PolicyConfig(profiles={m: prof for m in self.model_names()},
-                            dispatch_cost_ns=self.dispatch_cost_ns,
-                            reply_cost_ns=self.reply_cost_ns,
-                            timer_slack_ns=self.timer_slack_ns)
+        return PolicyConfig(
+            profiles=dict.fromkeys(self.model_names(), prof),
+            dispatch_cost_ns=self.dispatch_cost_ns,
+            reply_cost_ns=self.reply_cost_ns,
+            timer_slack_ns=self.timer_slack_ns,
+        )

@@ -45,8 +45,9 @@ class _VirtualTimer:
         self.target = t_ns
 
 
-def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
-             profile_path: str | None = None) -> dict[str, Any]:
+def hot_path(
+    setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1, profile_path: str | None = None
+) -> dict[str, Any]:
     """The scheduler's own CPU cost per request, on virtual time, without sockets.
 
     The production ``Scheduler`` (decode, translate, policy, encode, accounting) is fed
@@ -61,8 +62,9 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
 
     pconf = setup.policy_config()
     clock = [1_000_000_000]
-    sched = Scheduler(SchedulerConfig(policy_config=pconf, inprocess_shards=1 if setup.split else 0),
-                      clock=lambda: clock[0])
+    sched = Scheduler(
+        SchedulerConfig(policy_config=pconf, inprocess_shards=1 if setup.split else 0), clock=lambda: clock[0]
+    )
     out, timer = _Capture(), _VirtualTimer()
     sched.attach(out, timer)
     names = setup.model_names()
@@ -70,12 +72,13 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
     workers: list[bytes] = []
     for w in range(setup.worker_procs):
         mine = gpus[w :: setup.worker_procs]
-        specs = tuple((i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
-                      for i, ms in enumerate(mine))
+        specs = tuple(
+            (i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
+            for i, ms in enumerate(mine)
+        )
         ident = f"w{w}".encode()
         workers.append(ident)
-        sched.receive([[ident, *encode(RegisterWorker(ident.decode(), "tcp://127.0.0.1:9",
-                                                      specs))]])
+        sched.receive([[ident, *encode(RegisterWorker(ident.decode(), "tcp://127.0.0.1:9", specs))]])
     feeders = [f"f{f}".encode() for f in range(setup.feeders)]
     sched.receive([[ident, *encode(RegisterFrontend(ident.decode()))] for ident in feeders])
     index = {ident: i + 1 for i, ident in enumerate(feeders)}  # registration order
@@ -83,8 +86,7 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
     rng = random.Random(seed)
     pending: list[tuple[int, int, list[bytes]]] = []  # (end, batch id, Done frames)
     seqs = dict.fromkeys(feeders, 0)
-    arrivals = {ident: clock[0] + rng.expovariate(1.0) * 1e9 * len(feeders) / rate_rps
-                for ident in feeders}
+    arrivals = {ident: clock[0] + rng.expovariate(1.0) * 1e9 * len(feeders) / rate_rps for ident in feeders}
     requests = batches = drops = 0
     busy = 0.0
     profiler = cProfile.Profile() if profile_path else None
@@ -132,7 +134,9 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
                 msg = Requests(
                     tuple(make_request_id(index[ident], seq + i) for i in range(n)),
                     tuple(names[rng.randrange(len(names))] for _ in range(n)),
-                    tuple(setup.slo_ns - int(t - a) for a in times), (0,) * n)
+                    tuple(setup.slo_ns - int(t - a) for a in times),
+                    (0,) * n,
+                )
                 turn.append([ident, *encode(msg)])
                 requests += n
         if turn:
@@ -146,15 +150,21 @@ def hot_path(setup: Setup, rate_rps: float, seconds: float, *, seed: int = 1,
             answer()
     if profiler is not None and profile_path:
         profiler.dump_stats(profile_path)
-    return {"rate_rps": rate_rps, "seconds": seconds, "requests": requests,
-            "batches": batches, "drops": drops,
-            "mean_batch": (requests - drops) / batches if batches else 0.0,
-            "us_per_request": busy * 1e6 / requests if requests else float("nan"),
-            "capacity_rps": requests / busy if busy else float("inf")}
+    return {
+        "rate_rps": rate_rps,
+        "seconds": seconds,
+        "requests": requests,
+        "batches": batches,
+        "drops": drops,
+        "mean_batch": (requests - drops) / batches if batches else 0.0,
+        "us_per_request": busy * 1e6 / requests if requests else float("nan"),
+        "capacity_rps": requests / busy if busy else float("inf"),
+    }
 
 
-def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
-                   seed: int = 1) -> dict[str, Any]:
+def split_hot_path(
+    setup: Setup, rate_rps: float, seconds: float, shards: int, *, seed: int = 1
+) -> dict[str, Any]:
     """A split scheduler's CPU cost per request, per process, on virtual time, without
     sockets: the production matcher (``SplitScheduler``) and ``shards`` production
     ``ShardServer`` objects in this thread, driven like ``hot_path`` (one loop turn per
@@ -170,8 +180,9 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
     pconf = setup.policy_config()
     clock = [1_000_000_000]
     now = lambda: clock[0]  # noqa: E731
-    matcher = SplitScheduler(SchedulerConfig(policy_config=pconf, shard_processes=shards,
-                                             rebalance_interval_ns=0), clock=now)
+    matcher = SplitScheduler(
+        SchedulerConfig(policy_config=pconf, shard_processes=shards, rebalance_interval_ns=0), clock=now
+    )
     m_out, m_timer = _Capture(), _VirtualTimer()
     matcher.attach(m_out, m_timer)
     servers, fronts, ups, timers = [], [], [], []
@@ -226,8 +237,7 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
                     if isinstance(msg, Execute):
                         counts["batches"] += 1
                         done = answer_from_plan(msg, msg.earliest_ns)
-                        heapq.heappush(pending, (done.end_ns, msg.batch_id,
-                                                 [ident, *encode(done)]))
+                        heapq.heappush(pending, (done.end_ns, msg.batch_id, [ident, *encode(done)]))
                     elif isinstance(msg, DropRequests):
                         counts["drops"] += len(msg.request_ids)
                 m_out.sent.clear()
@@ -246,10 +256,11 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
     gpus = setup.gpu_models()
     for w in range(setup.worker_procs):
         mine = gpus[w :: setup.worker_procs]
-        specs = tuple((i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
-                      for i, ms in enumerate(mine))
-        to_matcher([[f"w{w}".encode(), *encode(RegisterWorker(f"w{w}", "tcp://127.0.0.1:9",
-                                                             specs))]])
+        specs = tuple(
+            (i, ms, tuple((m, setup.k_ns, setup.c_ns, setup.max_batch) for m in ms))
+            for i, ms in enumerate(mine)
+        )
+        to_matcher([[f"w{w}".encode(), *encode(RegisterWorker(f"w{w}", "tcp://127.0.0.1:9", specs))]])
     feeders = [f"f{f}".encode() for f in range(setup.feeders)]
     to_matcher([[ident, *encode(RegisterFrontend(ident.decode()))] for ident in feeders])
     index = {ident: i + 1 for i, ident in enumerate(feeders)}
@@ -269,8 +280,11 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
     while t < end_at:
         t += setup.interval_ns
         while True:  # due timers, earliest first
-            due = [(tm.target, i) for i, tm in enumerate([*timers, m_timer])
-                   if tm.target is not None and tm.target <= t]
+            due = [
+                (tm.target, i)
+                for i, tm in enumerate([*timers, m_timer])
+                if tm.target is not None and tm.target <= t
+            ]
             if not due:
                 break
             at, i = min(due)
@@ -305,24 +319,32 @@ def split_hot_path(setup: Setup, rate_rps: float, seconds: float, shards: int, *
             for j, model in enumerate(models):
                 rows.setdefault(owner_of(model, owners, shards), []).append(j)
             for i, js in rows.items():
-                msg = Requests(tuple(make_request_id(index[ident], seq + j) for j in js),
-                               tuple(models[j] for j in js),
-                               tuple(setup.slo_ns - int(t - times[j]) for j in js), (0,) * len(js))
+                msg = Requests(
+                    tuple(make_request_id(index[ident], seq + j) for j in js),
+                    tuple(models[j] for j in js),
+                    tuple(setup.slo_ns - int(t - times[j]) for j in js),
+                    (0,) * len(js),
+                )
                 to_shard(i, servers[i]._on_front, [[ident, *encode(msg)]])
         pump()
     served = requests - counts["drops"]
     return {
-        "shards": shards, "rate_rps": rate_rps, "seconds": seconds, "requests": requests,
-        "batches": counts["batches"], "drops": counts["drops"],
+        "shards": shards,
+        "rate_rps": rate_rps,
+        "seconds": seconds,
+        "requests": requests,
+        "batches": counts["batches"],
+        "drops": counts["drops"],
         "mean_batch": served / counts["batches"] if counts["batches"] else 0.0,
-        "messages_between_roles_per_batch": (counts["messages"] / counts["batches"]
-                                             if counts["batches"] else float("nan")),
+        "messages_between_roles_per_batch": (
+            counts["messages"] / counts["batches"] if counts["batches"] else float("nan")
+        ),
         "shard_us_per_request": [x * 1e6 / requests for x in spent[:shards]] if requests else [],
         "matcher_us_per_request": spent[shards] * 1e6 / requests if requests else float("nan"),
         # each shard sees only its own models' requests: its cost per request *it* handled
         "shard_us_per_own_request": [
-            x * 1e6 / max(1, s.counters.get("requests_in", 0))
-            for x, s in zip(spent[:shards], servers)],
+            x * 1e6 / max(1, s.counters.get("requests_in", 0)) for x, s in zip(spent[:shards], servers)
+        ],
     }
 
 

@@ -53,19 +53,30 @@ def scheduler_main(address: str, setup: Setup, profile_path: str | None) -> None
     from central.runtime.scheduler import Scheduler, SchedulerConfig
 
     pconf = setup.policy_config()
-    config = SchedulerConfig(address=address, policy_config=pconf,
-                             inprocess_shards=1 if setup.split else 0,
-                             shard_processes=setup.shards if setup.shards > 1 else 0)
+    config = SchedulerConfig(
+        address=address,
+        policy_config=pconf,
+        inprocess_shards=1 if setup.split else 0,
+        shard_processes=setup.shards if setup.shards > 1 else 0,
+    )
     children = None
     if setup.shards > 1:
         from central.runtime.matcher import ShardProcesses, SplitScheduler
 
         sched: Any = SplitScheduler(config)
-        flags = [f for m in setup.model_names() for f in (
-            "--profile", f"{m}:{setup.k_ns / 1e6!r}:{setup.c_ns / 1e6!r}:{setup.max_batch}")]
-        flags += ["--dispatch-cost-us", repr(setup.dispatch_cost_ns / 1e3),
-                  "--reply-cost-us", repr(setup.reply_cost_ns / 1e3),
-                  "--timer-slack-us", repr(setup.timer_slack_ns / 1e3)]
+        flags = [
+            f
+            for m in setup.model_names()
+            for f in ("--profile", f"{m}:{setup.k_ns / 1e6!r}:{setup.c_ns / 1e6!r}:{setup.max_batch}")
+        ]
+        flags += [
+            "--dispatch-cost-us",
+            repr(setup.dispatch_cost_ns / 1e3),
+            "--reply-cost-us",
+            repr(setup.reply_cost_ns / 1e3),
+            "--timer-slack-us",
+            repr(setup.timer_slack_ns / 1e3),
+        ]
         children = sched.children = ShardProcesses(setup.shards, address, flags)
     else:
         sched = Scheduler(config)
@@ -114,8 +125,7 @@ def await_message(sock: zmq.Socket, kind: type, timeout_s: float = 10.0) -> Any:
     raise TimeoutError(f"no {kind.__name__} from the scheduler within {timeout_s} s")
 
 
-def worker_main(address: str, name: str, gpus: list[tuple[str, ...]], setup: Setup,
-                 ctrl: Connection) -> None:
+def worker_main(address: str, name: str, gpus: list[tuple[str, ...]], setup: Setup, ctrl: Connection) -> None:
     """Child: emulated GPUs that answer each Execute from its plan (module docstring)."""
     ctx = zmq.Context()
     sock = connect(ctx, address)
@@ -148,8 +158,7 @@ def worker_main(address: str, name: str, gpus: list[tuple[str, ...]], setup: Set
             if command == "stop":
                 break
             if command == "report":
-                ctrl.send({"lags": lags, "refused": refused, "batches": batches,
-                           "requests": requests})
+                ctrl.send({"lags": lags, "refused": refused, "batches": batches, "requests": requests})
                 lags, refused, batches, requests = [], 0, 0, 0
         if sock not in events:
             continue
@@ -271,16 +280,24 @@ def feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connecti
                     budgets = [slo - int(now - a) for a in arrivals]
                     seq += n
                     if len(outs) == 1:
-                        outs[0].send_multipart(encode(Requests(
-                            tuple(ids), tuple(models), tuple(budgets), (0,) * n)))
+                        outs[0].send_multipart(
+                            encode(Requests(tuple(ids), tuple(models), tuple(budgets), (0,) * n))
+                        )
                     else:
                         rows: dict[int, list[int]] = {}
                         for i, m in enumerate(models):
                             rows.setdefault(owner_of(m, owners, len(outs)), []).append(i)
                         for shard, rs in rows.items():
-                            outs[shard].send_multipart(encode(Requests(
-                                tuple(ids[i] for i in rs), tuple(models[i] for i in rs),
-                                tuple(budgets[i] for i in rs), (0,) * len(rs))))
+                            outs[shard].send_multipart(
+                                encode(
+                                    Requests(
+                                        tuple(ids[i] for i in rs),
+                                        tuple(models[i] for i in rs),
+                                        tuple(budgets[i] for i in rs),
+                                        (0,) * len(rs),
+                                    )
+                                )
+                            )
                 next_send += setup.interval_ns
                 if next_send < now:
                     next_send = now + setup.interval_ns
@@ -294,9 +311,16 @@ def feeder_main(address: str, name: str, setup: Setup, seed: int, ctrl: Connecti
         drain_end = time.monotonic() + drain_s
         while time.monotonic() < drain_end and answered + sum(drops.values()) < sent:
             consume(20)
-        ctrl.send({"sent": sent, "answered": answered, "drops": drops, "rtts": rtts,
-                   "elapsed_s": (end - t0) / 1e9,
-                   "late_fraction": late_sends / sends if sends else 1.0})
+        ctrl.send(
+            {
+                "sent": sent,
+                "answered": answered,
+                "drops": drops,
+                "rtts": rtts,
+                "elapsed_s": (end - t0) / 1e9,
+                "late_fraction": late_sends / sends if sends else 1.0,
+            }
+        )
     for s_ in socks:
         s_.close(0)
     ctx.term()

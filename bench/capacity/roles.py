@@ -11,8 +11,9 @@ from bench.capacity.experiment import Setup
 __all__ = ["role_costs"]
 
 
-def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
-               seed: int = 1) -> dict[str, Any]:
+def role_costs(
+    setup: Setup, rate_rps: float, seconds: float, shards: int, *, seed: int = 1
+) -> dict[str, Any]:
     """CPU per request of each role of the split policy, in the simulator.
 
     ``ShardedPolicy`` (K model shards and a matcher, ``central.policy.sharded``) runs the
@@ -31,13 +32,13 @@ def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
 
     names = setup.model_names()
     prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
-    cluster = Cluster({m: prof for m in names}, {m: setup.slo_ns for m in names},
-                      tuple(setup.gpu_models()))
-    config = SimConfig(dispatch_delay_ns=setup.dispatch_cost_ns,
-                       reply_cost_ns=setup.reply_cost_ns, seed=seed)
-    policy = ShardedPolicy(policy_config_for(cluster, config,
-                                             timer_slack_ns=setup.timer_slack_ns),
-                           ShardOptions(shards))
+    cluster = Cluster(
+        dict.fromkeys(names, prof), dict.fromkeys(names, setup.slo_ns), tuple(setup.gpu_models())
+    )
+    config = SimConfig(dispatch_delay_ns=setup.dispatch_cost_ns, reply_cost_ns=setup.reply_cost_ns, seed=seed)
+    policy = ShardedPolicy(
+        policy_config_for(cluster, config, timer_slack_ns=setup.timer_slack_ns), ShardOptions(shards)
+    )
     spent = [0.0] * (shards + 1)  # per shard, then the matcher
     clock = time.thread_time
 
@@ -54,8 +55,16 @@ def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
         setattr(obj, method, call)
 
     for i, shard in enumerate(policy.shards):
-        for method in ("arrive", "advance", "grant", "pool_state", "finished", "wake",
-                       "take_drops", "next_wakeup_ns"):
+        for method in (
+            "arrive",
+            "advance",
+            "grant",
+            "pool_state",
+            "finished",
+            "wake",
+            "take_drops",
+            "next_wakeup_ns",
+        ):
             timed(shard, method, i)
     for method in ("receive", "step", "booked", "done", "joined", "next_wakeup_ns"):
         timed(policy.matcher, method, shards)
@@ -66,8 +75,10 @@ def role_costs(setup: Setup, rate_rps: float, seconds: float, shards: int, *,
     result = simulate(policy, trace, cluster, config)
     n = len(trace)
     return {
-        "shards": shards, "rate_rps": rate_rps, "requests": n,
-        "batches": int(len(result.batch_id)),
+        "shards": shards,
+        "rate_rps": rate_rps,
+        "requests": n,
+        "batches": len(result.batch_id),
         "on_time": float((result.outcome == 0).mean()),
         "shard_us_per_request": [t * 1e6 / n for t in spent[:shards]],
         "matcher_us_per_request": spent[shards] * 1e6 / n,

@@ -42,14 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--k-ms", type=float, default=1.082)
     t.add_argument("--c-ms", type=float, default=5.204)
     t.add_argument("--slo-ms", type=float, default=25.0)
-    t.add_argument("--dilation", type=float,
-                   help=f"multiply k, c and SLO (default {AUTO_DILATION:g} on < 8 cores, else 1)")
-    t.add_argument("--load", type=float, default=0.7,
-                   help="offered rate as a fraction of the uncoordinated bound for N (0.7)")
+    t.add_argument(
+        "--dilation",
+        type=float,
+        help=f"multiply k, c and SLO (default {AUTO_DILATION:g} on < 8 cores, else 1)",
+    )
+    t.add_argument(
+        "--load",
+        type=float,
+        default=0.7,
+        help="offered rate as a fraction of the uncoordinated bound for N (0.7)",
+    )
     t.add_argument("--duration", type=float, default=6.0, help="seconds per setting (6)")
     t.add_argument("--senders", type=int, default=1, help="sender processes (1)")
-    t.add_argument("--grid", type=_parse_knobs, nargs="+",
-                   help="settings as MAX_BATCH:DELAY_US (default: default_grid)")
+    t.add_argument(
+        "--grid", type=_parse_knobs, nargs="+", help="settings as MAX_BATCH:DELAY_US (default: default_grid)"
+    )
     t.add_argument("--out", default="results/peers_tune.json")
     args = p.parse_args(argv)
 
@@ -65,23 +73,47 @@ def main(argv: list[str] | None = None) -> int:
     slo_ns = int(slo_ms * 1e6)
     un = analytic_bound(args.n, int(k_ms * 1e6), int(c_ms * 1e6), slo_ns, coordinated=False)
     rate = args.load * un.goodput_rps
-    print(f"{args.peer}: N={args.n}, l(b) = {args.k_ms} ms*b + {args.c_ms} ms, SLO {args.slo_ms} ms"
-          + (f", time-dilated x{d:g} (k={k_ms:.3f} ms, c={c_ms:.3f} ms, SLO {slo_ms:g} ms)"
-             if d != 1 else ""))
-    print(f"machine: {platform.machine()}, {cores} cores; offered {rate:.1f} req/s = "
-          f"{args.load:.0%} of the uncoordinated bound {un.goodput_rps:.1f} (b={un.batch}); "
-          f"{args.duration:g} s per setting", flush=True)
+    print(
+        f"{args.peer}: N={args.n}, l(b) = {args.k_ms} ms*b + {args.c_ms} ms, SLO {args.slo_ms} ms"
+        + (f", time-dilated x{d:g} (k={k_ms:.3f} ms, c={c_ms:.3f} ms, SLO {slo_ms:g} ms)" if d != 1 else "")
+    )
+    print(
+        f"machine: {platform.machine()}, {cores} cores; offered {rate:.1f} req/s = "
+        f"{args.load:.0%} of the uncoordinated bound {un.goodput_rps:.1f} (b={un.batch}); "
+        f"{args.duration:g} s per setting",
+        flush=True,
+    )
     grid = args.grid or default_grid(k_ms, c_ms, slo_ms)
-    res = tune_peer(args.peer, rate, args.duration, slo_ns, k_ms, c_ms, args.n, grid,
-                    senders=args.senders, log=lambda s: print(s, flush=True))
+    res = tune_peer(
+        args.peer,
+        rate,
+        args.duration,
+        slo_ns,
+        k_ms,
+        c_ms,
+        args.n,
+        grid,
+        senders=args.senders,
+        log=lambda s: print(s, flush=True),
+    )
     best = res["best"]
-    print(f"best: max_batch={best['knobs']['max_batch']} delay={best['knobs']['queue_delay_us']} us"
-          f" -> goodput {best['goodput_rps']:.1f} req/s, attainment {best['slo_attainment']:.4f}")
+    print(
+        f"best: max_batch={best['knobs']['max_batch']} delay={best['knobs']['queue_delay_us']} us"
+        f" -> goodput {best['goodput_rps']:.1f} req/s, attainment {best['slo_attainment']:.4f}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    res.update(dilation=d, k_ms=k_ms, c_ms=c_ms, slo_ms=slo_ms, n=args.n, cores=cores,
-               machine=platform.machine(), uncoordinated_bound_rps=un.goodput_rps,
-               time=time.time())
+    res.update(
+        dilation=d,
+        k_ms=k_ms,
+        c_ms=c_ms,
+        slo_ms=slo_ms,
+        n=args.n,
+        cores=cores,
+        machine=platform.machine(),
+        uncoordinated_bound_rps=un.goodput_rps,
+        time=time.time(),
+    )
     out.write_text(json.dumps(res, indent=1))
     print(f"results written to {out}")
     return 0

@@ -33,8 +33,16 @@ class Peer:
     STARTUP_TIMEOUT_S: ClassVar[float] = 120.0
     STARTUP_ATTEMPTS: ClassVar[int] = 1
 
-    def __init__(self, n_replicas: int, k_ms: float, c_ms: float, knobs: Knobs, *,
-                 python: str | None = None, log_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        n_replicas: int,
+        k_ms: float,
+        c_ms: float,
+        knobs: Knobs,
+        *,
+        python: str | None = None,
+        log_dir: str | Path | None = None,
+    ) -> None:
         self.n_replicas, self.k_ms, self.c_ms, self.knobs = n_replicas, k_ms, c_ms, knobs
         self._python = python
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -71,9 +79,13 @@ class Peer:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"baton-{self.name}-")
             self._log_dir = Path(self._tmp.name)
         ready = self._log_dir / f"{self.name}.ready"
-        self._server = ServerProcess(peer_python(self.ENV_NAME, self._python), self.SCRIPT,
-                                     self.server_args(ready, self._log_dir), self.server_env(),
-                                     self._log_dir / f"{self.name}_server.log")
+        self._server = ServerProcess(
+            peer_python(self.ENV_NAME, self._python),
+            self.SCRIPT,
+            self.server_args(ready, self._log_dir),
+            self.server_env(),
+            self._log_dir / f"{self.name}_server.log",
+        )
         try:
             self.info = self._server.start(ready, self.STARTUP_TIMEOUT_S, self.STARTUP_ATTEMPTS)
         except BaseException:

@@ -25,6 +25,7 @@ past the SLO plus ``grace_s`` after the last send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -95,8 +96,11 @@ class Knobs:
             raise ValueError(f"preferred sizes {self.preferred} must lie in 1..{self.max_batch}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"max_batch": self.max_batch, "queue_delay_us": self.queue_delay_us,
-                "preferred": list(self.preferred)}
+        return {
+            "max_batch": self.max_batch,
+            "queue_delay_us": self.queue_delay_us,
+            "preferred": list(self.preferred),
+        }
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,9 @@ def probe_interpreter(python: Path, code: str, what: str, timeout_s: float = 60.
     """
     if not python.is_file():
         raise PeerUnavailable(f"{what}: no interpreter at {python}")
-    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
-                          timeout=timeout_s, env=_quiet_env())
+    proc = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, timeout=timeout_s, env=_quiet_env()
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise PeerUnavailable(f"{what}: {python} failed the check: {last}")
@@ -194,8 +199,9 @@ class ServerProcess:
     script exits or stays silent past ``timeout_s``.
     """
 
-    def __init__(self, python: Path, script: str, args: list[str], env: dict[str, str],
-                 log_path: Path) -> None:
+    def __init__(
+        self, python: Path, script: str, args: list[str], env: dict[str, str], log_path: Path
+    ) -> None:
         self._cmd = [str(python), str(HERE / script), *args]
         self._env = {**_quiet_env(), **env}
         self.log_path = log_path
@@ -223,19 +229,27 @@ class ServerProcess:
     def _start_once(self, ready_file: Path, timeout_s: float) -> dict[str, Any]:
         ready_file.unlink(missing_ok=True)
         self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, env=self._env,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            self._cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if ready_file.exists():
                 return dict(json.loads(ready_file.read_text()))
             if self._proc.poll() is not None:
-                raise PeerFailed(f"{self._cmd[1]} exited with {self._proc.returncode} before "
-                                 f"it was ready; {self.log_path} ends:\n{self.log_tail()}")
+                raise PeerFailed(
+                    f"{self._cmd[1]} exited with {self._proc.returncode} before "
+                    f"it was ready; {self.log_path} ends:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
-        raise PeerFailed(f"{self._cmd[1]} not ready within {timeout_s:g} s; "
-                         f"{self.log_path} ends:\n{self.log_tail()}")
+        raise PeerFailed(
+            f"{self._cmd[1]} not ready within {timeout_s:g} s; {self.log_path} ends:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of the server's log (it may live in a temporary dir)."""
@@ -274,14 +288,10 @@ class ServerProcess:
         # whatever the graceful shutdown left behind: same PID and start time only
         family += _descendants(proc.pid)
         for pid in alive(family):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # the session we created, led by our PID
-        except (ProcessLookupError, PermissionError):
-            pass
         deadline = time.monotonic() + 5.0  # SIGKILL is asynchronous: wait until they are gone
         while alive(family) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -296,13 +306,16 @@ async def http_infer(session: Any, target: HttpTarget, timeout_s: float) -> tupl
     import aiohttp
 
     try:
-        async with session.post(target.url, data=target.body,
-                                headers={"Content-Type": target.content_type},
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.post(
+            target.url,
+            data=target.body,
+            headers={"Content-Type": target.content_type},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
             body = await resp.read()
             done = time.monotonic_ns()
             return resp.status, _batch_size(target.kind, resp.status, body), done
-    except (asyncio.TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, aiohttp.ClientError):
         return STATUS_NO_ANSWER, 0, time.monotonic_ns()
 
 
@@ -318,8 +331,9 @@ def _batch_size(kind: str, status: int, body: bytes) -> int:
         return 0
 
 
-async def _send_all(target: HttpTarget, offsets: np.ndarray, start_ns: int, wait_s: float,
-                    warmup: int) -> np.ndarray:
+async def _send_all(
+    target: HttpTarget, offsets: np.ndarray, start_ns: int, wait_s: float, warmup: int
+) -> np.ndarray:
     import aiohttp
 
     rec = np.zeros((len(offsets), 5), dtype=np.int64)
@@ -356,8 +370,7 @@ async def _send_all(target: HttpTarget, offsets: np.ndarray, start_ns: int, wait
     return rec
 
 
-def _sender(target: HttpTarget, offsets: np.ndarray, start_ns: int, wait_s: float,
-            warmup: int) -> np.ndarray:
+def _sender(target: HttpTarget, offsets: np.ndarray, start_ns: int, wait_s: float, warmup: int) -> np.ndarray:
     import gc
 
     import uvloop
@@ -378,8 +391,15 @@ def _warm(_: int) -> None:
     import uvloop  # noqa: F401
 
 
-def send_open_loop(target: HttpTarget, offsets_ns: np.ndarray, *, wait_s: float,
-                   senders: int = 1, warmup: int = 4, lead_s: float = 1.0) -> np.ndarray:
+def send_open_loop(
+    target: HttpTarget,
+    offsets_ns: np.ndarray,
+    *,
+    wait_s: float,
+    senders: int = 1,
+    warmup: int = 4,
+    lead_s: float = 1.0,
+) -> np.ndarray:
     """Fire one request per offset at ``start + offset``; returns records sorted by plan.
 
     Records are ``[planned, sent, done, status, batch]`` per request (absolute monotonic ns;
@@ -389,14 +409,15 @@ def send_open_loop(target: HttpTarget, offsets_ns: np.ndarray, *, wait_s: float,
     """
     offsets_ns = np.asarray(offsets_ns, dtype=np.int64)
     if senders <= 1:
-        return _sender(target, offsets_ns, time.monotonic_ns() + int(lead_s * 1e9), wait_s,
-                       warmup)
+        return _sender(target, offsets_ns, time.monotonic_ns() + int(lead_s * 1e9), wait_s, warmup)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(senders, mp_context=ctx) as pool:
         list(pool.map(_warm, range(senders)))
         start = time.monotonic_ns() + int(lead_s * 1e9)
-        futures = [pool.submit(_sender, target, offsets_ns[i::senders], start, wait_s, warmup)
-                   for i in range(senders)]
+        futures = [
+            pool.submit(_sender, target, offsets_ns[i::senders], start, wait_s, warmup)
+            for i in range(senders)
+        ]
         recs = [f.result() for f in futures]
     out = np.concatenate(recs)
     return out[np.argsort(out[:, REC_PLANNED], kind="stable")]

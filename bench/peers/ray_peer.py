@@ -57,11 +57,22 @@ class RayPeer(Peer):
         return available(self._python)
 
     def server_args(self, ready: Path, log_dir: Path) -> list[str]:
-        return ["--port", str(free_port()), "--replicas", str(self.n_replicas),
-                "--k-ms", repr(self.k_ms), "--c-ms", repr(self.c_ms),
-                "--max-batch", str(self.knobs.max_batch),
-                "--wait-us", str(self.knobs.queue_delay_us),
-                "--ready-file", str(ready)]
+        return [
+            "--port",
+            str(free_port()),
+            "--replicas",
+            str(self.n_replicas),
+            "--k-ms",
+            repr(self.k_ms),
+            "--c-ms",
+            repr(self.c_ms),
+            "--max-batch",
+            str(self.knobs.max_batch),
+            "--wait-us",
+            str(self.knobs.queue_delay_us),
+            "--ready-file",
+            str(ready),
+        ]
 
     def server_env(self) -> dict[str, str]:
         return {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}

@@ -50,8 +50,12 @@ def main() -> int:
     from ray import serve
 
     k_s, c_s = args.k_ms / 1e3, args.c_ms / 1e3
-    ray.init(num_cpus=max(4, args.replicas + 2), include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(
+        num_cpus=max(4, args.replicas + 2),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
     # after ray.init, which installs a SIGTERM handler of its own that kills the driver
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -59,11 +63,17 @@ def main() -> int:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
 
-        @serve.deployment(num_replicas=args.replicas, ray_actor_options={"num_cpus": 0},
-                          max_ongoing_requests=max(256, 8 * args.max_batch))
+        @serve.deployment(
+            num_replicas=args.replicas,
+            ray_actor_options={"num_cpus": 0},
+            max_ongoing_requests=max(256, 8 * args.max_batch),
+        )
         class Emulated:
-            @serve.batch(max_batch_size=args.max_batch,
-                         batch_wait_timeout_s=args.wait_us / 1e6, max_concurrent_batches=1)
+            @serve.batch(
+                max_batch_size=args.max_batch,
+                batch_wait_timeout_s=args.wait_us / 1e6,
+                max_concurrent_batches=1,
+            )
             async def run(self, items: list[int]) -> list[str]:
                 await hold(k_s * len(items) + c_s)
                 return [str(len(items))] * len(items)

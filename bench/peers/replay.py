@@ -30,21 +30,38 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from bench.metrics import NS_PER_S, Outcome, goodput_rps, latency_percentiles, met_slo
-from bench.metrics import outcome_counts, slo_attainment
+from bench.metrics import (
+    NS_PER_S,
+    Outcome,
+    goodput_rps,
+    latency_percentiles,
+    met_slo,
+    outcome_counts,
+    slo_attainment,
+)
 from central.client.load import poisson_times
 
 from . import ray_peer, triton_peer
-from .common import REC_BATCH, REC_DONE, REC_PLANNED, REC_SENT, REC_STATUS, STATUS_NO_ANSWER
-from .common import Knobs, PeerFailed, http_infer, send_open_loop
+from .common import (
+    REC_BATCH,
+    REC_DONE,
+    REC_PLANNED,
+    REC_SENT,
+    REC_STATUS,
+    STATUS_NO_ANSWER,
+    Knobs,
+    PeerFailed,
+    http_infer,
+    send_open_loop,
+)
 
-__all__ = ["PEERS", "PeerSession", "available", "default_grid", "drain", "replay_peer",
-           "tune_peer"]
+__all__ = ["PEERS", "PeerSession", "available", "default_grid", "drain", "replay_peer", "tune_peer"]
 
 PEERS = ("ray", "triton")
 
@@ -61,13 +78,22 @@ def available(peer_name: str, python: str | None = None) -> str | None:
     raise ValueError(f"unknown peer {peer_name!r}; peers are {', '.join(PEERS)}")
 
 
-def _make(peer_name: str, n: int, k_ms: float, c_ms: float, knobs: Knobs, slo_ns: int,
-          python: str | None, log_dir: str | Path | None) -> Any:
+def _make(
+    peer_name: str,
+    n: int,
+    k_ms: float,
+    c_ms: float,
+    knobs: Knobs,
+    slo_ns: int,
+    python: str | None,
+    log_dir: str | Path | None,
+) -> Any:
     if peer_name == "ray":
         return ray_peer.RayPeer(n, k_ms, c_ms, knobs, python=python, log_dir=log_dir)
     if peer_name == "triton":
-        return triton_peer.TritonPeer(n, k_ms, c_ms, knobs, queue_timeout_us=slo_ns // 1000,
-                                      python=python, log_dir=log_dir)
+        return triton_peer.TritonPeer(
+            n, k_ms, c_ms, knobs, queue_timeout_us=slo_ns // 1000, python=python, log_dir=log_dir
+        )
     raise ValueError(f"unknown peer {peer_name!r}; peers are {', '.join(PEERS)}")
 
 
@@ -90,24 +116,31 @@ def records_to_run(rec: np.ndarray, slo_ns: int, span_ns: int) -> dict[str, Any]
     served_batches = batch[ok_http & (batch > 0)]
     statuses, counts = np.unique(rec[:, REC_STATUS], return_counts=True)
     summary = {
-        "requests": int(len(rec)),
+        "requests": len(rec),
         "slo_attainment": slo_attainment(met),
         "goodput_rps": goodput_rps(met, max(1, span_ns)),
         "offered_rps": len(rec) * NS_PER_S / max(1, span_ns),
         "outcomes": outcome_counts(outcome),
         "http_status": {int(s): int(c) for s, c in zip(statuses, counts)},
         # batches = sum over served requests of 1/b (each batch of b counted once)
-        "mean_batch_size": (float(served_batches.size / np.sum(1.0 / served_batches))
-                            if served_batches.size else 0.0),
+        "mean_batch_size": (
+            float(served_batches.size / np.sum(1.0 / served_batches)) if served_batches.size else 0.0
+        ),
         "latency_ms": latency_percentiles(arrival, finish),
-        "send_lateness_ms": ({f"p{p:g}": float(np.percentile(lateness, p)) / 1e6
-                              for p in (50, 99, 100)} if len(rec) else {}),
+        "send_lateness_ms": (
+            {f"p{p:g}": float(np.percentile(lateness, p)) / 1e6 for p in (50, 99, 100)} if len(rec) else {}
+        ),
     }
     return {
-        "planned_ns": planned, "arrival_ns": arrival, "deadline_ns": deadline,
-        "finish_ns": finish, "outcome": outcome,
+        "planned_ns": planned,
+        "arrival_ns": arrival,
+        "deadline_ns": deadline,
+        "finish_ns": finish,
+        "outcome": outcome,
         "drop_reason": np.full(len(rec), -1, dtype=np.int64),  # peers give no reason codes
-        "batch_size": batch, "send_lateness_ns": lateness, "span_ns": span_ns,
+        "batch_size": batch,
+        "send_lateness_ns": lateness,
+        "span_ns": span_ns,
         "summary": summary,
     }
 
@@ -136,8 +169,18 @@ def replay_peer(
     Raises ``PeerUnavailable`` when the peer is not installed, ``PeerFailed`` when it does
     not start, ``ValueError`` for unsorted arrivals or an unknown peer.
     """
-    with PeerSession(peer_name, slo_ns, k_ms, c_ms, n_replicas, knobs, senders=senders,
-                     grace_s=grace_s, python=python, log_dir=log_dir) as session:
+    with PeerSession(
+        peer_name,
+        slo_ns,
+        k_ms,
+        c_ms,
+        n_replicas,
+        knobs,
+        senders=senders,
+        grace_s=grace_s,
+        python=python,
+        log_dir=log_dir,
+    ) as session:
         run = session.play(arrivals_ns, span_ns=span_ns)
         processes = session.processes()
     run["server_processes"] = processes
@@ -188,10 +231,21 @@ class PeerSession:
     ``drains`` every drain. A context manager; leaving it stops the peer by PID.
     """
 
-    def __init__(self, peer_name: str, slo_ns: int, k_ms: float, c_ms: float,
-                 n_replicas: int, knobs: Knobs, *, senders: int = 1, grace_s: float = 2.0,
-                 drain_timeout_s: float = 30.0, python: str | None = None,
-                 log_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        peer_name: str,
+        slo_ns: int,
+        k_ms: float,
+        c_ms: float,
+        n_replicas: int,
+        knobs: Knobs,
+        *,
+        senders: int = 1,
+        grace_s: float = 2.0,
+        drain_timeout_s: float = 30.0,
+        python: str | None = None,
+        log_dir: str | Path | None = None,
+    ) -> None:
         self.peer_name, self.slo_ns, self.knobs = peer_name, slo_ns, knobs
         self._make_args = (peer_name, n_replicas, k_ms, c_ms, knobs, slo_ns, python, log_dir)
         self.n_replicas, self.senders, self.grace_s = n_replicas, senders, grace_s
@@ -240,12 +294,17 @@ class PeerSession:
                 self.close()
                 self._start(f"did not drain within {self.drain_timeout_s:g} s")
         self._fresh = False
-        rec = send_open_loop(self._peer.target, arrivals,
-                             wait_s=self.slo_ns / 1e9 + self.grace_s, senders=self.senders)
+        rec = send_open_loop(
+            self._peer.target, arrivals, wait_s=self.slo_ns / 1e9 + self.grace_s, senders=self.senders
+        )
         run = records_to_run(rec, self.slo_ns, span)
-        run.update(peer=self.peer_name, knobs=self.knobs.as_dict(), n_replicas=self.n_replicas,
-                   version=self._peer.info.get("ray") or self._peer.info.get("pytriton"),
-                   drain=drained)
+        run.update(
+            peer=self.peer_name,
+            knobs=self.knobs.as_dict(),
+            n_replicas=self.n_replicas,
+            version=self._peer.info.get("ray") or self._peer.info.get("pytriton"),
+            drain=drained,
+        )
         return run
 
 
@@ -293,26 +352,47 @@ def tune_peer(
     tried = []
     for knobs in grid:
         try:
-            run = replay_peer(peer_name, arrivals, slo_ns, k_ms, c_ms, n_replicas, knobs,
-                              span_ns=int(duration_s * NS_PER_S), senders=senders,
-                              python=python)
+            run = replay_peer(
+                peer_name,
+                arrivals,
+                slo_ns,
+                k_ms,
+                c_ms,
+                n_replicas,
+                knobs,
+                span_ns=int(duration_s * NS_PER_S),
+                senders=senders,
+                python=python,
+            )
         except PeerFailed as exc:  # one setting's server failed: say so, score the rest
             log(f"  {peer_name} {knobs.as_dict()}: the peer failed: {exc}")
             tried.append({"knobs": knobs.as_dict(), "error": str(exc)})
             continue
         s = run["summary"]
-        row = {"knobs": knobs.as_dict(), "goodput_rps": s["goodput_rps"],
-               "slo_attainment": s["slo_attainment"], "mean_batch_size": s["mean_batch_size"],
-               "p99_ms": s["latency_ms"]["p99"],
-               "send_lateness_p99_ms": s["send_lateness_ms"].get("p99", 0.0)}
+        row = {
+            "knobs": knobs.as_dict(),
+            "goodput_rps": s["goodput_rps"],
+            "slo_attainment": s["slo_attainment"],
+            "mean_batch_size": s["mean_batch_size"],
+            "p99_ms": s["latency_ms"]["p99"],
+            "send_lateness_p99_ms": s["send_lateness_ms"].get("p99", 0.0),
+        }
         tried.append(row)
-        log(f"  {peer_name} max_batch={knobs.max_batch:3d} delay={knobs.queue_delay_us:7d} us: "
+        log(
+            f"  {peer_name} max_batch={knobs.max_batch:3d} delay={knobs.queue_delay_us:7d} us: "
             f"goodput {row['goodput_rps']:7.1f} req/s, attainment {row['slo_attainment']:.4f}, "
-            f"mean batch {row['mean_batch_size']:.2f}")
+            f"mean batch {row['mean_batch_size']:.2f}"
+        )
     scored = [r for r in tried if "error" not in r]
     if not scored:
         raise PeerFailed(f"{peer_name} failed at every setting tried; first: {tried[0]['error']}")
-    best = max(scored, key=lambda r: (r["goodput_rps"], r["slo_attainment"],
-                                      -r["knobs"]["max_batch"], -r["knobs"]["queue_delay_us"]))
-    return {"peer": peer_name, "rate_rps": rate_rps, "duration_s": duration_s, "best": best,
-            "tried": tried}
+    best = max(
+        scored,
+        key=lambda r: (
+            r["goodput_rps"],
+            r["slo_attainment"],
+            -r["knobs"]["max_batch"],
+            -r["knobs"]["queue_delay_us"],
+        ),
+    )
+    return {"peer": peer_name, "rate_rps": rate_rps, "duration_s": duration_s, "best": best, "tried": tried}

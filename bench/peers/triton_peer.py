@@ -44,8 +44,10 @@ print(importlib.metadata.version("nvidia-pytriton"))
 @functools.cache
 def _check(python: str | None) -> str:
     return probe_interpreter(
-        peer_python(ENV_NAME, python), _CHECK,
-        "PyTriton (package nvidia-pytriton, numpy<2) in the Triton environment")
+        peer_python(ENV_NAME, python),
+        _CHECK,
+        "PyTriton (package nvidia-pytriton, numpy<2) in the Triton environment",
+    )
 
 
 def available(python: str | None = None) -> str | None:
@@ -70,9 +72,17 @@ class TritonPeer(Peer):
     STARTUP_TIMEOUT_S = STARTUP_TIMEOUT_S
     STARTUP_ATTEMPTS = STARTUP_ATTEMPTS
 
-    def __init__(self, n_replicas: int, k_ms: float, c_ms: float, knobs: Knobs, *,
-                 queue_timeout_us: int = 0, python: str | None = None,
-                 log_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        n_replicas: int,
+        k_ms: float,
+        c_ms: float,
+        knobs: Knobs,
+        *,
+        queue_timeout_us: int = 0,
+        python: str | None = None,
+        log_dir: str | Path | None = None,
+    ) -> None:
         super().__init__(n_replicas, k_ms, c_ms, knobs, python=python, log_dir=log_dir)
         self.queue_timeout_us = queue_timeout_us
 
@@ -80,17 +90,32 @@ class TritonPeer(Peer):
         return available(self._python)
 
     def server_args(self, ready: Path, log_dir: Path) -> list[str]:
-        args = ["--port", str(free_port()), "--instances", str(self.n_replicas),
-                "--k-ms", repr(self.k_ms), "--c-ms", repr(self.c_ms),
-                "--max-batch", str(self.knobs.max_batch),
-                "--delay-us", str(self.knobs.queue_delay_us),
-                "--queue-timeout-us", str(self.queue_timeout_us),
-                "--workspace", str(log_dir / "workspace"), "--ready-file", str(ready)]
+        args = [
+            "--port",
+            str(free_port()),
+            "--instances",
+            str(self.n_replicas),
+            "--k-ms",
+            repr(self.k_ms),
+            "--c-ms",
+            repr(self.c_ms),
+            "--max-batch",
+            str(self.knobs.max_batch),
+            "--delay-us",
+            str(self.knobs.queue_delay_us),
+            "--queue-timeout-us",
+            str(self.queue_timeout_us),
+            "--workspace",
+            str(log_dir / "workspace"),
+            "--ready-file",
+            str(ready),
+        ]
         if self.knobs.preferred:
             args += ["--preferred", *map(str, self.knobs.preferred)]
         return args
 
     def make_target(self, url: str) -> HttpTarget:
-        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
-                                       "data": [0.0]}]}).encode()
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}
+        ).encode()
         return HttpTarget(url, body, "application/json", "kserve")

@@ -27,8 +27,9 @@ import sysconfig
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SPIN_S = 0.0003
 
@@ -82,14 +83,23 @@ def main() -> int:
     from pytriton.model_config.common import TimeoutAction
     from pytriton.triton import Triton, TritonConfig
 
-    config = TritonConfig(http_address="127.0.0.1", http_port=args.port, allow_grpc=False,
-                          allow_metrics=False, exit_timeout_secs=5)
-    policy = QueuePolicy(timeout_action=TimeoutAction.REJECT,
-                         default_timeout_microseconds=args.queue_timeout_us,
-                         allow_timeout_override=False)
-    batcher = DynamicBatcher(max_queue_delay_microseconds=args.delay_us,
-                             preferred_batch_size=args.preferred or [args.max_batch],
-                             default_queue_policy=policy)
+    config = TritonConfig(
+        http_address="127.0.0.1",
+        http_port=args.port,
+        allow_grpc=False,
+        allow_metrics=False,
+        exit_timeout_secs=5,
+    )
+    policy = QueuePolicy(
+        timeout_action=TimeoutAction.REJECT,
+        default_timeout_microseconds=args.queue_timeout_us,
+        allow_timeout_override=False,
+    )
+    batcher = DynamicBatcher(
+        max_queue_delay_microseconds=args.delay_us,
+        preferred_batch_size=args.preferred or [args.max_batch],
+        default_queue_policy=policy,
+    )
     k_s, c_s = args.k_ms / 1e3, args.c_ms / 1e3
     with Triton(config=config, workspace=args.workspace) as triton:
         triton.bind(
@@ -102,15 +112,16 @@ def main() -> int:
         )
         triton.run()
         url = f"http://127.0.0.1:{args.port}/v2/models/emulated/infer"
-        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
-                                       "data": [0.0]}]}).encode()
-        urllib.request.urlopen(urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}), timeout=60).read()
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}
+        ).encode()
+        urllib.request.urlopen(
+            urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}), timeout=60
+        ).read()
         import pytriton
 
         tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps({"url": url, "pid": os.getpid(),
-                                   "pytriton": pytriton.__version__}))
+        tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "pytriton": pytriton.__version__}))
         tmp.rename(args.ready_file)
         while not stop.wait(0.5):
             pass

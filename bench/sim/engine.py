@@ -62,8 +62,7 @@ from central.policy.types import (
 )
 from workers.gpu_model import EmulatedGpu, LognormalNoise
 
-__all__ = ["InvariantViolation", "SimulationError", "policy_config_for", "simulate",
-           "simulate_policy"]
+__all__ = ["InvariantViolation", "SimulationError", "policy_config_for", "simulate", "simulate_policy"]
 
 _CHUNK = 8192  # noise and timer-lateness draws are made this many at a time
 _SPIN_LIMIT = 100_000  # Ticks at one instant before the run is declared a livelock
@@ -179,8 +178,7 @@ class _Requests:
         times = trace.times_ns.tolist()
         self.deadline: list[int] = self.deadline_arr.tolist()
         self.model_of: list[int] = trace.model_ids.tolist()
-        self.size_of: list[int] | None = (trace.sizes.tolist() if trace.sizes is not None
-                                          else None)
+        self.size_of: list[int] | None = trace.sizes.tolist() if trace.sizes is not None else None
         if n:
             cuts = (np.flatnonzero(np.diff(trace.times_ns)) + 1).tolist()
             self.lo, self.hi = [0, *cuts], [*cuts, n]
@@ -203,12 +201,14 @@ class _Requests:
         names, model_of, deadline, size_of = self.names, self.model_of, self.deadline, self.size_of
         if hi - lo == 1:  # the common case at ns resolution: no generator
             self.state[lo] = _QUEUED
-            return (Request(lo, names[model_of[lo]], deadline[lo], now,
-                            size_of[lo] if size_of is not None else 1),)
+            return (
+                Request(
+                    lo, names[model_of[lo]], deadline[lo], now, size_of[lo] if size_of is not None else 1
+                ),
+            )
         self.state[lo:hi] = bytes((_QUEUED,)) * (hi - lo)
         return tuple(
-            Request(r, names[model_of[r]], deadline[r], now,
-                    size_of[r] if size_of is not None else 1)
+            Request(r, names[model_of[r]], deadline[r], now, size_of[r] if size_of is not None else 1)
             for r in range(lo, hi)
         )
 
@@ -223,9 +223,19 @@ class _Requests:
 class _Batches:
     """Per batch, in dispatch order: the record's ``batch_*`` columns, as lists."""
 
-    COLUMNS = ("batch_id", "batch_worker", "batch_model", "batch_size", "batch_decided_ns",
-               "batch_earliest_ns", "batch_latest_ns", "batch_expected_ns", "batch_start_ns",
-               "batch_end_ns", "batch_status")
+    COLUMNS = (
+        "batch_id",
+        "batch_worker",
+        "batch_model",
+        "batch_size",
+        "batch_decided_ns",
+        "batch_earliest_ns",
+        "batch_latest_ns",
+        "batch_expected_ns",
+        "batch_start_ns",
+        "batch_end_ns",
+        "batch_status",
+    )
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, ...]] = []
@@ -242,26 +252,29 @@ class _Workers:
     """The simulated workers: one ``EmulatedGpu`` each (``workers.gpu_model``, the rule every
     emulated GPU in Baton follows), the true ``l(b)`` per model and the seeded noise."""
 
-    def __init__(self, cluster: Cluster, models: list[str], config: SimConfig,
-                 pauses: _Pauses) -> None:
+    def __init__(self, cluster: Cluster, models: list[str], config: SimConfig, pauses: _Pauses) -> None:
         index = {m: i for i, m in enumerate(models)}
         self.n = cluster.n_workers
         self.serves = [frozenset(index[m] for m in ms) for ms in cluster.workers]
-        self.max_batch = [cluster.profiles[m].max_batch if m in cluster.profiles else 0
-                          for m in models]
+        self.max_batch = [cluster.profiles[m].max_batch if m in cluster.profiles else 0 for m in models]
         self.latency = [
             [cluster.profiles[m].latency_ns(b) for b in range(cluster.profiles[m].max_batch + 1)]
-            if m in cluster.profiles else []
+            if m in cluster.profiles
+            else []
             for m in models
         ]
         hold = pauses.after if pauses else None
         self.gpus = [EmulatedGpu(hold=hold) for _ in range(self.n)]
         n = config.noise
-        self._noise = None if n.silent else LognormalNoise(
-            n.cv, n.jitter_ns, n.outlier_prob, n.outlier_factor, [config.seed, 0], _CHUNK)
+        self._noise = (
+            None
+            if n.silent
+            else LognormalNoise(n.cv, n.jitter_ns, n.outlier_prob, n.outlier_factor, [config.seed, 0], _CHUNK)
+        )
 
-    def run(self, w: int, m: int, b: int, earliest: int, latest: int, ready: int
-            ) -> tuple[BatchStatus, int, int]:
+    def run(
+        self, w: int, m: int, b: int, earliest: int, latest: int, ready: int
+    ) -> tuple[BatchStatus, int, int]:
         """``(status, start, end)`` of a batch of ``b`` of model ``m`` on worker ``w``
         whose Execute and payloads are there at ``ready``; a refusal ends at its start."""
         gpu = self.gpus[w]
@@ -277,8 +290,9 @@ class _Driver:
     """Carries out the policy's actions at once, checks the invariants, and keeps the heap
     of batch ends (``(time_ns, seq, BatchDone)``)."""
 
-    def __init__(self, reqs: _Requests, workers: _Workers, index: dict[str, int],
-                 config: SimConfig, pauses: _Pauses) -> None:
+    def __init__(
+        self, reqs: _Requests, workers: _Workers, index: dict[str, int], config: SimConfig, pauses: _Pauses
+    ) -> None:
         self.reqs, self.workers, self.index, self.pauses = reqs, workers, index, pauses
         self.batches = _Batches()
         self.violate = _Violations(config.strict)
@@ -331,16 +345,22 @@ class _Driver:
             outcome = reqs.outcome
             for r in valid:
                 outcome[r] = _REFUSED
-        self.batches.rows.append((d.batch_id, w, m, b, now, earliest, latest, d.expected_ns,
-                                  start, end, int(status)))
+        self.batches.rows.append(
+            (d.batch_id, w, m, b, now, earliest, latest, d.expected_ns, start, end, int(status))
+        )
         self._seq += 1
         heapq.heappush(self.heap, (end, self._seq, BatchDone(d.batch_id, w, status, start, end, b)))
 
     def _take(self, d: Dispatch, m: int, bi: int) -> list[int]:
         """End the batch's queued requests (as batch ``bi``); the others are breaches."""
         reqs, violate = self.reqs, self.violate
-        n, state, deadline, model_of, batch_of = (reqs.n, reqs.state, reqs.deadline,
-                                                  reqs.model_of, reqs.batch_of)
+        n, state, deadline, model_of, batch_of = (
+            reqs.n,
+            reqs.state,
+            reqs.deadline,
+            reqs.model_of,
+            reqs.batch_of,
+        )
         rids = d.request_ids
         valid = []
         head = deadline[rids[0]] if rids and 0 <= rids[0] < n else 0
@@ -366,8 +386,7 @@ class _Driver:
         n, state = reqs.n, reqs.state
         for r in a.request_ids:
             if not 0 <= r < n or state[r] != _QUEUED:
-                self.violate("not_queued", f"drop ({a.reason.name}) of request {r} "
-                             f"({reqs.not_queued(r)})")
+                self.violate("not_queued", f"drop ({a.reason.name}) of request {r} ({reqs.not_queued(r)})")
                 continue
             state[r] = _ENDED
             reqs.outcome[r] = _DROPPED
@@ -375,8 +394,9 @@ class _Driver:
             reqs.ended += 1
 
 
-def _run_events(policy: Policy, cluster: Cluster, config: SimConfig, reqs: _Requests,
-                driver: _Driver, pauses: _Pauses) -> tuple[int, dict[str, int]]:
+def _run_events(
+    policy: Policy, cluster: Cluster, config: SimConfig, reqs: _Requests, driver: _Driver, pauses: _Pauses
+) -> tuple[int, dict[str, int]]:
     """Merge arrivals, batch ends and the policy's wake-ups in time order (module
     docstring), feeding each to ``policy.handle``; return the last instant and the
     ``handle`` calls by event kind."""
@@ -450,12 +470,10 @@ def _run_events(policy: Policy, cluster: Cluster, config: SimConfig, reqs: _Requ
             carry_out(actions, now)
         if reqs.ended == n and gi == n_groups and not heap:
             break  # everything arrived, ended and ran: later Ticks change nothing
-    return now, {"arrivals": n_arrivals, "done": n_done, "tick": n_tick,
-                 "joined": cluster.n_workers}
+    return now, {"arrivals": n_arrivals, "done": n_done, "tick": n_tick, "joined": cluster.n_workers}
 
 
-def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig | None = None
-             ) -> SimResult:
+def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig | None = None) -> SimResult:
     """Run ``policy`` (fresh, never used) over ``trace`` on ``cluster``; return the record.
 
     Request ``i`` is the trace's ``i``-th arrival (its ``request_id`` is ``i``); worker
@@ -476,13 +494,22 @@ def simulate(policy: Policy, trace: Trace, cluster: Cluster, config: SimConfig |
     if unfinished:
         first = reqs.state.index(_QUEUED) if _QUEUED in reqs.state else -1
         driver.violate("unfinished", f"{unfinished} requests never ended (first: {first})")
-    return _result(trace, cluster, config, models, reqs, driver, end_ns, handle_calls,
-                   time.perf_counter() - wall0)
+    return _result(
+        trace, cluster, config, models, reqs, driver, end_ns, handle_calls, time.perf_counter() - wall0
+    )
 
 
-def _result(trace: Trace, cluster: Cluster, config: SimConfig, models: list[str],
-            reqs: _Requests, driver: _Driver, end_ns: int, handle_calls: dict[str, int],
-            wall_s: float) -> SimResult:
+def _result(
+    trace: Trace,
+    cluster: Cluster,
+    config: SimConfig,
+    models: list[str],
+    reqs: _Requests,
+    driver: _Driver,
+    end_ns: int,
+    handle_calls: dict[str, int],
+    wall_s: float,
+) -> SimResult:
     """The run's record: one row per request, one per batch, the breaches."""
     return SimResult(
         models=tuple(models),

@@ -93,8 +93,7 @@ class SimResult:
         time. A deadline-planning policy makes this claim for every batch; one that
         plans no deadlines (``uncoordinated``) makes it for none or some.
         """
-        return (self.batch_latest_ns + self.batch_expected_ns + self.reply_cost_ns
-                <= self.head_deadline_ns())
+        return self.batch_latest_ns + self.batch_expected_ns + self.reply_cost_ns <= self.head_deadline_ns()
 
     def late_in_feasible_batches(self) -> int:
         """Batches the policy judged feasible (planned in time, not refused) whose head

@@ -65,16 +65,13 @@ def scenario(
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     t0 = time.perf_counter()
-    cluster, rates, duration = scenario(args.gpus, args.models, args.load, args.requests,
-                                        args.seed)
+    cluster, rates, duration = scenario(args.gpus, args.models, args.load, args.requests, args.seed)
     names = tuple(rates)
     total = sum(rates.values())
-    trace = poisson(total, duration, args.seed, model=names,
-                    weights=[rates[m] / total for m in names])
+    trace = poisson(total, duration, args.seed, model=names, weights=[rates[m] / total for m in names])
     t_trace = time.perf_counter() - t0
     config = SimConfig(noise=Noise(cv=args.noise_cv), seed=args.seed)
-    result = simulate_policy(args.policy, trace, cluster, config,
-                             policy_config_for(cluster, config))
+    result = simulate_policy(args.policy, trace, cluster, config, policy_config_for(cluster, config))
     s = result.summary()
     return {
         "policy": args.policy,

@@ -43,12 +43,7 @@ class TraceFormatError(ValueError):
 
 
 def _check_name(name: str) -> None:
-    if (
-        not name
-        or name != name.strip()
-        or any(ch in name for ch in ",\n\r")
-        or name.startswith("#")
-    ):
+    if not name or name != name.strip() or any(ch in name for ch in ",\n\r") or name.startswith("#"):
         raise ValueError(f"model name {name!r} cannot be written to a trace file")
 
 
@@ -70,9 +65,7 @@ def save(trace: Trace, path: str | Path) -> None:
         lines.extend(f"{t},{m}" for t, m in zip(times, names.tolist()))
     else:
         lines.append("time_ns,model,size")
-        lines.extend(
-            f"{t},{m},{s}" for t, m, s in zip(times, names.tolist(), trace.sizes.tolist())
-        )
+        lines.extend(f"{t},{m},{s}" for t, m, s in zip(times, names.tolist(), trace.sizes.tolist()))
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -99,8 +92,7 @@ def load(path: str | Path) -> Trace:
     if first != MAGIC:
         if first.startswith(_PREFIX):
             raise TraceFormatError(
-                f"{path}:1: unsupported trace format version {first[len(_PREFIX):]!r}"
-                " (this reader knows v1)"
+                f"{path}:1: unsupported trace format version {first[len(_PREFIX) :]!r} (this reader knows v1)"
             )
         raise TraceFormatError(f"{path}:1: not a Baton trace (the first line must be {MAGIC!r})")
     declared: tuple[str, ...] | None = None
@@ -141,8 +133,7 @@ def load(path: str | Path) -> Trace:
         if header is None:
             if fields not in (["time_ns", "model"], ["time_ns", "model", "size"]):
                 raise TraceFormatError(
-                    f"{where}: header must be 'time_ns,model' or 'time_ns,model,size', "
-                    f"got {line!r}"
+                    f"{where}: header must be 'time_ns,model' or 'time_ns,model,size', got {line!r}"
                 )
             header = fields
             continue

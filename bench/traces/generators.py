@@ -53,7 +53,7 @@ def _check(rate_rps: float, duration_s: float) -> int:
         raise ValueError(f"rate_rps must be > 0, got {rate_rps}")
     if not duration_s > 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
-    return int(round(duration_s * NS_PER_S))
+    return round(duration_s * NS_PER_S)
 
 
 def _renewal(
@@ -125,9 +125,7 @@ def gamma(
     return Trace(times, _assign(rng, times.size, names, weights), names, None, duration_ns)
 
 
-def _uniform_arrivals(
-    rng: np.random.Generator, start_ns: int, length_ns: int, rate_rps: float
-) -> np.ndarray:
+def _uniform_arrivals(rng: np.random.Generator, start_ns: int, length_ns: int, rate_rps: float) -> np.ndarray:
     """A Poisson count of arrivals placed uniformly in ``[start, start + length)``."""
     if rate_rps <= 0 or length_ns <= 0:
         return np.empty(0, dtype=np.int64)
@@ -161,17 +159,14 @@ def piecewise(
     for duration_s, rate_rps in segments:
         if not duration_s > 0 or not rate_rps >= 0:
             raise ValueError(f"segment ({duration_s}, {rate_rps}): need duration > 0, rate >= 0")
-        edges.append(edges[-1] + int(round(duration_s * NS_PER_S)))
+        edges.append(edges[-1] + round(duration_s * NS_PER_S))
         rates.append(float(rate_rps))
     total_ns = edges[-1]
-    parts = [
-        _uniform_arrivals(rng, edges[i], edges[i + 1] - edges[i], rates[i])
-        for i in range(len(rates))
-    ]
+    parts = [_uniform_arrivals(rng, edges[i], edges[i + 1] - edges[i], rates[i]) for i in range(len(rates))]
     if isinstance(bursts, int):
         if bursts < 0 or not burst_s > 0 or not burst_factor >= 1:
             raise ValueError("need bursts >= 0, burst_s > 0 and burst_factor >= 1")
-        length = int(round(burst_s * NS_PER_S))
+        length = round(burst_s * NS_PER_S)
         starts = np.sort(rng.integers(0, max(1, total_ns - length), size=bursts))
         spec = []
         for start in starts.tolist():
@@ -180,7 +175,7 @@ def piecewise(
     else:
         spec = []
         for start_s, length_s, extra_rps in bursts:
-            start, length = int(round(start_s * NS_PER_S)), int(round(length_s * NS_PER_S))
+            start, length = round(start_s * NS_PER_S), round(length_s * NS_PER_S)
             if start < 0 or length <= 0 or start + length > total_ns or extra_rps < 0:
                 raise ValueError(f"burst ({start_s}, {length_s}, {extra_rps}) is outside the trace")
             spec.append((start, length, float(extra_rps)))

@@ -39,9 +39,7 @@ def _parse_times(values: list[str], path: Path, first_line: int) -> np.ndarray:
             try:
                 np.datetime64(v, "ns")
             except ValueError:
-                raise ValueError(
-                    f"{path}:{first_line + i}: cannot parse timestamp {v!r}"
-                ) from None
+                raise ValueError(f"{path}:{first_line + i}: cannot parse timestamp {v!r}") from None
         raise
 
 
@@ -121,11 +119,11 @@ def replay_csv(
     # (n - 1) gaps over the span: scale so that one mean gap is 1/target seconds.
     factor = (NS_PER_S / target_rate_rps) * (n - 1) / float(times[-1])
     scaled = np.rint(times.astype(np.float64) * factor).astype(np.int64)
-    gap = int(round(NS_PER_S / target_rate_rps))
+    gap = round(NS_PER_S / target_rate_rps)
     period = int(scaled[-1]) + gap  # one copy plus the gap before the next
     if duration_s is None:
         return Trace(scaled, np.zeros(n, dtype=np.int32), (model,), sizes, period)
-    end = int(round(duration_s * NS_PER_S))
+    end = round(duration_s * NS_PER_S)
     copies = max(1, -(-end // period))
     if copies > 1:
         offsets = np.repeat(np.arange(copies, dtype=np.int64) * period, n)
@@ -160,7 +158,7 @@ def replay_csv_window(
     """
     if not duration_s > 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
-    want = max(1, int(round(target_rate_rps * duration_s)))
+    want = max(1, round(target_rate_rps * duration_s))
     span = duration_s * 2.0
     while True:  # enough of the (repeated) log to hold one more arrival than wanted
         base = replay_csv(path, target_rate_rps, column, span, model=model)
@@ -168,7 +166,7 @@ def replay_csv_window(
             break
         span *= 2.0
     times = base.times_ns[: want + 1].astype(np.float64)
-    end = int(round(duration_s * NS_PER_S))
+    end = round(duration_s * NS_PER_S)
     scaled = np.rint(times[:want] * (end / times[want])).astype(np.int64)
     sizes = None if base.sizes is None else base.sizes[:want]
     return Trace(scaled, np.zeros(want, dtype=np.int32), (model,), sizes, end)

@@ -133,7 +133,7 @@ class Trace:
             raise ValueError("cannot rescale a trace with an empty window")
         factor = self.mean_rate_rps / rate_rps
         times = np.rint(self.times_ns.astype(np.float64) * factor).astype(np.int64)
-        duration = max(int(round(self.span_ns * factor)), int(times[-1]))
+        duration = max(round(self.span_ns * factor), int(times[-1]))
         return Trace(times, self.model_ids, self.models, self.sizes, duration)
 
     def until(self, end_ns: int) -> Trace:
@@ -151,8 +151,7 @@ class Trace:
         if self.sizes is not None and not np.array_equal(self.sizes, other.sizes):
             return False
         return bool(
-            np.array_equal(self.times_ns, other.times_ns)
-            and np.array_equal(self.model_ids, other.model_ids)
+            np.array_equal(self.times_ns, other.times_ns) and np.array_equal(self.model_ids, other.model_ids)
         )
 
 
@@ -174,16 +173,14 @@ def mix(traces: Sequence[Trace]) -> Trace:
                 index[m] = len(models)
                 models.append(m)
     times = np.concatenate([tr.times_ns for tr in traces])
-    ids = np.concatenate([
-        np.asarray([index[m] for m in tr.models], dtype=np.int32)[tr.model_ids]
-        for tr in traces
-    ])
+    ids = np.concatenate(
+        [np.asarray([index[m] for m in tr.models], dtype=np.int32)[tr.model_ids] for tr in traces]
+    )
     sizes = None
     if any(tr.sizes is not None for tr in traces):
-        sizes = np.concatenate([
-            tr.sizes if tr.sizes is not None else np.ones(len(tr), dtype=np.int64)
-            for tr in traces
-        ])
+        sizes = np.concatenate(
+            [tr.sizes if tr.sizes is not None else np.ones(len(tr), dtype=np.int64) for tr in traces]
+        )
     order = np.argsort(times, kind="stable")
     return Trace(
         times[order],

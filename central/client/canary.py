@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-
 from typing import Any
 
 import numpy as np
@@ -52,17 +51,26 @@ class StallCanary:
 
     def __enter__(self) -> StallCanary:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "central.client.canary", str(self.period_ms),
-             str(self.floor_ms), str(self.max_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "central.client.canary",
+                str(self.period_ms),
+                str(self.floor_ms),
+                str(self.max_s),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self._proc.stdout is not None
         if self._proc.stdout.readline().strip() != b"ready":  # it runs before the check does
             self._kill()
             raise RuntimeError("the stall canary did not start")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         proc = self._proc
         assert proc is not None and proc.stdin is not None
         try:

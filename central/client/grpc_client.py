@@ -23,12 +23,11 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
-from central.protocol import RemoteProtocolError, Status
-from central.protocol import arrays
+from central.protocol import RemoteProtocolError, Status, arrays
 from central.protocol.datatypes import KSERVE_OF, WIRE_OF
 
-from .request import check_request
 from .errors import BadRequest, BatonError, Unavailable, error_for
+from .request import check_request
 
 __all__ = ["GrpcTransport"]
 
@@ -57,11 +56,17 @@ class GrpcTransport:
     """Blocking KServe v2 gRPC calls to one frontend."""
 
     def __init__(
-        self, target: str, *, grace_s: float, max_message_bytes: int = 1 << 30,
+        self,
+        target: str,
+        *,
+        grace_s: float,
+        max_message_bytes: int = 1 << 30,
         token: str | None = None,
     ) -> None:
-        opts = [("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes)]
+        opts = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         self._channel = grpc.insecure_channel(target, options=opts)
         self._stub = pbg.GRPCInferenceServiceStub(self._channel)
         self._grace_s = grace_s

@@ -7,7 +7,6 @@ normalises (so clients need no imaging stack). ``text`` sends one UTF-8 sentence
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np

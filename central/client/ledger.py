@@ -19,14 +19,14 @@ requests and stops at ``last arrival + SLO + grace_s + listen_s`` at the latest.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import zmq
 
-from central.protocol import DEFAULT_LIMITS, Infer, RemoteProtocolError, Reply, Status, decode, encode
-from central.protocol import arrays
+from central.protocol import DEFAULT_LIMITS, Infer, RemoteProtocolError, Reply, Status, arrays, decode, encode
 
 __all__ = ["LedgerRun", "play", "NO_ANSWER"]
 
@@ -73,13 +73,17 @@ class LedgerRun:
         parts = []
         lost = self.never_answered()
         if lost:
-            parts.append(f"{len(lost)} of {len(self)} never answered "
-                         f"(e.g. requests {lost[:5]}, sent at "
-                         f"{[round((self.sent_ns[i] - self.start_ns) / 1e9, 3) for i in lost[:5]]} s)")
+            parts.append(
+                f"{len(lost)} of {len(self)} never answered "
+                f"(e.g. requests {lost[:5]}, sent at "
+                f"{[round((self.sent_ns[i] - self.start_ns) / 1e9, 3) for i in lost[:5]]} s)"
+            )
         twice = self.answered_twice()
         if twice:
-            ex = [(i, [(Status(s).name, round((t - self.sent_ns[i]) / 1e6, 1)) for t, s, _ in
-                       self.replies[i]]) for i in twice[:3]]
+            ex = [
+                (i, [(Status(s).name, round((t - self.sent_ns[i]) / 1e6, 1)) for t, s, _ in self.replies[i]])
+                for i in twice[:3]
+            ]
             parts.append(f"{len(twice)} answered more than once (e.g. {ex}: status, ms after send)")
         if self.stray:
             parts.append(f"{self.stray} replies with a tag no request had")
@@ -103,14 +107,20 @@ class LedgerRun:
         rec = np.zeros((len(idx), 5), dtype=np.int64)
         for row, i in enumerate(idx):
             r = self.replies[i]
-            rec[row] = (self.planned_ns[i], self.sent_ns[i], r[0][0] if r else 0,
-                        r[0][1] if r else NO_ANSWER, len(r))
+            rec[row] = (
+                self.planned_ns[i],
+                self.sent_ns[i],
+                r[0][0] if r else 0,
+                r[0][1] if r else NO_ANSWER,
+                len(r),
+            )
         return rec
 
     def first_answer_latency_ns(self) -> np.ndarray[Any, Any]:
         """First reply time minus send time per request; -1 for none."""
-        return np.array([r[0][0] - self.sent_ns[i] if r else -1
-                         for i, r in enumerate(self.replies)], dtype=np.int64)
+        return np.array(
+            [r[0][0] - self.sent_ns[i] if r else -1 for i, r in enumerate(self.replies)], dtype=np.int64
+        )
 
 
 def play(
@@ -153,8 +163,7 @@ def play(
     for opt, value in (socket_options or {}).items():
         sock.setsockopt(opt, value)
     t0 = start_ns if start_ns is not None else time.monotonic_ns() + 50_000_000
-    run = LedgerRun(names, offsets + t0, np.zeros(len(offsets), np.int64), slo_ms, t0,
-                    [[] for _ in offsets])
+    run = LedgerRun(names, offsets + t0, np.zeros(len(offsets), np.int64), slo_ms, t0, [[] for _ in offsets])
     slo_ns = max(1, int(slo_ms * 1e6)) if send_slo else 0
     pending = sorted(events, key=lambda e: e[0])
     answered = 0
@@ -200,16 +209,17 @@ def play(
             while i < n and now >= run.planned_ns[i]:
                 x[0] = float(i)
                 metas, buffers = arrays.pack({"x": x})
-                sock.send_multipart(encode(Infer(i + 1, names[i], slo_ns, metas), buffers),
-                                    copy=False)
+                sock.send_multipart(encode(Infer(i + 1, names[i], slo_ns, metas), buffers), copy=False)
                 run.sent_ns[i] = time.monotonic_ns()
                 i += 1
             receive()
             now = time.monotonic_ns()
             if i == n and not pending and (answered == n or now >= hard_end):
                 break
-            due = min(int(run.planned_ns[i]) if i < n else hard_end,
-                      int(t0 + pending[0][0] * 1e9) if pending else hard_end)
+            due = min(
+                int(run.planned_ns[i]) if i < n else hard_end,
+                int(t0 + pending[0][0] * 1e9) if pending else hard_end,
+            )
             wait_ns = due - now
             if wait_ns > 1_500_000:
                 sock.poll(min(50, (wait_ns - 1_000_000) // 1_000_000))

@@ -120,9 +120,18 @@ def _sender(spec: LoadSpec, offsets: np.ndarray[Any, Any], start_ns: int) -> np.
     gc.freeze()  # collector pauses would show up as send lateness and latency
     gc.set_threshold(100_000, 50, 1000)
     if spec.sender == "wire":
-        run = play(spec.address, offsets, spec.model, spec.slo_ms, send_slo=True,
-                   payload_floats=max(1, spec.payload_bytes // 4), grace_s=spec.grace_s,
-                   listen_s=spec.listen_s, start_ns=start_ns, on_first_answer=_count_answer)
+        run = play(
+            spec.address,
+            offsets,
+            spec.model,
+            spec.slo_ms,
+            send_slo=True,
+            payload_floats=max(1, spec.payload_bytes // 4),
+            grace_s=spec.grace_s,
+            listen_s=spec.listen_s,
+            start_ns=start_ns,
+            on_first_answer=_count_answer,
+        )
         return run.records()
 
     import uvloop
@@ -151,8 +160,9 @@ def run_load(
         finally:
             _set_progress(None)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(spec.senders, mp_context=ctx, initializer=_set_progress,
-                             initargs=(progress,)) as pool:
+    with ProcessPoolExecutor(
+        spec.senders, mp_context=ctx, initializer=_set_progress, initargs=(progress,)
+    ) as pool:
         # warm the processes first so start-up cost does not eat the schedule
         list(pool.map(_noop, range(spec.senders)))
         start = time.monotonic_ns() + 500_000_000

@@ -7,7 +7,7 @@ All layout is in ``view.py``; this module must stay a thin shell.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.widgets import Static
@@ -28,7 +28,7 @@ class TopApp(App[int]):
     """Live dashboard over a ``StatsSource`` or ``PollSource``."""
 
     CSS = "Screen { overflow: hidden; } #screen { width: 100%; height: 100%; }"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[Any]] = [
         ("q", "quit", "quit"),
         ("s", "sort", "sort"),
         ("r", "reverse", "reverse"),
@@ -54,7 +54,7 @@ class TopApp(App[int]):
         reading = self.source.poll()
         w, h = self.size.width or 80, self.size.height or 24
         if self.show_help:
-            self.lines = (HELP + [""] * h)[: h - 1] + ["press ? to return"]
+            self.lines = [*(HELP + [""] * h)[: h - 1], "press ? to return"]
         else:
             self.lines = render(reading, self.sort, width=w, height=h)
         self.query_one("#screen", Static).update("\n".join(self.lines))

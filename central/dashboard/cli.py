@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["add_top_parser", "run", "main"]
 
@@ -16,22 +17,41 @@ DEFAULT_FRONTEND = "tcp://127.0.0.1:5560"
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stats", default=DEFAULT_STATS, metavar="ADDR",
-                   help=f"the scheduler's stats PUB address (default {DEFAULT_STATS})")
-    p.add_argument("--poll", default=None, metavar="ADDR",
-                   help="instead, poll the scheduler's ROUTER address (no --stats-pub needed)")
-    p.add_argument("--frontend", default=DEFAULT_FRONTEND, metavar="ADDR",
-                   help="a frontend's client address, polled each second for p50/p99 "
-                   f"latency (default {DEFAULT_FRONTEND}; '' for none)")
+    p.add_argument(
+        "--stats",
+        default=DEFAULT_STATS,
+        metavar="ADDR",
+        help=f"the scheduler's stats PUB address (default {DEFAULT_STATS})",
+    )
+    p.add_argument(
+        "--poll",
+        default=None,
+        metavar="ADDR",
+        help="instead, poll the scheduler's ROUTER address (no --stats-pub needed)",
+    )
+    p.add_argument(
+        "--frontend",
+        default=DEFAULT_FRONTEND,
+        metavar="ADDR",
+        help="a frontend's client address, polled each second for p50/p99 "
+        f"latency (default {DEFAULT_FRONTEND}; '' for none)",
+    )
     p.add_argument("--keys", metavar="DIR", help="CURVE keys of a secured cluster (baton keys)")
     p.add_argument("--token-file", metavar="PATH", help="the frontend's client token")
-    p.add_argument("--interval", type=float, default=0.25, metavar="S",
-                   help="seconds between screen refreshes (and polls with --poll)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="seconds between screen refreshes (and polls with --poll)",
+    )
 
 
 def add_top_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``top`` to ``baton``'s subcommands; returns its parser (``func`` set to ``run``)."""
-    p: argparse.ArgumentParser = subparsers.add_parser("top", help="live terminal dashboard of a running scheduler")
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "top", help="live terminal dashboard of a running scheduler"
+    )
     _configure(p)
     p.set_defaults(func=run)
     return p

@@ -24,8 +24,9 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from central.protocol.conventions import BatchStatus
 from central.protocol.records import BatchRecord
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 UNREACHABLE_AFTER_NS = 2_000_000_000  # no stats for longer than this: say so
-
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Tracker:
         self._horizon_ns = max(self._horizon_ns, latest - self.history_ns)
         h = self._horizon_ns
         self._seen = {b: e for b, e in self._seen.items() if e >= h}
-        for wid, recs in self._history.items():
+        for _wid, recs in self._history.items():
             recs[:] = sorted((r for r in recs if r.end_ns >= h), key=lambda r: r.end_ns)
 
     def reading(self, local_ns: int) -> Reading:
@@ -350,8 +350,7 @@ class FrontendLatency:
         self._query: Callable[..., dict[str, Any]] = query
         self._address = address
         self._interval_s = interval_s
-        self._auth = ({"keys": keys, "server": "frontend", "token": token}
-                      if keys or token else {})
+        self._auth = {"keys": keys, "server": "frontend", "token": token} if keys or token else {}
         self._latency: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="baton-top-latency", daemon=True)
@@ -362,9 +361,7 @@ class FrontendLatency:
             try:
                 stats = self._query(self._address, timeout_s=1.0, **self._auth)
                 lat = stats.get("model_latency_ms") or {}
-                self._latency = {
-                    m: (float(v["p50"]), float(v["p99"])) for m, v in lat.items()
-                }
+                self._latency = {m: (float(v["p50"]), float(v["p99"])) for m, v in lat.items()}
             except Exception:  # unreachable or garbled: no latency, nothing else changes
                 self._latency = {}
             self._stop.wait(self._interval_s)

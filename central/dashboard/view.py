@@ -38,11 +38,23 @@ BAR_CHARS = 8
 
 # (title, width); the first cell of each table is left-aligned, the rest right-aligned.
 MODEL_COLUMNS = [
-    ("model", 11), ("offer/s", 8), ("good/s", 7), ("SLO%", 5), ("p50", 5), ("p99", 5),
-    ("batch", 5), ("drops", 5), ("queue", 5), ("k ms", 5), ("c ms", 5),
+    ("model", 11),
+    ("offer/s", 8),
+    ("good/s", 7),
+    ("SLO%", 5),
+    ("p50", 5),
+    ("p99", 5),
+    ("batch", 5),
+    ("drops", 5),
+    ("queue", 5),
+    ("k ms", 5),
+    ("c ms", 5),
 ]
 WORKER_COLUMNS = [
-    ("gpu", 3), ("model", 10), ("busy", BAR_CHARS + 5), ("run", 3),
+    ("gpu", 3),
+    ("model", 10),
+    ("busy", BAR_CHARS + 5),
+    ("run", 3),
     ("last 400 ms (10 ms/char)", TIMELINE_CHARS),
 ]
 
@@ -115,13 +127,30 @@ def model_rows(r: Reading) -> list[Row]:
         slo = None if m.slo_fraction is None else 100.0 * m.slo_fraction
         p50, p99 = r.latency.get(name, (None, None))  # from a frontend, when one answers
         cells = [
-            name, offer, _num(m.goodput_rps, ".1f"), _num(slo, ".1f"), _num(p50, ".1f"),
-            _num(p99, ".1f"), _num(m.mean_batch, ".1f"), _num(m.drops, "d"),
-            str(pm.get("queue", "-")), _ms(pm.get("k_ns")), _ms(pm.get("c_ns")),
+            name,
+            offer,
+            _num(m.goodput_rps, ".1f"),
+            _num(slo, ".1f"),
+            _num(p50, ".1f"),
+            _num(p99, ".1f"),
+            _num(m.mean_batch, ".1f"),
+            _num(m.drops, "d"),
+            str(pm.get("queue", "-")),
+            _ms(pm.get("k_ns")),
+            _ms(pm.get("c_ns")),
         ]
         keys = [
-            name, m.offered_rps, m.goodput_rps, slo, p50, p99, m.mean_batch, m.drops,
-            pm.get("queue"), pm.get("k_ns"), pm.get("c_ns"),
+            name,
+            m.offered_rps,
+            m.goodput_rps,
+            slo,
+            p50,
+            p99,
+            m.mean_batch,
+            m.drops,
+            pm.get("queue"),
+            pm.get("k_ns"),
+            pm.get("c_ns"),
         ]
         rows.append((cells, keys))
     return rows
@@ -253,7 +282,7 @@ def render(r: Reading, sort: Sort = Sort(), width: int = 80, height: int = 24) -
     wl = [_line(c, WORKER_COLUMNS) for c, _ in _sorted(wrows, w_sort, rev_w)]
     room = height - len(lines) - 1
     if len(wl) > room:
-        wl = wl[: max(0, room - 1)] + [f"... {len(wl) - max(0, room - 1)} more workers"]
+        wl = [*wl[: max(0, room - 1)], f"... {len(wl) - max(0, room - 1)} more workers"]
     lines += wl
     lines = lines[: height - 1]
     lines += [""] * (height - 1 - len(lines))

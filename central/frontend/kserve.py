@@ -31,11 +31,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from central.plumbing.security import token_ok
 from central.protocol import Reply, Status
 from central.protocol.arrays import ALLOWED_DTYPES, decode_bytes, encode_bytes
 from central.protocol.datatypes import KSERVE_OF, TRITON_CONFIG_OF, WIRE_OF
-from central.plumbing.security import token_ok
-
 
 
 class _Config(Protocol):
@@ -57,8 +56,15 @@ class Serving(Protocol):
 
     def model_signature(self, model: str) -> Any: ...
 
-    def submit(self, model: str, metas: tuple[Any, ...], buffers: list[Any], slo_ns: int,
-               answer: Callable[[Reply, Sequence[Any]], None]) -> None: ...
+    def submit(
+        self,
+        model: str,
+        metas: tuple[Any, ...],
+        buffers: list[Any],
+        slo_ns: int,
+        answer: Callable[[Reply, Sequence[Any]], None],
+    ) -> None: ...
+
 
 __all__ = [
     "KServeError",
@@ -124,7 +130,9 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise KServeError(Status.BAD_REQUEST, f"input {name!r}: shape must be a list of non-negative ints, got {shape!r}")
+        raise KServeError(
+            Status.BAD_REQUEST, f"input {name!r}: shape must be a list of non-negative ints, got {shape!r}"
+        )
     return tuple(shape)
 
 
@@ -178,7 +186,9 @@ def slo_ns_from(parameters: dict[str, Any]) -> int:
     if slo is None:
         return 0
     if isinstance(slo, bool) or not isinstance(slo, (int, float)) or not (0 < slo < 3.6e6):
-        raise KServeError(Status.BAD_REQUEST, f"parameter slo_ms must be a number of ms in (0, 3600000), got {slo!r}")
+        raise KServeError(
+            Status.BAD_REQUEST, f"parameter slo_ms must be a number of ms in (0, 3600000), got {slo!r}"
+        )
     return int(slo * 1e6)
 
 
@@ -198,7 +208,7 @@ class Gateway:
         if token is None:
             return True
         prefix = "Bearer "
-        given = header[len(prefix):] if isinstance(header, str) and header.startswith(prefix) else None
+        given = header[len(prefix) :] if isinstance(header, str) and header.startswith(prefix) else None
         return token_ok(token, given)
 
     def live(self) -> bool:
@@ -220,7 +230,9 @@ class Gateway:
             served = ", ".join(sorted(self.frontend.models)) or "none"
             raise KServeError(Status.REJECTED, f"unknown model {model!r}; served: {served}", not_found=True)
         if version not in ("", "1"):
-            raise KServeError(Status.REJECTED, f"model {model!r} has only version 1, not {version!r}", not_found=True)
+            raise KServeError(
+                Status.REJECTED, f"model {model!r} has only version 1, not {version!r}", not_found=True
+            )
 
     def _signature(self, model: str) -> tuple[Any, Any, Any]:
         sig = self.frontend.model_signature(model)

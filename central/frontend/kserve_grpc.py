@@ -90,7 +90,9 @@ def parse_request(request: pb.ModelInferRequest) -> tuple[tuple[Any, ...], list[
         raise KServeError(Status.BAD_REQUEST, "a request needs at least one input tensor")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise KServeError(Status.BAD_REQUEST, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+        raise KServeError(
+            Status.BAD_REQUEST, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs"
+        )
     metas: list[Any] = []
     buffers: list[Any] = []
     for i, t in enumerate(request.inputs):
@@ -101,10 +103,14 @@ def parse_request(request: pb.ModelInferRequest) -> tuple[tuple[Any, ...], list[
         else:
             field = _CONTENTS.get(dtype)
             if field is None:
-                raise KServeError(Status.BAD_REQUEST, f"input {t.name!r}: {t.datatype} needs raw_input_contents")
+                raise KServeError(
+                    Status.BAD_REQUEST, f"input {t.name!r}: {t.datatype} needs raw_input_contents"
+                )
             values = list(getattr(t.contents, field))
             if len(values) != math.prod(shape):
-                raise KServeError(Status.BAD_REQUEST, f"input {t.name!r}: {len(values)} values for shape {list(shape)}")
+                raise KServeError(
+                    Status.BAD_REQUEST, f"input {t.name!r}: {len(values)} values for shape {list(shape)}"
+                )
             if dtype == "BYTES":
                 buffers.append(encode_bytes(np.array(values, dtype=object)))
             else:
@@ -123,7 +129,9 @@ def build_response(
     by_name = {m[0]: (m, b) for m, b in zip(metas, buffers)}
     for name in wanted:
         if name not in by_name:
-            raise KServeError(Status.BAD_REQUEST, f"unknown output {name!r}; the model gives {sorted(by_name)}")
+            raise KServeError(
+                Status.BAD_REQUEST, f"unknown output {name!r}; the model gives {sorted(by_name)}"
+            )
     chosen = [by_name[n] for n in wanted] if wanted else list(zip(metas, buffers))
     resp = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
     for (name, dtype, shape), buf in chosen:
@@ -184,7 +192,8 @@ class _Servicer(pbg.GRPCInferenceServiceServicer):
         self.g.require_model(request.model_name, request.model_version)
         metas, buffers = parse_request(request)
         out_metas, out_buffers = await self.g.infer(
-            request.model_name, metas, buffers, slo_ns_from(_params(request)))
+            request.model_name, metas, buffers, slo_ns_from(_params(request))
+        )
         return build_response(request, out_metas, out_buffers)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
@@ -198,6 +207,7 @@ class _Servicer(pbg.GRPCInferenceServiceServicer):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pending = 0
         done_reading = False
+        running: set[asyncio.Future[None]] = set()  # the loop holds tasks only weakly
 
         async def one(req: Any) -> None:
             try:
@@ -209,7 +219,9 @@ class _Servicer(pbg.GRPCInferenceServiceServicer):
             nonlocal pending, done_reading
             async for req in request_iterator:
                 pending += 1
-                asyncio.ensure_future(one(req))
+                task = asyncio.ensure_future(one(req))
+                running.add(task)
+                task.add_done_callback(running.discard)
             done_reading = True
             queue.put_nowait(None)
 
@@ -223,10 +235,11 @@ class _Servicer(pbg.GRPCInferenceServiceServicer):
                 yield item
         finally:
             read_task.cancel()
+            for task in list(running):
+                task.cancel()
 
 
-_OPEN_METHODS = ("/inference.GRPCInferenceService/ServerLive",
-                 "/inference.GRPCInferenceService/ServerReady")
+_OPEN_METHODS = ("/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady")
 
 
 class _TokenCheck(grpc.aio.ServerInterceptor):
@@ -245,18 +258,23 @@ class _TokenCheck(grpc.aio.ServerInterceptor):
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
             context.set_trailing_metadata(((STATUS_KEY, Status.UNAUTHORIZED.name),))
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "unauthorized: send authorization: Bearer <token>")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "unauthorized: send authorization: Bearer <token>"
+            )
 
         if handler is None:
             return None
         if handler.request_streaming:
+
             async def deny_stream(it: Any, context: grpc.aio.ServicerContext) -> Any:
                 await deny(None, context)
+
             return grpc.stream_stream_rpc_method_handler(
-                deny_stream, handler.request_deserializer, handler.response_serializer)
+                deny_stream, handler.request_deserializer, handler.response_serializer
+            )
         return grpc.unary_unary_rpc_method_handler(
-            deny, handler.request_deserializer, handler.response_serializer)
+            deny, handler.request_deserializer, handler.response_serializer
+        )
 
 
 class GrpcServer:
@@ -270,9 +288,11 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        opts = [("grpc.max_receive_message_length", self._max),
-                ("grpc.max_send_message_length", self._max),
-                ("grpc.so_reuseport", 0)]
+        opts = [
+            ("grpc.max_receive_message_length", self._max),
+            ("grpc.max_send_message_length", self._max),
+            ("grpc.so_reuseport", 0),
+        ]
         interceptors = [_TokenCheck(self.gateway)] if self.gateway.frontend.config.token else []
         self._server = grpc.aio.server(options=opts, interceptors=interceptors)
         pbg.add_GRPCInferenceServiceServicer_to_server(_Servicer(self.gateway), self._server)

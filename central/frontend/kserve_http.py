@@ -75,7 +75,9 @@ def _body_parts(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     return doc, memoryview(body)[n:]
 
 
-def parse_infer(body: bytes, header_length: str | None) -> tuple[tuple[Any, ...], list[Any], dict[str, Any], dict[str, Any]]:
+def parse_infer(
+    body: bytes, header_length: str | None
+) -> tuple[tuple[Any, ...], list[Any], dict[str, Any], dict[str, Any]]:
     """(metas, buffers, request parameters, the JSON document) of an infer request."""
     doc, binary = _body_parts(body, header_length)
     params = doc.get("parameters") or {}
@@ -112,9 +114,7 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[tuple[Any, ...]
     return tuple(metas), buffers, params, doc
 
 
-def render_outputs(
-    metas: tuple[Any, ...], buffers: Any, doc: dict[str, Any], model: str
-) -> web.Response:
+def render_outputs(metas: tuple[Any, ...], buffers: Any, doc: dict[str, Any], model: str) -> web.Response:
     """The infer response: JSON, or JSON plus binary sections when the client asked."""
     params = doc.get("parameters") or {}
     all_binary = bool(params.get("binary_data_output", False))
@@ -174,9 +174,11 @@ class HttpServer:
         async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
             # health probes stay open (orchestrators send no credentials)
             if not request.path.startswith("/v2/health/") and not gateway.authorized(
-                    request.headers.get("Authorization")):
+                request.headers.get("Authorization")
+            ):
                 return web.json_response(
-                    {"error": "unauthorized: send Authorization: Bearer <token>"}, status=401)
+                    {"error": "unauthorized: send Authorization: Bearer <token>"}, status=401
+                )
             response: web.StreamResponse = await handler(request)
             return response
 

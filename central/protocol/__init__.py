@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .conventions import BatchStatus, DropReason
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .messages import *  # noqa: F401,F403
+from .messages import *  # noqa: F403
 from .messages import __all__ as _messages_all
 
 if TYPE_CHECKING:

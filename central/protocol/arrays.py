@@ -22,8 +22,9 @@ This is the one protocol module that imports numpy (the SDK has numpy anyway).
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from collections.abc import Sequence as SequenceABC
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,9 @@ def decode_bytes(buf: bytes | bytearray | memoryview, count: int) -> list[bytes]
     return out
 
 
-def pack(arrays: Mapping[str, np.ndarray[Any, Any]]) -> tuple[tuple[TensorMeta, ...], list[memoryview | bytes]]:
+def pack(
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+) -> tuple[tuple[TensorMeta, ...], list[memoryview | bytes]]:
     """Describe and serialise named arrays; returns ``(metas, buffers)``.
 
     Raises ``LocalProtocolError`` (the caller's inputs are unsendable) for an unsupported
@@ -138,8 +141,10 @@ def unpack(
 
     Raises ``RemoteProtocolError`` naming the first problem found, and no other error.
     """
-    if not isinstance(metas, SequenceABC) or isinstance(metas, (str, bytes)) or not isinstance(
-        buffers, SequenceABC
+    if (
+        not isinstance(metas, SequenceABC)
+        or isinstance(metas, (str, bytes))
+        or not isinstance(buffers, SequenceABC)
     ):
         raise RemoteProtocolError("tensor descriptions and frames must be sequences")
     if len(metas) != len(buffers):
@@ -180,9 +185,7 @@ def unpack(
             continue
         np_dtype = np.dtype(dtype)
         if len(buf) != count * np_dtype.itemsize:
-            raise RemoteProtocolError(
-                f"tensor {name!r}: {len(buf)} bytes for shape {shape} of {dtype}"
-            )
+            raise RemoteProtocolError(f"tensor {name!r}: {len(buf)} bytes for shape {shape} of {dtype}")
         out[name] = _reshaped(np.frombuffer(buf, dtype=np_dtype), shape, name)
     return out
 
@@ -193,6 +196,4 @@ def _reshaped(flat: np.ndarray[Any, Any], shape: tuple[int, ...], name: str) -> 
     try:
         return flat.reshape(shape)
     except (ValueError, OverflowError) as exc:
-        raise RemoteProtocolError(
-            f"tensor {name!r}: shape {shape} is not representable: {exc}"
-        ) from None
+        raise RemoteProtocolError(f"tensor {name!r}: shape {shape} is not representable: {exc}") from None

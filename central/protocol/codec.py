@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import msgpack
 
@@ -99,7 +100,7 @@ def _field_checkers(cls: type) -> tuple[tuple[str, type], ...]:
             out.append((f.name, int))
         elif ann == "str":
             out.append((f.name, str))
-        elif ann.startswith("tuple") or ann.startswith("Tuple"):
+        elif ann.startswith(("tuple", "Tuple")):
             out.append((f.name, tuple))
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {ann}")
@@ -193,33 +194,39 @@ def _expr(tp: Any, var: str, depth: int = 0) -> str:
     if len(args) == 2 and args[1] is Ellipsis:
         inner = args[0]
         if inner is int or inner is str:
-            return (f"(type({var}) is tuple and "
-                    f"(not {var} or set(map(type, {var})) == {{{inner.__name__}}}))")
+            return f"(type({var}) is tuple and (not {var} or set(map(type, {var})) == {{{inner.__name__}}}))"
         item = f"x{depth}"
-        return (f"(type({var}) is tuple and "
-                f"all({_expr(inner, item, depth + 1)} for {item} in {var}))")
+        return f"(type({var}) is tuple and all({_expr(inner, item, depth + 1)} for {item} in {var}))"
     parts = " and ".join(_expr(a, f"{var}[{i}]", depth + 1) for i, a in enumerate(args))
     return f"(type({var}) is tuple and len({var}) == {len(args)} and {parts})"
 
 
-def _nested_checkers(cls: type) -> tuple[Callable[[tuple[Any, ...]], bool],
-                                          tuple[tuple[str, _Checker], ...]]:
+def _nested_checkers(cls: type) -> tuple[Callable[[tuple[Any, ...]], bool], tuple[tuple[str, _Checker], ...]]:
     hints = typing.get_type_hints(cls, globalns=vars(_messages))
     fields = dataclasses.fields(cls)
     body = " and ".join(_expr(hints[f.name], f"v[{i}]") for i, f in enumerate(fields))
-    fast = eval(f"lambda v: {body or 'True'}", {"__builtins__": {}, "type": type, "set": set,
-                "map": map, "all": all, "len": len, "tuple": tuple, "int": int, "str": str,
-                "True": True})
+    fast = eval(
+        f"lambda v: {body or 'True'}",
+        {
+            "__builtins__": {},
+            "type": type,
+            "set": set,
+            "map": map,
+            "all": all,
+            "len": len,
+            "tuple": tuple,
+            "int": int,
+            "str": str,
+            "True": True,
+        },
+    )
     return fast, tuple((f.name, _compile(hints[f.name])) for f in fields)
 
 
-_NESTED: dict[int, tuple[Callable[[tuple[Any, ...]], bool],
-                         tuple[tuple[str, _Checker], ...]]] = {
+_NESTED: dict[int, tuple[Callable[[tuple[Any, ...]], bool], tuple[tuple[str, _Checker], ...]]] = {
     kind: _nested_checkers(cls) for kind, cls in MESSAGE_TYPES.items()
 }
-_TAGGED = frozenset(
-    kind for kind, cls in MESSAGE_TYPES.items() if dataclasses.fields(cls)[0].name == "tag"
-)
+_TAGGED = frozenset(kind for kind, cls in MESSAGE_TYPES.items() if dataclasses.fields(cls)[0].name == "tag")
 
 # ------------------------------------------------------------- structure pre-scan
 
@@ -232,24 +239,47 @@ _BIG_CONTAINER_MARKERS = b"\xdc\xdd\xde\xdf"
 def _scalar_sizes() -> list[int]:
     """Total encoded size of each fixed-size msgpack element by first byte (0: other)."""
     size = [0] * 256
-    for b in range(0x00, 0x80):
+    for b in range(0x80):
         size[b] = 1  # positive fixint
     for b in range(0xE0, 0x100):
         size[b] = 1  # negative fixint
     for b in range(0xA0, 0xC0):
         size[b] = 1 + (b & 0x1F)  # fixstr
     size[0xC0] = size[0xC2] = size[0xC3] = 1  # nil, false, true
-    for b, n in ((0xCA, 5), (0xCB, 9), (0xCC, 2), (0xCD, 3), (0xCE, 5), (0xCF, 9),
-                 (0xD0, 2), (0xD1, 3), (0xD2, 5), (0xD3, 9),
-                 (0xD4, 3), (0xD5, 4), (0xD6, 6), (0xD7, 10), (0xD8, 18)):
+    for b, n in (
+        (0xCA, 5),
+        (0xCB, 9),
+        (0xCC, 2),
+        (0xCD, 3),
+        (0xCE, 5),
+        (0xCF, 9),
+        (0xD0, 2),
+        (0xD1, 3),
+        (0xD2, 5),
+        (0xD3, 9),
+        (0xD4, 3),
+        (0xD5, 4),
+        (0xD6, 6),
+        (0xD7, 10),
+        (0xD8, 18),
+    ):
         size[b] = n
     return size
 
 
 _SCALAR = _scalar_sizes()
 # first byte -> (length bytes, extra header bytes) for str/bin/ext with a length field
-_SIZED = {0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0), 0xC4: (1, 0), 0xC5: (2, 0),
-          0xC6: (4, 0), 0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)}
+_SIZED = {
+    0xD9: (1, 0),
+    0xDA: (2, 0),
+    0xDB: (4, 0),
+    0xC4: (1, 0),
+    0xC5: (2, 0),
+    0xC6: (4, 0),
+    0xC7: (1, 1),
+    0xC8: (2, 1),
+    0xC9: (4, 1),
+}
 
 
 def _check_structure(h: bytes, max_depth: int) -> None:
@@ -308,9 +338,7 @@ def _check_structure(h: bytes, max_depth: int) -> None:
                 )
             stack.append(count)
             if len(stack) > max_depth:
-                raise RemoteProtocolError(
-                    f"undecodable header: nested deeper than {max_depth}"
-                )
+                raise RemoteProtocolError(f"undecodable header: nested deeper than {max_depth}")
     if pos > n:
         raise RemoteProtocolError("undecodable header: truncated")
 
@@ -318,8 +346,9 @@ def _check_structure(h: bytes, max_depth: int) -> None:
 def _salvage(header: Frame) -> tuple[int | None, int | None]:
     """(kind, tag) from the first bytes of a header that failed to decode, if readable."""
     try:
-        unpacker = msgpack.Unpacker(max_buffer_size=64, max_str_len=16, max_bin_len=16,
-                                    max_array_len=16, max_map_len=0, max_ext_len=0)
+        unpacker = msgpack.Unpacker(
+            max_buffer_size=64, max_str_len=16, max_bin_len=16, max_array_len=16, max_map_len=0, max_ext_len=0
+        )
         unpacker.feed(bytes(header[:32]))
         if unpacker.read_array_header() < 2:
             return None, None
@@ -373,9 +402,7 @@ def encode(msg: Message, buffers: Sequence[Frame] = ()) -> list[Frame]:
     return [header, *buffers]
 
 
-def decode(
-    frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS
-) -> tuple[Message, list[Frame]]:
+def decode(frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS) -> tuple[Message, list[Frame]]:
     """Parse ``frames`` into a message and its raw tensor buffers.
 
     Returns ``(message, buffers)``. Raises ``DecodeError`` (a ``RemoteProtocolError``)
@@ -397,9 +424,7 @@ def _decode(frames: Sequence[Frame], limits: Limits) -> tuple[Message, list[Fram
         raise RemoteProtocolError(f"{len(frames)} frames > limit {limits.max_frames}")
     header = frames[0]
     if len(header) > limits.max_header_bytes:
-        raise RemoteProtocolError(
-            f"header of {len(header)} bytes > limit {limits.max_header_bytes}"
-        )
+        raise RemoteProtocolError(f"header of {len(header)} bytes > limit {limits.max_header_bytes}")
     total = 0
     for frame in frames[1:]:
         n = len(frame)
@@ -446,7 +471,8 @@ def _decode(frames: Sequence[Frame], limits: Limits) -> tuple[Message, list[Fram
     for value, (name, typ) in zip(values, checkers):
         if type(value) is not typ:
             raise _refusal(
-                obj, kind,
+                obj,
+                kind,
                 f"{cls.__name__}.{name}: expected {typ.__name__}, got {type(value).__name__}",
             )
     msg: Message = cls(*values)
@@ -459,7 +485,8 @@ def _decode(frames: Sequence[Frame], limits: Limits) -> tuple[Message, list[Fram
             raise _refusal(obj, kind, text) from None
         if expected != len(buffers):
             raise _refusal(
-                obj, kind,
+                obj,
+                kind,
                 f"{cls.__name__}: {expected} tensors described, {len(buffers)} frames sent",
             )
     elif buffers:

@@ -34,5 +34,15 @@ class BatchRecord(NamedTuple):
         """A record from a row as JSON gives it back (a list in field order)."""
         if len(row) != len(cls._fields):
             raise ValueError(f"a batch record has {len(cls._fields)} fields, got {len(row)}")
-        return cls(int(row[0]), int(row[1]), str(row[2]), int(row[3]), int(row[4]),
-                   int(row[5]), int(row[6]), int(row[7]), int(row[8]), int(row[9]))
+        return cls(
+            int(row[0]),
+            int(row[1]),
+            str(row[2]),
+            int(row[3]),
+            int(row[4]),
+            int(row[5]),
+            int(row[6]),
+            int(row[7]),
+            int(row[8]),
+            int(row[9]),
+        )

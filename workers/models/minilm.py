@@ -59,7 +59,9 @@ class EncoderLayer(nn.Module):
             out: torch.Tensor = proj(x).view(b, t, self.heads, h // self.heads).transpose(1, 2)
             return out
 
-        ctx = F.scaled_dot_product_attention(split(self.query), split(self.key), split(self.value), attn_mask=attend)
+        ctx = F.scaled_dot_product_attention(
+            split(self.query), split(self.key), split(self.value), attn_mask=attend
+        )
         ctx = ctx.transpose(1, 2).reshape(b, t, h)
         x = self.attn_norm(x + self.attn_out(ctx))
         out: torch.Tensor = self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
@@ -77,7 +79,10 @@ class MiniLM(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids, attention_mask (1 = token, 0 = padding): int [B, T] -> unit embeddings [B, hidden]."""
         if token_type_ids is None:

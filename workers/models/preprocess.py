@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
@@ -67,8 +66,8 @@ def preprocess_image(image: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     w, h = img.size
     size = (RESIZE, int(RESIZE * h / w)) if w <= h else (int(RESIZE * w / h), RESIZE)
     img = img.resize(size, Image.Resampling.BILINEAR)
-    left = int(round((size[0] - CROP) / 2.0))
-    top = int(round((size[1] - CROP) / 2.0))
+    left = round((size[0] - CROP) / 2.0)
+    top = round((size[1] - CROP) / 2.0)
     img = img.crop((left, top, left + CROP, top + CROP))
     pixels = np.asarray(img, dtype=np.float32) / 255.0
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()

@@ -82,9 +82,13 @@ class _BatchedModel(abc.ABC, Generic[Prepared]):
 
     def _prepare_request(self, inputs: Inputs) -> Prepared:
         if not isinstance(inputs, dict):
-            raise ValueError(f"{self.name}: a request must be a dict of named arrays, got {type(inputs).__name__}")
+            raise ValueError(
+                f"{self.name}: a request must be a dict of named arrays, got {type(inputs).__name__}"
+            )
         if set(inputs) != {self.input_name}:
-            raise ValueError(f"{self.name}: expected exactly one input named {self.input_name!r}, got {sorted(inputs)}")
+            raise ValueError(
+                f"{self.name}: expected exactly one input named {self.input_name!r}, got {sorted(inputs)}"
+            )
         return self._prepare(inputs[self.input_name])
 
     def validate(self, inputs: Inputs) -> None:
@@ -110,7 +114,11 @@ class MobileNetV2Classifier(_BatchedModel["np.ndarray[Any, Any]"]):
     name = "mobilenet_v2"
     input_name = "image"
     inputs: Signature = (("image", "uint8", (-1,)),)  # encoded image bytes (or an RGB [H, W, 3] array)
-    outputs: Signature = (("class_ids", "int64", (5,)), ("scores", "float32", (5,)), ("labels", "BYTES", (5,)))
+    outputs: Signature = (
+        ("class_ids", "int64", (5,)),
+        ("scores", "float32", (5,)),
+        ("labels", "BYTES", (5,)),
+    )
     top_k = 5
 
     def __init__(self, model: MobileNetV2, device: str = "cpu", max_batch: int = 32) -> None:
@@ -156,7 +164,9 @@ def _sentence(value: Any) -> str:
             raise ValueError(f"element must be bytes or str, got {type(item).__name__}")
         data = bytes(item)
     else:
-        raise ValueError(f"must be an object array of one bytes/str or uint8 UTF-8 bytes, got dtype {value.dtype}")
+        raise ValueError(
+            f"must be an object array of one bytes/str or uint8 UTF-8 bytes, got dtype {value.dtype}"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
