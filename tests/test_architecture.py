@@ -26,8 +26,20 @@ STDLIB = frozenset(sys.stdlib_module_names)
 
 # Standard-library modules the policy core must not touch: clocks, randomness, I/O,
 # concurrency. Its time is an argument and its randomness is passed in.
-POLICY_FORBIDDEN = frozenset({"time", "random", "asyncio", "socket", "threading",
-                              "datetime", "os", "selectors", "subprocess", "multiprocessing"})
+POLICY_FORBIDDEN = frozenset(
+    {
+        "time",
+        "random",
+        "asyncio",
+        "socket",
+        "threading",
+        "datetime",
+        "os",
+        "selectors",
+        "subprocess",
+        "multiprocessing",
+    }
+)
 # The wire protocol never (un)pickles anything.
 PROTOCOL_FORBIDDEN = frozenset({"pickle", "marshal", "shelve", "copyreg", "_pickle"})
 HEAVY = frozenset({"torch", "grpc", "textual"})
@@ -121,8 +133,12 @@ def test_checker_resolves_relative_and_nested_imports() -> None:
     )
     got = [(i.line, i.module) for i in imports_in_source(src, "p.py", "central.protocol.arrays", False)]
     assert got == [
-        (1, "os"), (1, "numpy.linalg"), (2, "central.protocol"), (3, "central.protocol.errors"),
-        (4, "central.policy.types"), (6, "torch"),
+        (1, "os"),
+        (1, "numpy.linalg"),
+        (2, "central.protocol"),
+        (3, "central.protocol.errors"),
+        (4, "central.policy.types"),
+        (6, "torch"),
     ]
     pkg = imports_in_source("from .codec import encode\n", "i.py", "central.protocol", True)
     assert [i.module for i in pkg] == ["central.protocol.codec"]
@@ -148,15 +164,22 @@ def test_policy_imports_only_pure_standard_library() -> None:
             bad.append(f"{imp} (not the standard library)")
         elif imp.top in POLICY_FORBIDDEN:
             bad.append(f"{imp} (clocks, randomness, I/O and threads stay out of the policy)")
-    assert not bad, report(bad, "central/policy may import only the standard library "
-                                "and the wire conventions")
+    assert not bad, report(
+        bad, "central/policy may import only the standard library and the wire conventions"
+    )
 
 
 def test_the_conventions_are_pure_standard_library() -> None:
-    bad = [str(imp) for imp in imports_of(Path("central/protocol/conventions.py"))
-           if imp.top not in STDLIB or imp.top in POLICY_FORBIDDEN]
-    assert not bad, report(bad, "central/protocol/conventions.py (the policy's one import "
-                                "outside itself) imports only the pure standard library")
+    bad = [
+        str(imp)
+        for imp in imports_of(Path("central/protocol/conventions.py"))
+        if imp.top not in STDLIB or imp.top in POLICY_FORBIDDEN
+    ]
+    assert not bad, report(
+        bad,
+        "central/protocol/conventions.py (the policy's one import "
+        "outside itself) imports only the pure standard library",
+    )
 
 
 # Which of Baton's own packages each layer may import (besides itself, the standard
@@ -176,10 +199,13 @@ LAYERS = {
 def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
     own = ("central", "workers")
     allowed = (layer, *LAYERS[layer])
-    bad = [f"{imp} ({layer} may import only {', '.join(allowed)})"
-           for imp in all_imports(layer.replace(".", "/"))
-           if imp.top in own and imp.module not in ("central", "workers")
-           and not any(imp.under(a) for a in allowed)]
+    bad = [
+        f"{imp} ({layer} may import only {', '.join(allowed)})"
+        for imp in all_imports(layer.replace(".", "/"))
+        if imp.top in own
+        and imp.module not in ("central", "workers")
+        and not any(imp.under(a) for a in allowed)
+    ]
     assert not bad, report(bad, f"{layer} imports only {', '.join(allowed)} of Baton")
 
 
@@ -247,7 +273,8 @@ def test_no_import_cycles_in_central_or_workers() -> None:
     assert "central.frontend.kserve" in graph["central.frontend.server"]  # the graph is real
     cycles = _cycles(graph)
     assert not cycles, "import cycles (a module imported lazily still counts): " + "; ".join(
-        " <-> ".join(c) for c in cycles)
+        " <-> ".join(c) for c in cycles
+    )
 
 
 def test_protocol_imports_only_stdlib_msgpack_and_numpy_in_arrays() -> None:
@@ -271,9 +298,11 @@ def test_client_never_imports_heavy_packages_or_other_tiers() -> None:
     banned = HEAVY | {"workers", "bench", "tests"}
     # grpc_client.py is the one exception: the gRPC transport, imported lazily by
     # Client("grpc://...") only (the run-time probe below checks that import stays lazy).
-    bad = [f"{imp} (the SDK stays light)" for imp in all_imports("central/client")
-           if imp.top in banned
-           and not (imp.path == "central/client/grpc_client.py" and imp.top == "grpc")]
+    bad = [
+        f"{imp} (the SDK stays light)"
+        for imp in all_imports("central/client")
+        if imp.top in banned and not (imp.path == "central/client/grpc_client.py" and imp.top == "grpc")
+    ]
     assert not bad, report(bad, "central/client imports no torch, grpc, textual, workers, bench")
 
 
@@ -310,7 +339,10 @@ def loaded_by(package: str) -> frozenset[str]:
     """Top-level names of the modules ``import package`` loads in a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, "-c", _PROBE.format(package=package)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, f"import {package} failed:\n{out.stderr}"
     return frozenset(m.split(".")[0] for m in json.loads(out.stdout.strip().splitlines()[-1]))
@@ -349,8 +381,11 @@ def _package_inits() -> list[Path]:
 def _declared_all(rel: Path) -> ast.AST | None:
     tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"), filename=str(rel))
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else ([node.target] if isinstance(node, ast.AnnAssign) else [])
+        )
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
             return node.value
     return None
@@ -384,7 +419,9 @@ def test_every_source_directory_is_a_regular_package() -> None:
         d.relative_to(ROOT).as_posix()
         for top in SOURCE_DIRS
         for d in [ROOT / top, *(ROOT / top).rglob("*")]
-        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+        if d.is_dir()
+        and d.name != "__pycache__"
+        and any(d.glob("*.py"))
         and not (d / "__init__.py").is_file()
     )
     assert not missing, f"directories with modules but no __init__.py: {missing}"

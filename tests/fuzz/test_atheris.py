@@ -26,13 +26,23 @@ RUNS = 30_000
 
 def test_atheris_decode_harness_finds_no_crash(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
-    subprocess.run([sys.executable, str(HARNESS), "--write-seeds", str(corpus)], check=True,
-                   timeout=60)
+    subprocess.run([sys.executable, str(HARNESS), "--write-seeds", str(corpus)], check=True, timeout=60)
     assert len(list(corpus.iterdir())) >= 2 * 19  # every kind, both limits
     proc = subprocess.run(
-        [sys.executable, str(HARNESS), str(corpus), f"-runs={RUNS}", "-seed=1",
-         "-max_len=4096", "-timeout=20", "-rss_limit_mb=1024"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(HARNESS),
+            str(corpus),
+            f"-runs={RUNS}",
+            "-seed=1",
+            "-max_len=4096",
+            "-timeout=20",
+            "-rss_limit_mb=1024",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     crashes = sorted(p.name for p in tmp_path.glob("crash-*"))
     assert proc.returncode == 0 and not crashes, (crashes, proc.stderr[-3000:])

@@ -36,7 +36,8 @@ import os
 import time
 import tracemalloc
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -124,8 +125,7 @@ def _message_strategy(cls: type) -> st.SearchStrategy[Any]:
                 elif f.name in ("request_ids", "statuses"):
                     values[f.name] = tuple(draw(st.lists(_INTS, min_size=n, max_size=n)))
                 elif f.name == "errors":
-                    values[f.name] = tuple(draw(st.lists(st.text(max_size=8), min_size=n,
-                                                         max_size=n)))
+                    values[f.name] = tuple(draw(st.lists(st.text(max_size=8), min_size=n, max_size=n)))
                 else:
                     values[f.name] = draw(_strategy_for(hints[f.name]))
             return cls(**values)
@@ -178,7 +178,7 @@ def _paths(tree: Any, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
     out = [prefix]
     if isinstance(tree, (list, tuple)):
         for i, child in enumerate(tree):
-            out.extend(_paths(child, prefix + (i,)))
+            out.extend(_paths(child, (*prefix, i)))
     return out
 
 
@@ -195,10 +195,25 @@ def mutated_frames(draw: st.DrawFn) -> list[bytes]:
     """A valid encoded message of some kind, then one to three mutations."""
     _, frames = draw(encoded_messages())
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from([
-            "flip", "truncate", "extend", "insert", "drop_frame", "dup_frame", "swap_frames",
-            "add_frame", "tree", "tree_append", "tree_pop", "version", "kind",
-        ]))
+        op = draw(
+            st.sampled_from(
+                [
+                    "flip",
+                    "truncate",
+                    "extend",
+                    "insert",
+                    "drop_frame",
+                    "dup_frame",
+                    "swap_frames",
+                    "add_frame",
+                    "tree",
+                    "tree_append",
+                    "tree_pop",
+                    "version",
+                    "kind",
+                ]
+            )
+        )
         header = frames[0] if frames else b""
         if op == "flip" and header:
             i = draw(st.integers(0, len(header) - 1))
@@ -211,8 +226,7 @@ def mutated_frames(draw: st.DrawFn) -> list[bytes]:
             frames = [header + draw(st.binary(min_size=1, max_size=16)), *frames[1:]]
         elif op == "insert" and header:
             i = draw(st.integers(0, len(header)))
-            frames = [header[:i] + draw(st.binary(min_size=1, max_size=8)) + header[i:],
-                      *frames[1:]]
+            frames = [header[:i] + draw(st.binary(min_size=1, max_size=8)) + header[i:], *frames[1:]]
         elif op == "drop_frame" and frames:
             del frames[draw(st.integers(0, len(frames) - 1))]
         elif op == "dup_frame" and frames:
@@ -392,8 +406,11 @@ def test_claimed_sizes_are_not_allocated(header: bytes) -> None:
 
 @FUZZ
 @given(
-    claims=st.lists(st.tuples(st.sampled_from([b"\xdc", b"\xdd", b"\xde", b"\xdf"]),
-                              st.integers(0, 2**32 - 1)), min_size=1, max_size=300),
+    claims=st.lists(
+        st.tuples(st.sampled_from([b"\xdc", b"\xdd", b"\xde", b"\xdf"]), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=300,
+    ),
     tail=st.binary(max_size=64),
 )
 def test_random_container_claims_allocate_little(claims: list, tail: bytes) -> None:
@@ -414,8 +431,7 @@ def test_random_container_claims_allocate_little(claims: list, tail: bytes) -> N
         (("x", "uint8", (0, 2**40, 2**40)), b""),
         (("x", "BYTES", (0, 2**64 - 1)), b""),
         (("x", "BYTES", (2**30,)), b"\x00" * 64),
-        (("x", "BYTES", (arrays.MAX_BYTES_ELEMENTS + 1,)),
-         b"\x00" * 4 * (arrays.MAX_BYTES_ELEMENTS + 1)),
+        (("x", "BYTES", (arrays.MAX_BYTES_ELEMENTS + 1,)), b"\x00" * 4 * (arrays.MAX_BYTES_ELEMENTS + 1)),
         (("x", "BYTES", (2,)), b"\xff\xff\xff\xff"),
         (("x", {"a": 1}, (1,)), b"\x00"),
         (("x", "float32", (1.5,)), b"\x00" * 4),
@@ -423,9 +439,20 @@ def test_random_container_claims_allocate_little(claims: list, tail: bytes) -> N
         (("x", "float32", (1,) * 9), b"\x00" * 4),
         (("", "float32", (1,)), b"\x00" * 4),
     ],
-    ids=["huge-shape", "zero-size-2^63", "zero-size-overflow", "bytes-zero-size-2^64",
-         "bytes-claims-2^30", "bytes-over-element-limit", "bytes-length-past-end",
-         "dict-dtype", "float-dim", "negative-dim", "rank-9", "empty-name"],
+    ids=[
+        "huge-shape",
+        "zero-size-2^63",
+        "zero-size-overflow",
+        "bytes-zero-size-2^64",
+        "bytes-claims-2^30",
+        "bytes-over-element-limit",
+        "bytes-length-past-end",
+        "dict-dtype",
+        "float-dim",
+        "negative-dim",
+        "rank-9",
+        "empty-name",
+    ],
 )
 def test_bad_tensor_descriptions_are_refused_cheaply(meta: Any, buf: bytes) -> None:
     start = time.perf_counter()
@@ -441,8 +468,11 @@ def test_bad_tensor_descriptions_are_refused_cheaply(meta: Any, buf: bytes) -> N
 
 _META = st.one_of(
     st.tuples(_NAMES, _DTYPES, st.lists(st.integers(0, 4), max_size=3).map(tuple)),
-    st.tuples(st.one_of(_NAMES, _ODD), st.one_of(_DTYPES, _ODD),
-              st.one_of(st.lists(_INTS, max_size=4).map(tuple), _ODD)),
+    st.tuples(
+        st.one_of(_NAMES, _ODD),
+        st.one_of(_DTYPES, _ODD),
+        st.one_of(st.lists(_INTS, max_size=4).map(tuple), _ODD),
+    ),
     _ODD,
 )
 
@@ -455,10 +485,15 @@ def test_unpack_of_random_descriptions(data: st.DataObject, metas: list) -> None
     buffers = []
     for meta in metas:
         right = b""
-        if isinstance(meta, tuple) and len(meta) == 3 and type(meta[1]) is str \
-                and meta[1] in arrays.ALLOWED_DTYPES \
-                and meta[1] != "BYTES" and isinstance(meta[2], tuple) \
-                and all(type(d) is int and 0 <= d < 8 for d in meta[2]):
+        if (
+            isinstance(meta, tuple)
+            and len(meta) == 3
+            and type(meta[1]) is str
+            and meta[1] in arrays.ALLOWED_DTYPES
+            and meta[1] != "BYTES"
+            and isinstance(meta[2], tuple)
+            and all(type(d) is int and 0 <= d < 8 for d in meta[2])
+        ):
             right = b"\x01" * (int(np.prod(meta[2])) * np.dtype(meta[1]).itemsize)
         buffers.append(data.draw(st.one_of(st.just(right), st.binary(max_size=64))))
     start = time.perf_counter()
@@ -479,8 +514,9 @@ def test_decode_bytes_of_random_frames(buf: bytes, count: int) -> None:
 
 @FUZZ
 @given(
-    numeric=st.lists(st.tuples(_DTYPES.filter(lambda d: d != "BYTES"),
-                               st.lists(st.integers(0, 4), max_size=3)), max_size=3),
+    numeric=st.lists(
+        st.tuples(_DTYPES.filter(lambda d: d != "BYTES"), st.lists(st.integers(0, 4), max_size=3)), max_size=3
+    ),
     texts=st.lists(st.binary(max_size=10), max_size=6),
 )
 def test_pack_unpack_round_trip(numeric: list, texts: list) -> None:
@@ -488,7 +524,7 @@ def test_pack_unpack_round_trip(numeric: list, texts: list) -> None:
     for i, (dtype, shape) in enumerate(numeric):
         size = int(np.prod(shape)) if shape else 1
         inputs[f"t{i}"] = (np.arange(size) % 2).astype(dtype).reshape(shape)
-    inputs["s"] = np.array(texts + [b""], dtype=object)
+    inputs["s"] = np.array([*texts, b""], dtype=object)
     metas, buffers = arrays.pack(inputs)
     out = arrays.unpack(metas, [bytes(b) for b in buffers])
     assert list(out) == list(inputs)

@@ -38,8 +38,9 @@ import dataclasses
 import itertools
 import random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -142,9 +143,7 @@ class Peer:
     def send(self, frames: Sequence[Any]) -> None:
         self.sock.send_multipart(list(frames), copy=True)
 
-    def answers(
-        self, quiet_s: float, *, until: int | None = None, max_s: float = 15.0
-    ) -> list[Any]:
+    def answers(self, quiet_s: float, *, until: int | None = None, max_s: float = 15.0) -> list[Any]:
         """Decode answers until ``until`` arrived or none came for ``quiet_s``."""
         out: list[Any] = []
         deadline = time.monotonic() + max_s
@@ -179,8 +178,24 @@ def peers() -> Iterator[Callable[..., Peer]]:
 
 F32 = ("x", "float32", (4,))
 ODD_VALUES: list[Any] = [
-    None, True, 1.5, float("nan"), b"\x00\xff", "", "x" * 40, -1, 0, 2**63 - 1, 2**64 - 1,
-    -(2**63), {"a": 1}, {}, (), (0,) * 20, msgpack.ExtType(3, b"ab"), ((((((((0,),),),),),),),),
+    None,
+    True,
+    1.5,
+    float("nan"),
+    b"\x00\xff",
+    "",
+    "x" * 40,
+    -1,
+    0,
+    2**63 - 1,
+    2**64 - 1,
+    -(2**63),
+    {"a": 1},
+    {},
+    (),
+    (0,) * 20,
+    msgpack.ExtType(3, b"ab"),
+    ((((((((0,),),),),),),),),
 ]
 
 
@@ -188,8 +203,12 @@ def _frontend_seeds() -> list[Frames]:
     x = np.arange(4, dtype=np.float32).tobytes()
     return [
         [bytes(f) for f in encode(Infer(7, UNSERVED, 0, (F32,)), [x])],
-        [bytes(f) for f in encode(Infer(8, UNSERVED, 5_000_000, (F32, ("t", "BYTES", (1,)))),
-                                  [x, b"\x02\x00\x00\x00ab"])],
+        [
+            bytes(f)
+            for f in encode(
+                Infer(8, UNSERVED, 5_000_000, (F32, ("t", "BYTES", (1,)))), [x, b"\x02\x00\x00\x00ab"]
+            )
+        ],
         [bytes(f) for f in encode(StatsQuery(2))],
         [bytes(f) for f in encode(Reply(9, 0, "", ()))],
         [bytes(f) for f in encode(Heartbeat(1))],
@@ -200,8 +219,10 @@ def _scheduler_seeds(index: int | None) -> list[Frames]:
     rid = ((index or 1) << 40) | 5
     return [
         [bytes(f) for f in encode(Heartbeat(123))],
-        [bytes(f) for f in encode(Requests((rid, rid + 1), (UNSERVED, UNSERVED),
-                                           (5_000_000, 9_000_000), (16, 16)))],
+        [
+            bytes(f)
+            for f in encode(Requests((rid, rid + 1), (UNSERVED, UNSERVED), (5_000_000, 9_000_000), (16, 16)))
+        ],
         [bytes(f) for f in encode(Done(10**12, 0, 0, 1, 2, 1))],
         [bytes(f) for f in encode(StatsQuery(2))],
         [bytes(f) for f in encode(Execute(10**12, 0, UNSERVED, (rid,), 1, 2, 3))],
@@ -212,8 +233,7 @@ def _worker_seeds() -> list[Frames]:
     x = np.ones(4, dtype=np.float32).tobytes()
     return [
         [bytes(f) for f in encode(Payloads(10**12, 0, (2**40 + 1,), ((F32,),)), [x])],
-        [bytes(f) for f in encode(Payloads(10**12 + 1, 0, (2**40 + 2, 2**40 + 3),
-                                           ((F32,), ())), [x])],
+        [bytes(f) for f in encode(Payloads(10**12 + 1, 0, (2**40 + 2, 2**40 + 3), ((F32,), ())), [x])],
         [bytes(f) for f in encode(Results(10**12, (1,), (0,), ("",), ((),)))],
         [bytes(f) for f in encode(Heartbeat(5))],
     ]
@@ -223,8 +243,22 @@ def _mutate(rng: random.Random, frames: Frames) -> Frames:
     frames = list(frames)
     for _ in range(rng.randint(1, 3)):
         header = frames[0] if frames else b""
-        op = rng.choice(["flip", "truncate", "extend", "insert", "drop", "dup", "swap", "add",
-                         "field", "version", "kind", "noise"])
+        op = rng.choice(
+            [
+                "flip",
+                "truncate",
+                "extend",
+                "insert",
+                "drop",
+                "dup",
+                "swap",
+                "add",
+                "field",
+                "version",
+                "kind",
+                "noise",
+            ]
+        )
         if op == "flip" and header:
             b = bytearray(header)
             b[rng.randrange(len(b))] ^= rng.randint(1, 255)
@@ -274,10 +308,11 @@ def _known_bad_frontend() -> list[tuple[str, Frames]]:
     return [
         ("header of", [b"\x91" + b"\x00" * (DEFAULT_LIMITS.max_header_bytes + 1)]),
         ("frames > limit", [encode(Heartbeat(1))[0]] + [b""] * DEFAULT_LIMITS.max_frames),
-        ("max_array_len", [msgpack.packb(
-            [VERSION, int(Infer.KIND), 1, "m", 0, [0] * (DEFAULT_LIMITS.max_array_len + 1)])]),
-        ("protocol version",
-         [b"\x96\x02" + encode(Infer(1, "symphony", 0, (F32,)), [x])[0][2:], x]),
+        (
+            "max_array_len",
+            [msgpack.packb([VERSION, int(Infer.KIND), 1, "m", 0, [0] * (DEFAULT_LIMITS.max_array_len + 1)])],
+        ),
+        ("protocol version", [b"\x96\x02" + encode(Infer(1, "symphony", 0, (F32,)), [x])[0][2:], x]),
         ("unknown message kind", [msgpack.packb([VERSION, 77, 1])]),
         ("undecodable", [b"\xc1"]),
     ]
@@ -353,18 +388,19 @@ def test_known_bad_inputs_get_clear_errors(cluster: Cluster, peers: Callable[...
     x = np.zeros(4, np.float32).tobytes()
     tagged = [
         ("unknown model", Infer(11, UNSERVED, 0, (F32,)), [x], Status.REJECTED),
-        ("not supported", Infer(12, "symphony", 0, (("x", "complex64", (4,)),)), [x],
-         Status.BAD_REQUEST),
-        ("bytes for shape", Infer(13, "symphony", 0, (("x", "float32", (5,)),)), [x],
-         Status.BAD_REQUEST),
-        ("bad shape", Infer(14, "symphony", 0, (("x", "float32", (-4,)),)), [x],
-         Status.BAD_REQUEST),
+        ("not supported", Infer(12, "symphony", 0, (("x", "complex64", (4,)),)), [x], Status.BAD_REQUEST),
+        ("bytes for shape", Infer(13, "symphony", 0, (("x", "float32", (5,)),)), [x], Status.BAD_REQUEST),
+        ("bad shape", Infer(14, "symphony", 0, (("x", "float32", (-4,)),)), [x], Status.BAD_REQUEST),
         # zero elements but a dimension numpy refuses: once a ValueError in the frontend
-        ("not representable", Infer(15, "symphony", 0, (("x", "float32", (0, 2**63)),)),
-         [b""], Status.BAD_REQUEST),
+        (
+            "not representable",
+            Infer(15, "symphony", 0, (("x", "float32", (0, 2**63)),)),
+            [b""],
+            Status.BAD_REQUEST,
+        ),
         ("slo", Infer(16, "symphony", -1, (F32,)), [x], Status.BAD_REQUEST),
     ]
-    for what, msg, buffers, status in tagged:
+    for _what, msg, buffers, _status in tagged:
         peer.send([bytes(f) for f in encode(msg, buffers)])
     got = peer.answers(5.0, until=len(tagged))
     assert len(got) == len(tagged)
@@ -406,8 +442,9 @@ def test_registered_looking_peers_are_refused_not_served(
     wk.send(encode(RegisterWorker("fuzz-worker", f"tcp://127.0.0.1:{dead_port}", spec)))
     got = wk.answers(5.0, until=1)
     assert isinstance(got[0][0], WorkerRegistered)
-    done_seeds = [[bytes(f) for f in encode(Done(b, 0, s, 1, 2, 1))]
-                  for b, s in ((10**12, 0), (1, 9), (2, 3))]
+    done_seeds = [
+        [bytes(f) for f in encode(Done(b, 0, s, 1, 2, 1))] for b, s in ((10**12, 0), (1, 9), (2, 3))
+    ]
     corpus = _corpus(rng, done_seeds + _scheduler_seeds(None), ROUND)
     for frames in corpus:
         wk.send(frames)
@@ -417,9 +454,7 @@ def test_registered_looking_peers_are_refused_not_served(
     _assert_serves_correctly(cluster, peers)
 
 
-def test_memory_is_flat_across_equal_fuzz_rounds(
-    cluster: Cluster, peers: Callable[..., Peer]
-) -> None:
+def test_memory_is_flat_across_equal_fuzz_rounds(cluster: Cluster, peers: Callable[..., Peer]) -> None:
     pids = _pids(cluster)
     _fuzz_round(cluster, peers, random.Random(1))  # warm-up: caches, sockets, pools
     _fuzz_round(cluster, peers, random.Random(2))
@@ -435,9 +470,7 @@ def test_memory_is_flat_across_equal_fuzz_rounds(
 # ------------------------------------------- bugs found outside central.protocol, fixed
 
 
-def test_refused_infer_is_answered_with_its_tag(
-    cluster: Cluster, peers: Callable[..., Peer]
-) -> None:
+def test_refused_infer_is_answered_with_its_tag(cluster: Cluster, peers: Callable[..., Peer]) -> None:
     peer = peers(cluster.config.frontend_address)
     x = np.zeros(4, np.float32).tobytes()
     frames = [bytes(f) for f in encode(Infer(4242, "symphony", 0, (F32,)), [x])]

@@ -12,7 +12,9 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+    ),
 ]
 
 
@@ -34,8 +36,10 @@ def test_torch_executor_serves_both_models_on_cuda() -> None:
         image = {"image": np.frombuffer(buf.getvalue(), np.uint8)}
         outs = asyncio.run(ex.run(0, "mobilenet_v2", [image] * 4))
         assert all(int(o["class_ids"][0]) in range(281, 286) for o in outs)
-        texts = [{"text": np.array([s.encode()], dtype=object)} for s in
-                 ("A man plays guitar.", "Someone is playing a guitar.", "Stocks fell today.")]
+        texts = [
+            {"text": np.array([s.encode()], dtype=object)}
+            for s in ("A man plays guitar.", "Someone is playing a guitar.", "Stocks fell today.")
+        ]
         a, b, c = (o["embedding"] for o in asyncio.run(ex.run(0, "minilm", texts)))
         assert float(a @ b) > float(a @ c)
     finally:

@@ -43,8 +43,18 @@ def kserve_bytes(*items: bytes) -> bytes:
 
 def test_every_numeric_dtype_is_allowed_and_bytes_is_the_only_other() -> None:
     assert set(NUMERIC) == {
-        "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-        "float16", "float32", "float64",
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
     }
 
 
@@ -129,9 +139,7 @@ def test_zero_dimensional_bytes_array_keeps_its_shape() -> None:
 @given(
     hnp.arrays(
         dtype=st.sampled_from(NUMERIC).flatmap(
-            lambda name: st.sampled_from(["<", ">"]).map(
-                lambda order: np.dtype(name).newbyteorder(order)
-            )
+            lambda name: st.sampled_from(["<", ">"]).map(lambda order: np.dtype(name).newbyteorder(order))
         ),
         shape=hnp.array_shapes(min_dims=1, max_dims=MAX_RANK, min_side=0, max_side=3),
     ),
@@ -200,7 +208,7 @@ def test_decode_bytes_splits_exactly_count_elements() -> None:
     ids=["complex", "datetime", "longdouble", "object-int", "object-mixed"],
 )
 def test_pack_refuses_unsendable_arrays(value: np.ndarray) -> None:
-    with pytest.raises(LocalProtocolError, match="'x'|BYTES element"):
+    with pytest.raises(LocalProtocolError, match=r"'x'|BYTES element"):
         pack({"x": value})
 
 
@@ -231,9 +239,7 @@ def test_unpack_refuses_description_and_frame_count_mismatch() -> None:
     refused([("x", "uint8", (1,))], [], "1 tensor descriptions, 0 frames")
 
 
-@pytest.mark.parametrize(
-    "meta", [["x", "uint8", (1,)], ("x", "uint8"), ("x", "uint8", (1,), 0), "x"]
-)
+@pytest.mark.parametrize("meta", [["x", "uint8", (1,)], ("x", "uint8"), ("x", "uint8", (1,), 0), "x"])
 def test_unpack_refuses_malformed_descriptions(meta: object) -> None:
     refused([meta], [b"\x00"], r"must be \(name, dtype, shape\)")
 
@@ -261,9 +267,7 @@ def test_unpack_refuses_rank_above_max() -> None:
     assert unpack([("x", "uint8", (1,) * MAX_RANK)], [b"\x00"])["x"].ndim == MAX_RANK
 
 
-@pytest.mark.parametrize(
-    "shape", [(-1,), (2, -3), (1.0,), ("2",), (True,), (None,), [2], 2], ids=repr
-)
+@pytest.mark.parametrize("shape", [(-1,), (2, -3), (1.0,), ("2",), (True,), (None,), [2], 2], ids=repr)
 def test_unpack_refuses_bad_dims(shape: object) -> None:
     refused([("x", "uint8", shape)], [b"\x00\x00"], "'x': bad shape")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,7 +44,7 @@ def test_overheads_reduce_the_bound() -> None:
 @pytest.mark.parametrize("coordinated", [True, False])
 def test_monotone_in_workers(coordinated: bool) -> None:
     bounds = [analytic_bound(n, K, C, SLO, coordinated=coordinated) for n in range(1, 65)]
-    for smaller, larger in zip(bounds, bounds[1:]):
+    for smaller, larger in itertools.pairwise(bounds):
         assert larger.batch >= smaller.batch
         assert larger.per_worker_rps >= smaller.per_worker_rps
         assert larger.goodput_rps > smaller.goodput_rps
@@ -51,7 +53,7 @@ def test_monotone_in_workers(coordinated: bool) -> None:
 @pytest.mark.parametrize("coordinated", [True, False])
 def test_monotone_in_slo(coordinated: bool) -> None:
     bounds = [analytic_bound(8, K, C, slo * MS, coordinated=coordinated) for slo in range(1, 120)]
-    for tighter, looser in zip(bounds, bounds[1:]):
+    for tighter, looser in itertools.pairwise(bounds):
         assert looser.batch >= tighter.batch
         assert looser.goodput_rps >= tighter.goodput_rps
 

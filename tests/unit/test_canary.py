@@ -38,7 +38,7 @@ def test_a_quiet_canary_wakes_often_and_a_stopped_one_reports_the_stop() -> None
 def test_the_canary_must_have_run_and_refuses_nonsense() -> None:
     canary = StallCanary()
     with pytest.raises(RuntimeError, match="not run"):
-        canary.stalls
+        _ = canary.stalls
     with pytest.raises(ValueError):
         StallCanary(period_ms=0)
     with StallCanary() as ran:

@@ -112,16 +112,23 @@ def test_a_boolean_is_not_an_int() -> None:
 
 def test_nested_refusals_name_the_offending_element() -> None:
     cases = [
-        (_header(VERSION, int(Kind.REQUESTS), (1, "2"), ("m", "m"), (1, 1), (1, 1)),
-         "Requests.request_ids[1]: expected int, got str"),
-        (_header(VERSION, int(Kind.REQUESTS), (1,), ("m",), (1,), (True,)),
-         "Requests.sizes[0]: expected int, got bool"),
-        (_header(VERSION, int(Kind.INFER), 1, "m", 0, (("x", "float32"),)),
-         "Infer.tensors[0]: expected 3 elements, got 2"),
-        (_header(VERSION, int(Kind.INFER), 1, "m", 0, ("x",)),
-         "Infer.tensors[0]: expected tuple, got str"),
-        (_header(VERSION, int(Kind.INFER), 1, "m", 0, (("x", "float32", 2),)),
-         "Infer.tensors[0][2]: expected tuple, got int"),
+        (
+            _header(VERSION, int(Kind.REQUESTS), (1, "2"), ("m", "m"), (1, 1), (1, 1)),
+            "Requests.request_ids[1]: expected int, got str",
+        ),
+        (
+            _header(VERSION, int(Kind.REQUESTS), (1,), ("m",), (1,), (True,)),
+            "Requests.sizes[0]: expected int, got bool",
+        ),
+        (
+            _header(VERSION, int(Kind.INFER), 1, "m", 0, (("x", "float32"),)),
+            "Infer.tensors[0]: expected 3 elements, got 2",
+        ),
+        (_header(VERSION, int(Kind.INFER), 1, "m", 0, ("x",)), "Infer.tensors[0]: expected tuple, got str"),
+        (
+            _header(VERSION, int(Kind.INFER), 1, "m", 0, (("x", "float32", 2),)),
+            "Infer.tensors[0][2]: expected tuple, got int",
+        ),
     ]
     for header, text in cases:
         frames = [header, b"\x00" * 8] if text.startswith("Infer") else [header]
@@ -196,8 +203,10 @@ def test_every_refusal_after_msgpack_names_kind_and_tag() -> None:
         # a top-level field of the wrong type
         ([_header(VERSION, int(Kind.INFER), 42, 5, 0, ())], "Infer.model: expected str, got int"),
         # a nested field of the wrong type
-        ([_header(VERSION, int(Kind.INFER), 42, "m", 0, (("x", "f", (1.5,)),)), b"x"],
-         "Infer.tensors[0][2][0]: expected int, got float"),
+        (
+            [_header(VERSION, int(Kind.INFER), 42, "m", 0, (("x", "f", (1.5,)),)), b"x"],
+            "Infer.tensors[0][2][0]: expected int, got float",
+        ),
         # frames on a tagged kind that carries no tensors
         ([*encode(StatsReply(42, "{}")), b"x"], "StatsReply carries no tensors, got 1 frames"),
     ]
@@ -207,8 +216,9 @@ def test_every_refusal_after_msgpack_names_kind_and_tag() -> None:
         assert (err.kind, err.tag) == (frames[0][2], 42)
     # tensor descriptions that cannot be counted (only untagged kinds have nested lists)
     err = _refusal([_header(VERSION, int(Kind.PAYLOADS), 42, 0, (1,), (7,))])
-    assert str(err) == ("Payloads: malformed tensor descriptions: "
-                        "per-request tensor descriptions must be arrays")
+    assert str(err) == (
+        "Payloads: malformed tensor descriptions: per-request tensor descriptions must be arrays"
+    )
     assert (err.kind, err.tag) == (int(Kind.PAYLOADS), None)
 
 
@@ -284,8 +294,20 @@ def test_every_valid_header_passes_the_structure_scan() -> None:
 
 
 def test_every_element_kind_passes_the_structure_scan() -> None:
-    values = [1.5, None, True, False, 2**64 - 1, -(2**63), "x" * 40, "y" * 300, b"b" * 3,
-              b"c" * 300, {"k": [1]}, [[1, 2], []]]
+    values = [
+        1.5,
+        None,
+        True,
+        False,
+        2**64 - 1,
+        -(2**63),
+        "x" * 40,
+        "y" * 300,
+        b"b" * 3,
+        b"c" * 300,
+        {"k": [1]},
+        [[1, 2], []],
+    ]
     # the twelve values and, appended by hand, a float32 (packb writes float64)
     items = msgpack.packb(values, use_bin_type=True)[1:]
     items += msgpack.packb(2.5, use_single_float=True)
@@ -308,9 +330,7 @@ def test_maps_are_walked_as_key_value_pairs() -> None:
 def test_nesting_deeper_than_max_depth_is_refused_by_the_scan() -> None:
     # the header array is level 1: three more fixarrays inside a field reach level 4
     assert str(_refusal([_raw(b"\x91" * 3 + b"\x00")], _SCAN)) == _PASSED
-    assert str(_refusal([_raw(b"\x91" * 4 + b"\x00")], _SCAN)) == (
-        "undecodable header: nested deeper than 4"
-    )
+    assert str(_refusal([_raw(b"\x91" * 4 + b"\x00")], _SCAN)) == ("undecodable header: nested deeper than 4")
     assert str(_refusal([_raw(b"\xdc\x00\x01" * 4 + b"\x00")], _SCAN)) == (
         "undecodable header: nested deeper than 4"
     )
@@ -319,9 +339,7 @@ def test_nesting_deeper_than_max_depth_is_refused_by_the_scan() -> None:
 def test_siblings_do_not_count_as_nesting() -> None:
     # the padding and the field are two arrays side by side at level 2
     assert str(_refusal([_raw(b"\x91\x00")], Limits(max_depth=2))) == _PASSED
-    assert str(_refusal([_raw(b"\x91\x91\x00")], Limits(max_depth=2))).endswith(
-        "nested deeper than 2"
-    )
+    assert str(_refusal([_raw(b"\x91\x91\x00")], Limits(max_depth=2))).endswith("nested deeper than 2")
     msg = _forced_scan_message()  # four sibling arrays
     assert decode(encode(msg), Limits(max_depth=2))[0] == msg
     assert "nested deeper than 1" in str(_refusal(encode(msg), Limits(max_depth=1)))
@@ -329,14 +347,19 @@ def test_siblings_do_not_count_as_nesting() -> None:
 
 @pytest.mark.parametrize(
     "marker, claim",
-    [(b"\xdc", b"\xff\xff"), (b"\xdc", b"\x01\x00"), (b"\xdd", b"\x00\x10\x00\x00"),
-     (b"\xdd", b"\x01\x00\x00\x00"), (b"\xde", b"\xff\xff"), (b"\xde", b"\x01\x00"),
-     (b"\xdf", b"\x00\x10\x00\x00"), (b"\xdf", b"\x01\x00\x00\x00")],
-    ids=["array16", "array16-high", "array32", "array32-high", "map16", "map16-high", "map32",
-         "map32-high"],
+    [
+        (b"\xdc", b"\xff\xff"),
+        (b"\xdc", b"\x01\x00"),
+        (b"\xdd", b"\x00\x10\x00\x00"),
+        (b"\xdd", b"\x01\x00\x00\x00"),
+        (b"\xde", b"\xff\xff"),
+        (b"\xde", b"\x01\x00"),
+        (b"\xdf", b"\x00\x10\x00\x00"),
+        (b"\xdf", b"\x01\x00\x00\x00"),
+    ],
+    ids=["array16", "array16-high", "array32", "array32-high", "map16", "map16-high", "map32", "map32-high"],
 )
-def test_a_container_claiming_more_than_the_bytes_left_is_refused(marker: bytes,
-                                                                  claim: bytes) -> None:
+def test_a_container_claiming_more_than_the_bytes_left_is_refused(marker: bytes, claim: bytes) -> None:
     header = _raw(marker + claim + b"\x00" * 3)
     at = len(header) - 3
     assert str(_refusal([header], _SCAN)) == (
@@ -346,11 +369,40 @@ def test_a_container_claiming_more_than_the_bytes_left_is_refused(marker: bytes,
 
 @pytest.mark.parametrize(
     "tail",
-    [b"\xdc\x01", b"\xdd\x00\x00\x01", b"\xde\x01", b"\xdf\x00\x00\x01", b"\xd9",
-     b"\xda\x00", b"\xdb\x00\x00\x00", b"\xc4", b"\xc7", b"\xd9\x05ab",
-     b"\xc9\x00\x00\x00\x05\x01ab", b"\xc7\x01", b"\xcd\x00", b"\xa5ab", b""],
-    ids=["array16", "array32", "map16", "map32", "str8", "str16", "str32", "bin8", "ext8",
-         "str8-body", "ext32-body", "ext8-type", "uint16-body", "fixstr-body", "missing"],
+    [
+        b"\xdc\x01",
+        b"\xdd\x00\x00\x01",
+        b"\xde\x01",
+        b"\xdf\x00\x00\x01",
+        b"\xd9",
+        b"\xda\x00",
+        b"\xdb\x00\x00\x00",
+        b"\xc4",
+        b"\xc7",
+        b"\xd9\x05ab",
+        b"\xc9\x00\x00\x00\x05\x01ab",
+        b"\xc7\x01",
+        b"\xcd\x00",
+        b"\xa5ab",
+        b"",
+    ],
+    ids=[
+        "array16",
+        "array32",
+        "map16",
+        "map32",
+        "str8",
+        "str16",
+        "str32",
+        "bin8",
+        "ext8",
+        "str8-body",
+        "ext32-body",
+        "ext8-type",
+        "uint16-body",
+        "fixstr-body",
+        "missing",
+    ],
 )
 def test_a_truncated_header_is_refused_by_the_scan(tail: bytes) -> None:
     assert str(_refusal([_raw(tail)], _SCAN)) == "undecodable header: truncated"
@@ -388,29 +440,54 @@ def test_the_scan_goes_on_after_a_sized_element() -> None:
 
 def test_sized_elements_are_skipped_whole() -> None:
     # each holds bytes that would open big containers: the scan must step over them
-    for field in (b"\xd9\x02\xdd\x80", b"\xda\x00\x02\xdd\x80",
-                  b"\xdb\x00\x00\x00\x02\xdd\x80", b"\xc4\x03\xdd\xdd\xdd",
-                  b"\xc5\x00\x03\xdd\xdd\xdd", b"\xc6\x00\x00\x00\x03\xdd\xdd\xdd"):
+    for field in (
+        b"\xd9\x02\xdd\x80",
+        b"\xda\x00\x02\xdd\x80",
+        b"\xdb\x00\x00\x00\x02\xdd\x80",
+        b"\xc4\x03\xdd\xdd\xdd",
+        b"\xc5\x00\x03\xdd\xdd\xdd",
+        b"\xc6\x00\x00\x00\x03\xdd\xdd\xdd",
+    ):
         assert str(_refusal([_raw(field)], _SCAN)) == _PASSED, field
-    for field in (b"\xc7\x03\x01\xdd\xdd\xdd", b"\xc8\x00\x03\x01\xdd\xdd\xdd",
-                  b"\xc9\x00\x00\x00\x03\x01\xdd\xdd\xdd"):
+    for field in (
+        b"\xc7\x03\x01\xdd\xdd\xdd",
+        b"\xc8\x00\x03\x01\xdd\xdd\xdd",
+        b"\xc9\x00\x00\x00\x03\x01\xdd\xdd\xdd",
+    ):
         text = str(_refusal([_raw(field)], _SCAN))
         assert text.startswith("undecodable header: ") and "truncated" not in text, field
 
 
 def test_the_never_used_byte_is_named_by_the_scan() -> None:
     header = _raw(b"\xc1")
-    assert str(_refusal([header], _SCAN)) == (
-        f"undecodable header: byte 0xc1 at {len(header) - 1}"
-    )
+    assert str(_refusal([header], _SCAN)) == (f"undecodable header: byte 0xc1 at {len(header) - 1}")
 
 
 def test_the_scan_size_table_agrees_with_msgpack() -> None:
     sizes = codec._scalar_sizes()
     scalars: list[object] = [
-        *range(-32, 128), 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1,
-        -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63),
-        None, True, False, 1.5, *("s" * n for n in range(32)),
+        *range(-32, 128),
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        2**32 - 1,
+        2**32,
+        2**64 - 1,
+        -33,
+        -128,
+        -129,
+        -32768,
+        -32769,
+        -(2**31),
+        -(2**31) - 1,
+        -(2**63),
+        None,
+        True,
+        False,
+        1.5,
+        *("s" * n for n in range(32)),
         *(msgpack.ExtType(1, b"x" * n) for n in (1, 2, 4, 8, 16)),
     ]
     packed = [msgpack.packb(v) for v in scalars] + [msgpack.packb(1.5, use_single_float=True)]
@@ -418,8 +495,23 @@ def test_the_scan_size_table_agrees_with_msgpack() -> None:
         assert sizes[p[0]] == len(p), p
     # everything else has a length or element count after its first byte (or is 0xc1)
     other = set(range(256)) - {p[0] for p in packed}
-    assert other == {0xC1, *range(0x80, 0xA0), 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD9, 0xDA,
-                     0xDB, 0xDC, 0xDD, 0xDE, 0xDF}
+    assert other == {
+        0xC1,
+        *range(0x80, 0xA0),
+        0xC4,
+        0xC5,
+        0xC6,
+        0xC7,
+        0xC8,
+        0xC9,
+        0xD9,
+        0xDA,
+        0xDB,
+        0xDC,
+        0xDD,
+        0xDE,
+        0xDF,
+    }
     assert [sizes[b] for b in sorted(other)] == [0] * len(other)
 
 
@@ -441,8 +533,17 @@ class _Shapes:
     other: float  # not a wire type: accepted as is
 
 
-_GOOD = (1, "a", (1, 2), ("a", "b"), ((1, "a"), (2, "b")), ("x", "f", (2, 3)),
-         (((1, "a"),), ()), ("s", ((1, "a"),)), "anything")
+_GOOD = (
+    1,
+    "a",
+    (1, 2),
+    ("a", "b"),
+    ((1, "a"), (2, "b")),
+    ("x", "f", (2, 3)),
+    (((1, "a"),), ()),
+    ("s", ((1, "a"),)),
+    "anything",
+)
 
 # (field index, bad value, the slow check's complaint)
 _BAD = [
@@ -486,8 +587,7 @@ def test_conforming_values_pass_both_checks() -> None:
 
 
 @pytest.mark.parametrize("index, bad, complaint", _BAD, ids=[c for _, _, c in _BAD])
-def test_the_fast_check_refuses_what_the_slow_one_names(index: int, bad: object,
-                                                        complaint: str) -> None:
+def test_the_fast_check_refuses_what_the_slow_one_names(index: int, bad: object, complaint: str) -> None:
     fast, slow = _fresh_checkers()
     values = list(_GOOD)
     values[index] = bad

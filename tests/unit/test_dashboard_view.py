@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from central.dashboard.source import Tracker
-from central.protocol.records import BatchRecord
 from central.dashboard.view import (
     MODEL_COLUMNS,
     WORKER_COLUMNS,
@@ -17,6 +16,7 @@ from central.dashboard.view import (
     unreachable_message,
     worker_rows,
 )
+from central.protocol.records import BatchRecord
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -33,8 +33,11 @@ def snap(
     """A scheduler ``stats()`` snapshot as the PUB socket sends it."""
     return {
         "uptime_s": uptime_s,
-        "counters": {"requests_in": requests_in, "batched_requests": requests_in - dropped,
-                     "dropped": dropped},
+        "counters": {
+            "requests_in": requests_in,
+            "batched_requests": requests_in - dropped,
+            "dropped": dropped,
+        },
         "drops_by_reason": {"DOOMED": dropped},
         "timer_lateness_us": {"p50": 50.0, "p99": 120.0, "max": 300.0},
         "workers": {"0": {"process": "w0", "gpu": 0}, "1": {"process": "w0", "gpu": 1}},
@@ -42,8 +45,7 @@ def snap(
         "policy": {
             "now_ns": now_ns,
             "models": {
-                name: {"queue": 3, "k_ns": 1_082_000, "c_ns": 5_204_000, "rate_rps": 123.0}
-                for name in models
+                name: {"queue": 3, "k_ns": 1_082_000, "c_ns": 5_204_000, "rate_rps": 123.0} for name in models
             },
             "workers": {
                 "0": {"alive": True, "models": [models[0]], "inflight": 1},
@@ -62,8 +64,10 @@ def test_rates_come_from_counter_deltas_and_batch_records() -> None:
     t = Tracker("tcp://x", started_ns=0)
     t.update(snap(1.0, requests_in=100, now_ns=10 * S), local_ns=1 * S)
     # one second later: 200 more arrivals, 20 dropped, 150 served OK and 30 in a failed batch
-    done = [batch(1, 0, "m", 150, 10 * S, 10 * S + 50 * MS),
-            batch(2, 1, "m", 30, 10 * S, 10 * S + 50 * MS, status=2)]
+    done = [
+        batch(1, 0, "m", 150, 10 * S, 10 * S + 50 * MS),
+        batch(2, 1, "m", 30, 10 * S, 10 * S + 50 * MS, status=2),
+    ]
     t.update(snap(2.0, requests_in=300, dropped=20, batches=done, now_ns=11 * S), local_ns=2 * S)
     r = t.reading(2 * S)
     assert r.totals["offered_rps"] == 200.0
@@ -80,8 +84,9 @@ def test_rates_come_from_counter_deltas_and_batch_records() -> None:
 def test_several_models_use_the_policy_estimate_and_no_drop_attribution() -> None:
     t = Tracker("tcp://x", started_ns=0)
     t.update(snap(1.0, 0, models=("a", "b")), local_ns=S)
-    t.update(snap(2.0, 50, dropped=5, models=("a", "b"),
-                  batches=[batch(1, 0, "a", 10, 0, MS)]), local_ns=2 * S)
+    t.update(
+        snap(2.0, 50, dropped=5, models=("a", "b"), batches=[batch(1, 0, "a", 10, 0, MS)]), local_ns=2 * S
+    )
     r = t.reading(2 * S)
     assert r.models["a"].offered_rps == 123.0 and not r.models["a"].offered_exact
     assert r.models["a"].drops is None and r.models["a"].slo_fraction == 1.0
@@ -97,7 +102,7 @@ def test_polled_logs_are_not_counted_twice() -> None:
     s1.pop("recent_batches")
     s1["batches"] = log
     t.update(s1, S)
-    log = log + [batch(2, 1, "m", 6, 10 * MS, 30 * MS)]
+    log = [*log, batch(2, 1, "m", 6, 10 * MS, 30 * MS)]
     s2 = dict(s1, uptime_s=2.0, batches=log)
     t.update(s2, 2 * S)
     r = t.reading(2 * S)
@@ -107,8 +112,10 @@ def test_polled_logs_are_not_counted_twice() -> None:
 
 def test_timeline_and_busy_fraction() -> None:
     now = 1000 * MS
-    recs = [BatchRecord.of(batch(1, 0, "m", 8, 600 * MS, 700 * MS)),
-            BatchRecord.of(batch(2, 0, "m", 8, 900 * MS, 950 * MS, 5))]
+    recs = [
+        BatchRecord.of(batch(1, 0, "m", 8, 600 * MS, 700 * MS)),
+        BatchRecord.of(batch(2, 0, "m", 8, 900 * MS, 950 * MS, 5)),
+    ]
     line = timeline(recs, now)
     assert len(line) == 40
     assert line == "█" * 10 + "·" * 20 + "x" * 5 + "·" * 5
@@ -128,8 +135,10 @@ def test_timeline_shows_staggered_workers() -> None:
 def test_sorting_cycles_columns_and_reverses() -> None:
     t = Tracker("tcp://x", started_ns=0)
     t.update(snap(1.0, 0, models=("a", "b")), local_ns=S)
-    t.update(snap(2.0, 0, models=("a", "b"), batches=[batch(1, 0, "b", 10, 0, MS),
-                                                     batch(2, 1, "a", 2, 0, MS)]), local_ns=2 * S)
+    t.update(
+        snap(2.0, 0, models=("a", "b"), batches=[batch(1, 0, "b", 10, 0, MS), batch(2, 1, "a", 2, 0, MS)]),
+        local_ns=2 * S,
+    )
     r = t.reading(2 * S)
     names = lambda lines: [ln.split()[0] for ln in lines[3:5]]  # noqa: E731
     assert names(render(r, Sort())) == ["a", "b"]

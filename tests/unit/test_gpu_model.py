@@ -67,8 +67,14 @@ def test_hold_moves_a_start_or_an_end_inside_a_stall_to_its_end() -> None:
     assert gpu.occupy(100, 5) == 105
 
 
-@given(st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.integers(0, 100),
-       st.integers(0, 20), st.one_of(st.none(), st.integers(0, 50)))
+@given(
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.integers(0, 20),
+    st.one_of(st.none(), st.integers(0, 50)),
+)
 def test_the_verdict_agrees_with_the_live_workers_window_check(
     earliest: int, width: int, ready: int, free: int, tolerance: int, lead: int | None
 ) -> None:
@@ -76,8 +82,9 @@ def test_the_verdict_agrees_with_the_live_workers_window_check(
     gpu = EmulatedGpu(free, max_lead_ns=lead, late_tolerance_ns=tolerance)
     status, at = gpu.admit(earliest, latest, ready)
     t = max(ready, free)
-    first = check_window(t, earliest, latest, max_lead_ns=lead if lead is not None else 1 << 62,
-                         late_tolerance_ns=tolerance)
+    first = check_window(
+        t, earliest, latest, max_lead_ns=lead if lead is not None else 1 << 62, late_tolerance_ns=tolerance
+    )
     if status is BatchStatus.TOO_EARLY:
         assert first is WindowVerdict.TOO_EARLY and at == t
         return
@@ -98,8 +105,9 @@ def test_gauss_noise_is_the_emulated_executors_seeded_factor() -> None:
 
 def test_lognormal_noise_is_seeded_with_mean_one_and_outliers() -> None:
     def draws(seed: int, **kw: float) -> list[int]:
-        n = LognormalNoise(kw.get("cv", 0.0), int(kw.get("jitter", 0)), kw.get("p", 0.0),
-                           3.0, [seed, 0], chunk=64)
+        n = LognormalNoise(
+            kw.get("cv", 0.0), int(kw.get("jitter", 0)), kw.get("p", 0.0), 3.0, [seed, 0], chunk=64
+        )
         return [n.duration(MS) for _ in range(1000)]
 
     assert draws(1) == [MS] * 1000

@@ -1,4 +1,5 @@
 """workers.models: pretrained MobileNetV2 and MiniLM through the serving interface."""
+
 from __future__ import annotations
 
 import io
@@ -54,7 +55,12 @@ def test_model_names_and_protocol(mobilenet: ServedModel, minilm: ServedModel) -
 def test_labels() -> None:
     labels = imagenet_labels()
     assert len(labels) == 1000
-    assert labels[0] == "tench" and labels[281] == "tabby" and labels[967] == "espresso" and labels[999] == "toilet tissue"
+    assert (
+        labels[0] == "tench"
+        and labels[281] == "tabby"
+        and labels[967] == "espresso"
+        and labels[999] == "toilet tissue"
+    )
 
 
 def test_preprocess_shape_and_normalisation() -> None:
@@ -80,8 +86,7 @@ def test_mobilenet_classifies_cat_and_coffee(mobilenet: ServedModel, form: str) 
     # top-1 scores measured with these weights on this venv's CPU torch (PNG is lossless,
     # so it scores as the array does); the band is float rounding on another CPU, far
     # below what another preprocessing or checkpoint would move
-    cat_score, coffee_score = {"array": (0.717, 0.992), "PNG": (0.717, 0.992),
-                               "JPEG": (0.741, 0.942)}[form]
+    cat_score, coffee_score = {"array": (0.717, 0.992), "PNG": (0.717, 0.992), "JPEG": (0.741, 0.942)}[form]
     assert float(cat["scores"][0]) == pytest.approx(cat_score, abs=0.02)
     assert float(coffee["scores"][0]) == pytest.approx(coffee_score, abs=0.02)
     assert CUP in coffee["class_ids"]
@@ -111,7 +116,11 @@ def test_minilm_paraphrase_ranks_above_unrelated(minilm: ServedModel) -> None:
     query, paraphrase, unrelated = (
         out["embedding"]
         for out in minilm.run(
-            [text("A man is eating food."), text("Someone is having a meal."), text("The stock market fell sharply.")]
+            [
+                text("A man is eating food."),
+                text("Someone is having a meal."),
+                text("The stock market fell sharply."),
+            ]
         )
     )
     assert query.dtype == np.float32 and query.shape == (384,)
@@ -128,11 +137,13 @@ def test_minilm_input_forms_and_batch_equals_single(minilm: ServedModel) -> None
         {"text": np.frombuffer(sentence.encode("utf-8"), dtype=np.uint8)},
     ]
     longer = text("Padding: this sentence is much longer than the others in the batch, " * 3)
-    batched = minilm.run(forms + [text("Short."), longer])
+    batched = minilm.run([*forms, text("Short."), longer])
     single = minilm.run([forms[0]])[0]["embedding"]
     for out in batched[:3]:
         np.testing.assert_allclose(out["embedding"], single, atol=1e-5)
-    np.testing.assert_allclose(batched[3]["embedding"], minilm.run([text("Short.")])[0]["embedding"], atol=1e-5)
+    np.testing.assert_allclose(
+        batched[3]["embedding"], minilm.run([text("Short.")])[0]["embedding"], atol=1e-5
+    )
 
 
 def test_minilm_truncates_long_text(minilm: ServedModel) -> None:
@@ -145,7 +156,9 @@ def test_mobilenet_user_checkpoint_round_trip(tmp_path: Path, mobilenet: ServedM
     torch.save(load_mobilenet_v2().state_dict(), path)
     served = load_served_model("mobilenet_v2", checkpoint=str(path))
     request = [{"image": data.chelsea()}]
-    np.testing.assert_allclose(served.run(request)[0]["scores"], mobilenet.run(request)[0]["scores"], atol=1e-6)
+    np.testing.assert_allclose(
+        served.run(request)[0]["scores"], mobilenet.run(request)[0]["scores"], atol=1e-6
+    )
 
 
 def test_minilm_user_checkpoint_round_trip(tmp_path: Path, minilm: ServedModel) -> None:
@@ -153,7 +166,9 @@ def test_minilm_user_checkpoint_round_trip(tmp_path: Path, minilm: ServedModel) 
     shutil.copy(minilm_dir() / "tokenizer.json", tmp_path / "tokenizer.json")
     served = load_served_model("minilm", checkpoint=str(tmp_path))
     request = [text("Round trip through a user checkpoint.")]
-    np.testing.assert_allclose(served.run(request)[0]["embedding"], minilm.run(request)[0]["embedding"], atol=1e-6)
+    np.testing.assert_allclose(
+        served.run(request)[0]["embedding"], minilm.run(request)[0]["embedding"], atol=1e-6
+    )
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:

@@ -14,9 +14,7 @@ MS = 1_000_000
 TRUE = Profile(k_ns=1_082_000, c_ns=5_204_000, max_batch=32)
 
 
-def feed(
-    est: ProfileEstimator, rng: random.Random, n: int, sigma_ns: float, truth: Profile = TRUE
-) -> None:
+def feed(est: ProfileEstimator, rng: random.Random, n: int, sigma_ns: float, truth: Profile = TRUE) -> None:
     for _ in range(n):
         b = rng.randint(1, truth.max_batch)
         est.observe(b, max(0, round(truth.latency_ns(b) + rng.gauss(0.0, sigma_ns))))
