@@ -28,6 +28,7 @@ import numpy as np
 from bench.replay import Setup, _cluster_config, _play, _warmup_trace, records_summary
 from central.client import query_stats
 from central.cluster import Cluster
+from central.protocol.records import BatchRecord
 
 __all__ = ["main", "run_one"]
 
@@ -52,8 +53,8 @@ def run_one(setup: Setup, load: float, flags: list[str], log_dir: str) -> dict[s
         rec = _play(config.frontend_address, setup, trace, " ".join(flags) or "defaults")
         stats = query_stats(config.scheduler_address, with_batches=True)
     s = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
-    # batch log rows: id, worker, model, size, sent, earliest, latest, start, end, status
-    log = np.asarray([(b[3], b[5], b[7]) for b in stats.get("batches", [])] or [(0, 0, 0)],
+    records = [BatchRecord.of(row) for row in stats.get("batches", [])]
+    log = np.asarray([(b.size, b.earliest_ns, b.start_ns) for b in records] or [(0, 0, 0)],
                      dtype=np.float64)
     return {"attainment": s["slo_attainment"], "goodput_rps": s["goodput_rps"],
             "never_answered": s["never_answered"], "answered_twice": s["answered_twice"],

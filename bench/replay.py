@@ -74,6 +74,7 @@ from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_
 from central.policy import Profile
 from central.policy.bound import analytic_bound
 from central.protocol.messages import Status
+from central.protocol.records import BatchRecord
 
 __all__ = ["main", "replay_baton", "replay_peer", "records_summary", "agreement", "bisect_rate",
            "policy_knobs", "uncoord_args", "uncoord_seed", "choose_knobs",
@@ -85,8 +86,6 @@ MODEL = "symphony"
 BATON_SYSTEMS = {"baton": "symphony", "baton-uncoordinated": "uncoordinated"}
 PEER_SYSTEMS = ("ray", "triton")
 ALL_SYSTEMS = (*BATON_SYSTEMS, *PEER_SYSTEMS)
-# batch record positions in the scheduler's log (central/runtime/scheduler.py)
-B_WORKER, B_SIZE, B_SENT, B_START, B_END, B_STATUS = 1, 3, 4, 7, 8, 9
 # The live goodput search: a probe passes with >= 99% of its requests within the SLO; the
 # bracket is a fraction of the analytic coordinated bound. Uncoordinated systems (the
 # peers) may not reach 0.3 of it at a tight SLO on a small machine, so theirs starts lower.
@@ -215,8 +214,7 @@ def replay_baton(
         probes = (_search(setup, config.frontend_address, label,
                           log=lambda line: print(line, flush=True)) if search else [])
     out = records_summary(rec, setup.slo_ms, trace.duration_ns or 1)
-    batches = np.asarray(stats.get("batches", []), dtype=object)
-    out["batches"] = _batch_summary(batches)
+    out["batches"] = _batch_summary([BatchRecord.of(b) for b in stats.get("batches", [])])
     out["timer_lateness_us"] = stats.get("timer_lateness_us")
     ran = policy_knobs(stats, knobs_source)
     if ran is not None:
@@ -401,12 +399,12 @@ def _plain(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _batch_summary(batches: np.ndarray) -> dict[str, Any]:
-    if not len(batches):
+def _batch_summary(batches: list[BatchRecord]) -> dict[str, Any]:
+    if not batches:
         return {"count": 0}
-    ok = np.array([int(b[B_STATUS]) == 0 for b in batches])
-    sizes = np.array([int(b[B_SIZE]) for b in batches])[ok]
-    delay = np.array([int(b[B_START]) - int(b[B_SENT]) for b in batches])[ok]
+    ok = np.array([b.status == 0 for b in batches])
+    sizes = np.array([b.size for b in batches])[ok]
+    delay = np.array([b.start_ns - b.sent_ns for b in batches])[ok]
     return {
         "count": int(len(batches)),
         "refused": int((~ok).sum()),
@@ -819,17 +817,17 @@ def _plots(results: dict[str, Any], setup: Setup, out: Path) -> list[str]:
         made.append("attainment_vs_load.png")
     panels = {}
     for name, r in ran.items():
-        log = r.get("batch_log") or []
+        log = [BatchRecord.of(b) for b in r.get("batch_log") or []]
         if not log:
             continue
-        t0 = min(int(b[B_START]) for b in log)
-        window_ms = min(6 * setup.slo_ms, (max(int(b[B_END]) for b in log) - t0) / 1e6)
-        start_ms = 0.4 * ((max(int(b[B_END]) for b in log) - t0) / 1e6 - window_ms)
+        t0 = min(b.start_ns for b in log)
+        window_ms = min(6 * setup.slo_ms, (max(b.end_ns for b in log) - t0) / 1e6)
+        start_ms = 0.4 * ((max(b.end_ns for b in log) - t0) / 1e6 - window_ms)
         panels[name] = {
-            "worker": [int(b[B_WORKER]) for b in log],
-            "start_ms": [(int(b[B_START]) - t0) / 1e6 - start_ms for b in log],
-            "end_ms": [(int(b[B_END]) - t0) / 1e6 - start_ms for b in log],
-            "size": [int(b[B_SIZE]) for b in log],
+            "worker": [b.worker for b in log],
+            "start_ms": [(b.start_ns - t0) / 1e6 - start_ms for b in log],
+            "end_ms": [(b.end_ns - t0) / 1e6 - start_ms for b in log],
+            "size": [b.size for b in log],
             "window_ms": window_ms, "window_start_ms": start_ms,
             "attainment": r["slo_attainment"],
         }

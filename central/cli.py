@@ -192,16 +192,22 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return _run_role(ShardServer(config).serve)
 
 
+def _ms_to_ns(ms: float) -> int:
+    """A flag in milliseconds as the integer nanoseconds the roles count in."""
+    return round(ms * 1e6)
+
+
 def cmd_frontend(args: argparse.Namespace) -> int:
     from central.frontend.server import Frontend, FrontendConfig
 
-    slo = {k: float(v) for k, v in (args.slo or [])}
+    # the flags are in ms; the frontend counts in ns
+    slo = {k: _ms_to_ns(float(v)) for k, v in (args.slo or [])}
     config = FrontendConfig(
         scheduler=args.scheduler,
         client_bind=args.address,
-        default_slo_ms=args.default_slo_ms,
-        slo_ms=slo,
-        client_allowance_ms=args.client_allowance_ms,
+        default_slo_ns=_ms_to_ns(args.default_slo_ms),
+        slo_ns=slo,
+        client_allowance_ns=_ms_to_ns(args.client_allowance_ms),
         name=args.name or "",
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,

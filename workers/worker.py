@@ -43,6 +43,7 @@ from central.protocol import (
     RemoteProtocolError,
     Results,
     Status,
+    TensorMeta,
     WorkerRegistered,
     decode,
     encode,
@@ -116,7 +117,7 @@ class Worker:
         executor: Executor,
         *,
         clock: ClockLike = time.monotonic_ns,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
@@ -127,10 +128,10 @@ class Worker:
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.offset = OffsetEstimator()
         self.start_lateness = LatenessLog()
-        self._ctrl: zmq.Socket | None = None
+        self._ctrl: zmq.Socket[Any] | None = None
         self._ctrl_reader: Reader | None = None
         self._data_reader: Reader | None = None
-        self._data: zmq.Socket | None = None
+        self._data: zmq.Socket[Any] | None = None
         self._batches: dict[int, _Batch] = {}
         self._finished: OrderedDict[int, str] = OrderedDict()  # recent batch ids, bounded
         self._wakeups: Wakeups  # created in serve(), on the running loop
@@ -417,7 +418,11 @@ class Worker:
         for rid, out in zip(ids, outcomes):
             by_fe.setdefault(batch.origin[rid], []).append((rid, out))
         for identity, items in by_fe.items():
-            rids, statuses, errors, metas, buffers = [], [], [], [], []
+            rids: list[int] = []
+            statuses: list[int] = []
+            errors: list[str] = []
+            metas: list[tuple[TensorMeta, ...]] = []
+            buffers: list[Any] = []
             for rid, out in items:
                 rids.append(rid)
                 if isinstance(out, str):

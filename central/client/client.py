@@ -42,6 +42,7 @@ from central.protocol import (
     encode,
 )
 from central.protocol import arrays
+from central.protocol.conventions import stats_tag
 
 from .errors import BadRequest, BatonError, ClientTimeout, Unavailable, error_for
 from .request import check_request
@@ -375,7 +376,7 @@ def query_stats(
     secure_socket(sock, keys, server, token)
     try:
         sock.connect(_zmq_address(address))
-        sock.send_multipart(encode(StatsQuery(1 if with_batches else 2)))
+        sock.send_multipart(encode(StatsQuery(stats_tag(0, with_batches))))
         if not sock.poll(int(timeout_s * 1000)):
             raise Unavailable(f"no statistics from {address} within {timeout_s} s")
         tag, out = _parse(sock.recv_multipart(copy=False))

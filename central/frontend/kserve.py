@@ -38,7 +38,8 @@ from central.protocol.datatypes import KSERVE_OF, TRITON_CONFIG_OF, WIRE_OF
 
 
 class _Config(Protocol):
-    token: str | None
+    @property
+    def token(self) -> str | None: ...  # read-only: the frontend's config is frozen
 
 
 class Serving(Protocol):

@@ -119,23 +119,23 @@ class FrontendConfig:
     scheduler: str = "tcp://127.0.0.1:5550"
     client_bind: str = "tcp://127.0.0.1:5560"
     name: str = ""
-    default_slo_ms: float = 100.0
-    slo_ms: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
+    default_slo_ns: int = 100_000_000
+    slo_ns: Mapping[str, int] = field(default_factory=dict)  # per-model defaults
     # The reply still has to travel back to the client after the frontend sends it, and
     # the request spent time reaching us: both come off the budget the scheduler sees.
-    client_allowance_ms: float = 0.5
+    client_allowance_ns: int = 500_000
     max_pending: int = 200_000  # beyond this, new requests are REJECTED (overload)
     answer_grace_ns: int = 2_000_000_000  # past deadline + grace with no answer: FAILED
     client_limits: Limits = DEFAULT_LIMITS
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
-    heartbeat_interval_s: float = 0.25  # to the scheduler; re-registration at this pace
+    heartbeat_interval_ns: int = 250_000_000  # to the scheduler; re-registration at this pace
     # No word from the scheduler for this long: it is lost. Requests it holds (metadata
     # only) are answered UNAVAILABLE at once; the frontend keeps trying to register.
-    scheduler_timeout_s: float = 2.0
+    scheduler_timeout_ns: int = 2_000_000_000
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long,
     # answer the rest UNAVAILABLE, exit.
-    drain_timeout_s: float = 5.0
+    drain_timeout_ns: int = 5_000_000_000
     # CURVE keys (``baton keys DIR``): encrypt and authenticate every socket; None: off.
     keys_dir: str | None = None
     # Clients must present this token (ZMQ: X-Token metadata; KServe: Authorization:
@@ -152,7 +152,7 @@ class FrontendConfig:
 
 
 TEST_FAULT_AT = 10  # which answer (counting from 1) the test fault hits
-SWEEP_INTERVAL_S = 0.1  # how often unanswered requests past deadline + grace are looked for
+SWEEP_INTERVAL_NS = 100_000_000  # how often unanswered requests past deadline + grace are looked for
 _DRAIN_POLL_NS = 20_000_000  # how often a drain looks whether everything was answered
 
 # An in-process client (the KServe gateway): called once with the terminal Reply and its
@@ -178,7 +178,7 @@ class _Shard:
     """A DEALER to one model shard of a split scheduler."""
 
     address: str
-    sock: zmq.Socket
+    sock: zmq.Socket[Any]
     reader: Reader
     attached: bool = False  # AttachFrontend went out on the current connection
 
@@ -197,7 +197,7 @@ class Frontend:
         config: FrontendConfig,
         *,
         clock: ClockLike = time.monotonic_ns,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config
         # reads and sleeps (sweep, heartbeats, drain); ``_clock`` is its plain reader
@@ -209,12 +209,12 @@ class Frontend:
         self._seq = 0
         self._models: set[str] = set()
         self._pending: dict[int, _Pending] = {}
-        self._workers: dict[int, tuple[str, zmq.Socket, Reader]] = {}
+        self._workers: dict[int, tuple[str, zmq.Socket[Any], Reader]] = {}
         self._meta: tuple[list[int], list[str], list[int], list[int]] = ([], [], [], [])
-        self._clients: zmq.Socket | None = None
+        self._clients: zmq.Socket[Any] | None = None
         self._client_reader: Reader | None = None
         self._sched_reader: Reader | None = None
-        self._sched: zmq.Socket | None = None
+        self._sched: zmq.Socket[Any] | None = None
         self.counters: dict[str, int] = {
             "accepted": 0,
             "ok": 0,
@@ -229,7 +229,7 @@ class Frontend:
             "metadata_messages": 0,
         }
         self.registered = asyncio.Event()
-        self._allowance_ns = int(config.client_allowance_ms * 1e6)
+        self._allowance_ns = config.client_allowance_ns
         self.latencies: deque[int] = deque(maxlen=100_000)  # accept -> OK reply, ns
         # per model: (answered_ns, latency_ns) of recent OK replies, for `baton top`
         self.model_latencies: dict[str, deque[tuple[int, int]]] = {}
@@ -314,7 +314,7 @@ class Frontend:
             if keys is not None:
                 keys.stop()
 
-    def _scheduler_dealer(self) -> zmq.Socket:
+    def _scheduler_dealer(self) -> zmq.Socket[Any]:
         """A DEALER to the scheduler or one of its model shards (not yet connected)."""
         sock = self._ctx.socket(zmq.DEALER)
         if self._keys is not None:
@@ -323,10 +323,10 @@ class Frontend:
         return configure(sock, immediate=True, identity=f"f-{self.name}")
 
     async def _drain(self) -> None:
-        """Stop accepting; give in-flight requests ``drain_timeout_s`` to finish, then
+        """Stop accepting; give in-flight requests ``drain_timeout_ns`` to finish, then
         answer the rest UNAVAILABLE."""
         self.draining = True
-        deadline = self._clock() + int(self.config.drain_timeout_s * 1e9)
+        deadline = self._clock() + self.config.drain_timeout_ns
         if self._pending:
             log.info("draining: %d requests in flight", len(self._pending))
         while self._pending and self._clock() < deadline:
@@ -482,9 +482,7 @@ class Frontend:
         if len(self._pending) >= self.config.max_pending:
             refuse(Status.REJECTED, "overloaded: too many requests in flight")
             return
-        slo_ns = msg.slo_ns or int(
-            self.config.slo_ms.get(msg.model, self.config.default_slo_ms) * 1e6
-        )
+        slo_ns = msg.slo_ns or self.config.slo_ns.get(msg.model, self.config.default_slo_ns)
         self._seq += 1
         rid = make_request_id(self._index, self._seq)
         size = sum(len(b) for b in buffers)
@@ -687,9 +685,9 @@ class Frontend:
         for index, addr in listed.items():
             if not addr:  # not registered yet: its models' requests are refused meanwhile
                 continue
-            shard = self._shards.get(addr) or self._open_shard(index, addr)
-            if shard is not None:
-                at[index] = shard
+            opened = self._shards.get(addr) or self._open_shard(index, addr)
+            if opened is not None:
+                at[index] = opened
         self._shard_at = at
         self._shard_owner = dict(msg.owners)
         self._shard_count = len(listed)
@@ -866,7 +864,7 @@ class Frontend:
 
     async def _sweep_loop(self) -> None:
         while True:
-            await self._time.sleep(SWEEP_INTERVAL_S)
+            await self._time.sleep(SWEEP_INTERVAL_NS / 1e9)
             self.sweep(self._clock())
 
     def sweep(self, now: int) -> list[int]:
@@ -882,14 +880,14 @@ class Frontend:
     async def _heartbeat_loop(self) -> None:
         while True:
             self.heartbeat(self._clock())
-            await self._time.sleep(self.config.heartbeat_interval_s)
+            await self._time.sleep(self.config.heartbeat_interval_ns / 1e9)
 
     def heartbeat(self, now: int) -> None:
-        """One heartbeat tick: a scheduler silent longer than ``scheduler_timeout_s`` is
+        """One heartbeat tick: a scheduler silent longer than ``scheduler_timeout_ns`` is
         lost (what it held is answered UNAVAILABLE); while not registered, registration
         is sent again; then a Heartbeat, and AttachFrontend to shards not yet attached."""
-        if self._index is not None and now - self._sched_seen_ns > int(
-                self.config.scheduler_timeout_s * 1e9):
+        if (self._index is not None
+                and now - self._sched_seen_ns > self.config.scheduler_timeout_ns):
             silent = (now - self._sched_seen_ns) / 1e9
             self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
         if self._index is None:
@@ -971,13 +969,17 @@ def _percentiles(samples: deque[int]) -> dict[str, float]:
     if not samples:
         return {}
     data = sorted(samples)
-    pick = lambda q: data[min(len(data) - 1, int(q * len(data)))] / 1e6  # noqa: E731
+
+    def pick(q: float) -> float:
+        return data[min(len(data) - 1, int(q * len(data)))] / 1e6
+
     return {"p50": pick(0.5), "p99": pick(0.99), "max": data[-1] / 1e6}
 
 
 def _frame_property(frame: Any, name: str) -> str | None:
     """A ZMQ connection metadata property of a received frame, None when absent."""
     try:
-        return frame.get(name)
+        value: str | None = frame.get(name)
     except (zmq.ZMQError, AttributeError):
         return None
+    return value

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import ctypes.util
 import heapq
 import math
@@ -54,6 +55,12 @@ __all__ = [
 T = TypeVar("T")
 TimeReader = Callable[[], int]
 
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    """Wake a sleeper (unless it was cancelled meanwhile)."""
+    if not fut.done():
+        fut.set_result(None)
 
 class _Handle:
     """What ``Clock.call_at`` returns: ``cancel()`` it to drop the call."""
@@ -218,7 +225,7 @@ class VirtualClock(Clock):
             await asyncio.sleep(0)
             return
         fut = asyncio.get_running_loop().create_future()
-        handle = self.call_at(t_ns, lambda: fut.done() or fut.set_result(None))
+        handle = self.call_at(t_ns, functools.partial(_resolve, fut))
         try:
             await fut
         finally:
@@ -306,7 +313,7 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """The virtual loop's selector: where the loop would block, the clock jumps."""
 
     def __init__(self, clock: VirtualClock) -> None:
@@ -460,7 +467,7 @@ class Wakeups:
         if t_ns <= self._clock():
             return
         fut = self._loop.create_future()
-        self.call_at(t_ns, lambda: fut.done() or fut.set_result(None))
+        self.call_at(t_ns, functools.partial(_resolve, fut))
         await fut
 
     def _arm(self, t_ns: int | None) -> None:

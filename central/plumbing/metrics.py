@@ -209,7 +209,7 @@ class MetricsServer:
         self._host = host
         self._port = port
         self._metrics = metrics
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         """Bind and listen; raises ``OSError`` when the address is taken."""

@@ -39,6 +39,8 @@ from urllib.parse import urlparse
 
 import zmq
 
+from central.protocol.messages import Kind
+
 __all__ = [
     "ROLES",
     "Keys",
@@ -73,7 +75,7 @@ class Keys:
         public, _ = _load(self.directory / f"{role}.key")
         return public
 
-    def start_authenticator(self, context: zmq.Context) -> None:
+    def start_authenticator(self, context: zmq.Context[Any]) -> None:
         """Admit CURVE peers whose public key is in ``authorized/`` (once per process)."""
         if self._auth is not None:
             return
@@ -85,14 +87,14 @@ class Keys:
         auth.configure_curve_callback(domain="*", credentials_provider=allowed)
         self._auth = auth
 
-    def server(self, sock: zmq.Socket, context: zmq.Context) -> None:
+    def server(self, sock: zmq.Socket[Any], context: zmq.Context[Any]) -> None:
         """Make a bound socket a CURVE server with this process's key pair."""
         self.start_authenticator(context)
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
 
-    def client(self, sock: zmq.Socket, server_role: str) -> None:
+    def client(self, sock: zmq.Socket[Any], server_role: str) -> None:
         """Make a connecting socket a CURVE client of ``server_role``'s public key."""
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
@@ -240,22 +242,22 @@ def warn_if_exposed(address: str, keys: Keys | None, what: str) -> None:
                 "make keys with `baton keys DIR` and start every role with --keys DIR", what, address)
 
 
-# Which roles' keys may send each message kind to the scheduler (by Kind value).
+# Which roles' keys may send each message kind to the scheduler.
 _SCHEDULER_KINDS: dict[int, frozenset[str]] = {
-    1: frozenset({"worker"}),  # RegisterWorker
-    3: frozenset({"frontend"}),  # RegisterFrontend
-    6: frozenset({"worker", "frontend", "scheduler"}),  # Heartbeat (shards: scheduler keys)
-    8: frozenset({"worker"}),  # Leaving
-    10: frozenset({"frontend"}),  # Requests
-    14: frozenset({"worker"}),  # Done
-    50: frozenset({"worker", "frontend", "client"}),  # StatsQuery
+    Kind.REGISTER_WORKER: frozenset({"worker"}),
+    Kind.REGISTER_FRONTEND: frozenset({"frontend"}),
+    Kind.HEARTBEAT: frozenset({"worker", "frontend", "scheduler"}),  # shards: scheduler keys
+    Kind.LEAVING: frozenset({"worker"}),
+    Kind.REQUESTS: frozenset({"frontend"}),
+    Kind.DONE: frozenset({"worker"}),
+    Kind.STATS_QUERY: frozenset({"worker", "frontend", "client"}),
     # a split scheduler's shard processes hold the scheduler's key pair
-    60: frozenset({"scheduler"}),  # RegisterShard
-    65: frozenset({"scheduler"}),  # Offers
-    66: frozenset({"scheduler"}),  # Dispatched
-    70: frozenset({"scheduler"}),  # ModelState
-    71: frozenset({"scheduler"}),  # Requeue
-    72: frozenset({"scheduler"}),  # ShardStats
+    Kind.REGISTER_SHARD: frozenset({"scheduler"}),
+    Kind.OFFERS: frozenset({"scheduler"}),
+    Kind.DISPATCHED: frozenset({"scheduler"}),
+    Kind.MODEL_STATE: frozenset({"scheduler"}),
+    Kind.REQUEUE: frozenset({"scheduler"}),
+    Kind.SHARD_STATS: frozenset({"scheduler"}),
 }
 
 

@@ -20,7 +20,7 @@ the live scheduler's CPU at 2,000 req/s, measured with py-spy), and a drain rece
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
@@ -28,13 +28,14 @@ __all__ = ["Reader", "configure", "make_context", "close_all", "send_frames"]
 
 Frames = list  # list of bytes or zmq.Frame
 
-_get = zmq.backend.Socket.get  # plain ints, no enum wrapping
+# plain ints, no enum wrapping (pyzmq types ``get`` as int | bytes: EVENTS is an int)
+_get: Callable[[Any, int], int] = zmq.backend.Socket.get  # type: ignore[assignment]  # pyzmq's stub says int | bytes for every option
 _send = zmq.backend.Socket.send
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence, flags: int = 0) -> None:
+def send_frames(sock: zmq.Socket[Any], frames: Sequence[Any], flags: int = 0) -> None:
     """Send ``frames`` (bytes or buffers, copied) as one message; raises like
     ``send_multipart`` (``zmq.Again`` with ``NOBLOCK`` at the high-water mark, ...)."""
     last = len(frames) - 1
@@ -48,8 +49,8 @@ class Reader:
 
     def __init__(
         self,
-        sock: zmq.Socket,
-        on_messages: Callable[[list[Sequence]], None],
+        sock: zmq.Socket[Any],
+        on_messages: Callable[[list[Any]], None],
         *,
         copy: bool = True,
         max_per_turn: int = 2000,
@@ -59,7 +60,7 @@ class Reader:
         self._copy = copy
         self._max = max_per_turn
         self._loop = asyncio.get_running_loop()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd: int = _get(sock, int(zmq.FD))
         self._scheduled = False
         self._loop.add_reader(self._fd, self._wake)
         self._wake()  # messages may already be queued
@@ -81,7 +82,7 @@ class Reader:
         sock = self._sock
         if sock.closed:
             return
-        batch: list[Sequence] = []
+        batch: list[Any] = []
         recv, copy, most = sock.recv_multipart, self._copy, self._max
         try:
             while len(batch) < most:
@@ -101,7 +102,7 @@ class Reader:
 
 
 def configure(
-    sock: zmq.Socket,
+    sock: zmq.Socket[Any],
     *,
     linger: int = 0,
     hwm: int | None = None,
@@ -111,7 +112,7 @@ def configure(
     mandatory: bool = False,
     handover: bool = False,
     identity: bytes | str | None = None,
-) -> zmq.Socket:
+) -> zmq.Socket[Any]:
     """Set the options every Baton socket is built from, before its bind or connect;
     returns ``sock``. Only what is asked is set (besides ``LINGER``):
 
@@ -147,11 +148,11 @@ def configure(
     return sock
 
 
-def make_context() -> zmq.Context:
+def make_context() -> zmq.Context[Any]:
     return zmq.Context()
 
 
-def close_all(sockets: Sequence[zmq.Socket]) -> None:
+def close_all(sockets: Sequence[zmq.Socket[Any]]) -> None:
     """Close sockets with linger 0 (never block shutdown on unsent messages)."""
     for s in sockets:
         if not s.closed:

@@ -1,7 +1,8 @@
 """The sans-I/O policy core: events in, actions out (DESIGN §3).
 
 Theory of operation: ``make_policy(name, PolicyConfig(...))`` builds a policy; a driver
-calls ``handle(event, now_ns)`` and ``next_wakeup_ns()``. This package imports only the
+calls ``handle(event, now_ns)`` and ``next_wakeup_ns()``; ``snapshot()`` gives a
+``PolicySnapshot`` (``stats.py``). This package imports only the
 standard library and never reads a clock, sleeps, does I/O or draws randomness.
 """
 
@@ -11,6 +12,15 @@ from central.policy.config import PolicyConfig
 from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue
 from central.policy.scheduler import SymphonyPolicy
+from central.policy.stats import (
+    ModelStats,
+    NexusPlan,
+    PolicySnapshot,
+    ShardModelStats,
+    ShardStats,
+    WorkerStats,
+    snapshot_dict,
+)
 from central.policy.types import (
     Action,
     BatchDone,
@@ -38,19 +48,26 @@ __all__ = [
     "DropReason",
     "Event",
     "LoadEstimator",
+    "ModelStats",
+    "NexusPlan",
     "Policy",
     "PolicyConfig",
+    "PolicySnapshot",
     "Profile",
     "ProfileEstimator",
     "Request",
     "RequestsArrived",
+    "ShardModelStats",
+    "ShardStats",
     "SymphonyPolicy",
     "Tick",
     "WorkerJoined",
     "WorkerLost",
+    "WorkerStats",
     "analytic_bound",
     "make_policy",
     "policy_names",
     "shed_floor",
+    "snapshot_dict",
     "target_batch",
 ]

@@ -3,7 +3,8 @@
 Theory of operation: a policy is a sans-I/O state machine. A driver (the real-time
 runtime loop or the discrete-event simulator) feeds it facts with
 ``handle(event, now_ns)`` and carries out the commands it returns; it asks
-``next_wakeup_ns()`` when to call again with a ``Tick`` and ``snapshot()`` for stats.
+``next_wakeup_ns()`` when to call again with a ``Tick`` and ``snapshot()`` for stats
+(a ``stats.PolicySnapshot``, the same typed record for every policy).
 Policies are registered here by name so that drivers, the CLI and benchmarks pick one
 with a string; baselines join the table behind the same interface. Nothing here reads
 a clock or does I/O.
@@ -23,6 +24,7 @@ from central.policy.baselines import (
 )
 from central.policy.config import PolicyConfig
 from central.policy.scheduler import SymphonyPolicy
+from central.policy.stats import PolicySnapshot
 from central.policy.types import Action, Event
 
 __all__ = ["DEFAULT_POLICY", "Policy", "make_policy", "policy_names"]
@@ -39,8 +41,8 @@ class Policy(Protocol):
         """When the policy next needs a ``Tick`` (scheduler clock); ``None`` when idle."""
         ...
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data (str/int/float/bool/None, lists, dicts) describing the state."""
+    def snapshot(self) -> PolicySnapshot:
+        """The state for stats (``stats.py``); ``as_dict()`` makes it plain JSON-able data."""
         ...
 
 

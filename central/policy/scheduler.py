@@ -36,11 +36,11 @@ backwards. Invariants the tests check: every Dispatch has ``now < earliest <= la
 from __future__ import annotations
 
 import heapq
-from typing import Any
 
 from central.policy.candidate import CandidateRules, ModelState, pool_share
 from central.policy.config import PolicyConfig
 from central.policy.queues import WorkerPool, WorkerState
+from central.policy.stats import ModelStats, PolicySnapshot, WorkerStats
 from central.policy.timeline import OVERDUE, Timeline, earliest
 from central.policy.types import (
     Action,
@@ -115,39 +115,40 @@ class SymphonyPolicy(CandidateRules):
                 wake = grant
         return wake
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data for stats: per model queue/profile/rate/target, per worker timeline."""
+    def snapshot(self) -> PolicySnapshot:
+        """Stats (``stats.py``): per model queue/profile/rate/target/candidate, per worker
+        its timeline."""
         now = self._now if self._now is not None else 0
-        models: dict[str, Any] = {}
+        models: dict[str, ModelStats] = {}
         for name, m in self._models.items():
             prof = m.est.current() if m.est is not None else None
-            margin = self._margin(m) if m.est is not None else 0
-            models[name] = {
-                "queue": len(m.queue),
-                "workers": sum(len(pool) for pool in m.pools),
-                "k_ns": prof.k_ns if prof else None,
-                "c_ns": prof.c_ns if prof else None,
-                "max_batch": prof.max_batch if prof else None,
-                "margin_ns": margin,
-                "rate_rps": m.load.rate_per_ns(now) * 1e9,
-                "budget_ns": round(budget) if (budget := m.load.budget_ns) is not None else None,
-                "target_batch": self._target(m, now, prof) if prof else 0,
-                "candidate_batch": m.batch,
-                "ready": m.ready,
-                "waiting": m.waiting,
-            }
-        workers: dict[int, Any] = {
-            wid: {"alive": w.alive, "models": list(w.models), "free_at_ns": w.free_at,
-                  "busy": w.alive and w.free_at > now, "inflight": len(w.timeline)}
+            budget = m.load.budget_ns
+            models[name] = ModelStats(
+                queue=len(m.queue),
+                workers=sum(len(pool) for pool in m.pools),
+                k_ns=prof.k_ns if prof else None,
+                c_ns=prof.c_ns if prof else None,
+                max_batch=prof.max_batch if prof else None,
+                margin_ns=self._margin(m) if m.est is not None else 0,
+                rate_rps=m.load.rate_per_ns(now) * 1e9,
+                budget_ns=round(budget) if budget is not None else None,
+                target_batch=self._target(m, now, prof) if prof else 0,
+                candidate_batch=m.batch,
+                ready=m.ready,
+                waiting=m.waiting,
+            )
+        workers = {
+            wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
+                             busy=w.alive and w.free_at > now, inflight=len(w.timeline))
             for wid, w in self._tl.workers.items()
         }
-        return {
-            "now_ns": self._now,
-            "models": models,
-            "workers": workers,
-            "inflight_batches": len(self._tl.bookings),
-            "next_wakeup_ns": self.next_wakeup_ns(),
-        }
+        return PolicySnapshot(
+            now_ns=self._now,
+            models=models,
+            workers=workers,
+            inflight_batches=len(self._tl.bookings),
+            next_wakeup_ns=self.next_wakeup_ns(),
+        )
 
     # ---------------------------------------------------------------- events
 

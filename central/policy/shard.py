@@ -29,11 +29,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from typing import Any
 
 from central.policy.candidate import NEVER, CandidateRules, ModelState
 from central.policy.config import PolicyConfig
 from central.policy.exchange import Booked, Finished, Grant, Offer, PoolState, Withdraw
+from central.policy.stats import ModelStats
 from central.policy.types import Dispatch, DropReason, Profile, Request
 
 __all__ = ["ModelShard", "ShardModel"]
@@ -229,25 +229,25 @@ class ModelShard(CandidateRules):
                     out.append(Withdraw(name))
         return out
 
-    def model_snapshot(self, now: int) -> dict[str, dict[str, Any]]:
-        """Per model of this shard, plain data for stats: the same keys as
-        ``SymphonyPolicy.snapshot()["models"]`` has, where a shard knows them."""
-        out: dict[str, dict[str, Any]] = {}
+    def model_snapshot(self, now: int) -> dict[str, ModelStats]:
+        """Per model of this shard, its stats: the fields of ``SymphonyPolicy``'s
+        ``ModelStats`` that a shard knows (not ``target_batch`` nor ``waiting``)."""
+        out: dict[str, ModelStats] = {}
         for name, m in self.models.items():
             prof = m.est.current() if m.est is not None else None
             budget = m.load.budget_ns
-            out[name] = {
-                "queue": len(m.queue),
-                "workers": self._n_workers(m),
-                "k_ns": prof.k_ns if prof else None,
-                "c_ns": prof.c_ns if prof else None,
-                "max_batch": prof.max_batch if prof else None,
-                "margin_ns": self._margin(m) if m.est is not None else 0,
-                "rate_rps": m.load.rate_per_ns(now) * 1e9,
-                "budget_ns": round(budget) if budget is not None else None,
-                "candidate_batch": m.batch,
-                "ready": m.ready,
-            }
+            out[name] = ModelStats(
+                queue=len(m.queue),
+                workers=self._n_workers(m),
+                k_ns=prof.k_ns if prof else None,
+                c_ns=prof.c_ns if prof else None,
+                max_batch=prof.max_batch if prof else None,
+                margin_ns=self._margin(m) if m.est is not None else 0,
+                rate_rps=m.load.rate_per_ns(now) * 1e9,
+                budget_ns=round(budget) if budget is not None else None,
+                candidate_batch=m.batch,
+                ready=m.ready,
+            )
         return out
 
     def take_drops(self) -> dict[DropReason, list[int]]:

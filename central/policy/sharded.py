@@ -41,13 +41,19 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 from central.policy.config import PolicyConfig
 from central.policy.exchange import Grant, Offer, PoolState, Wake, Withdraw
 from central.policy.matcher import Matcher
 from central.policy.placement import Placement
 from central.policy.shard import ModelShard
+from central.policy.stats import (
+    ModelStats,
+    PolicySnapshot,
+    ShardModelStats,
+    ShardStats,
+    WorkerStats,
+)
 from central.policy.types import (
     Action,
     BatchDone,
@@ -151,29 +157,30 @@ class ShardedPolicy:
             wakes.append(grant)
         return min(wakes) if wakes else None
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data: per model its queue, profile, margin and rate (the keys of
-        ``SymphonyPolicy.snapshot()["models"]`` a shard knows), per shard its models, per
-        worker its timeline."""
+    def snapshot(self) -> PolicySnapshot:
+        """Stats (``stats.py``): per model its queue, profile, margin and rate (the fields
+        of ``SymphonyPolicy``'s a shard knows), per shard its models, per worker its
+        timeline, and the moves made."""
         now = self._now if self._now is not None else 0
-        models: dict[str, Any] = {}
+        models: dict[str, ModelStats] = {}
         for shard in self.shards:
             models.update(shard.model_snapshot(now))
-        return {
-            "now_ns": self._now,
-            "models": models,
-            "shards": [
-                {"models": {name: {"queue": len(m.queue), "ready": m.ready, "batch": m.batch}
-                            for name, m in shard.models.items()}}
+        return PolicySnapshot(
+            now_ns=self._now,
+            models=models,
+            shards=tuple(
+                ShardStats(models={name: ShardModelStats(queue=len(m.queue), ready=m.ready,
+                                                         batch=m.batch)
+                                   for name, m in shard.models.items()})
                 for shard in self.shards
-            ],
-            "workers": {wid: {"alive": w.alive, "models": list(w.models),
-                              "free_at_ns": w.free_at, "inflight": len(w.timeline)}
-                        for wid, w in self.matcher.workers.items()},
-            "inflight_batches": self.matcher.inflight,
-            "moves": self.moves,
-            "next_wakeup_ns": self.next_wakeup_ns(),
-        }
+            ),
+            workers={wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
+                                      inflight=len(w.timeline))
+                     for wid, w in self.matcher.workers.items()},
+            inflight_batches=self.matcher.inflight,
+            moves=self.moves,
+            next_wakeup_ns=self.next_wakeup_ns(),
+        )
 
     # ------------------------------------------------------------- placement
 

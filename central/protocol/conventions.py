@@ -1,5 +1,6 @@
 """Wire conventions every role agrees on: how a batch ended, why a request was dropped,
-how a request id names its frontend, which shard owns a model.
+how a request id names its frontend, which shard owns a model, what a ``StatsQuery``
+tag asks for.
 
 Standard library only: the policy imports this module (and nothing else outside itself),
 so its enums are the very values that travel in ``Done.status`` and
@@ -21,6 +22,8 @@ __all__ = [
     "frontend_of",
     "default_shard",
     "owner_of",
+    "stats_tag",
+    "wants_batch_log",
 ]
 
 
@@ -75,3 +78,21 @@ def owner_of(model: str, owners: Mapping[str, int], shards: int) -> int:
     ``default_shard``."""
     index = owners.get(model)
     return index if index is not None else default_shard(model, shards)
+
+
+# A StatsQuery's tag is echoed in the StatsReply; its low bit also says whether a
+# scheduler should include its batch log (odd: with it, even: without). A frontend or a
+# shard answers either way without the log.
+_BATCH_LOG_BIT = 1
+
+
+def stats_tag(seq: int, with_batches: bool) -> int:
+    """A ``StatsQuery`` tag from a caller's counter ``seq`` whose low bit asks a scheduler
+    for its batch log (``with_batches``) or not: ``stats_tag(0, True) == 1``,
+    ``stats_tag(0, False) == 2``."""
+    return (seq << 1) + (_BATCH_LOG_BIT if with_batches else 2)
+
+
+def wants_batch_log(tag: int) -> bool:
+    """Whether a ``StatsQuery`` with this tag asks for the batch log (its low bit)."""
+    return tag & _BATCH_LOG_BIT == _BATCH_LOG_BIT

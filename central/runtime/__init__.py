@@ -1,5 +1,8 @@
 """The scheduler's asyncio shells: the one-process scheduler, the matcher and the model
-shards, and ``translate`` (wire <-> policy). Imported only by the CLI and the cluster launcher."""
+shards, the parts both schedulers are composed of (shell: socket, loop turn and dispatch
+table; control: worker and frontend messages, liveness; registry; dispatch: actions to
+messages; accounting: counters, batch log, metrics; config), and ``translate`` (wire <->
+policy). Imported only by the CLI and the cluster launcher."""
 
 from .scheduler import Scheduler, SchedulerConfig
 

@@ -56,6 +56,7 @@ from central.protocol import (
     GrantBatch,
     Heartbeat,
     HeartbeatAck,
+    Kind,
     ModelState,
     MoveModel,
     Offers,
@@ -88,8 +89,11 @@ log = logging.getLogger("baton.shard")
 _NOBLOCK = int(zmq.NOBLOCK)
 _DECLINED = (0, 0, 0, 0)
 # Who may send what to a shard's ROUTER when keys are on: only frontends, and only these.
-_SHARD_KINDS = {10: frozenset({"frontend"}), 68: frozenset({"frontend"}),
-                50: frozenset({"frontend", "client", "scheduler"})}
+_SHARD_KINDS: dict[int, frozenset[str]] = {
+    Kind.REQUESTS: frozenset({"frontend"}),
+    Kind.ATTACH_FRONTEND: frozenset({"frontend"}),
+    Kind.STATS_QUERY: frozenset({"frontend", "client", "scheduler"}),
+}
 
 
 @dataclass(frozen=True)
@@ -112,16 +116,16 @@ class ShardServer:
     """Serve until ``stop`` is set; see the module docstring."""
 
     def __init__(self, config: ShardConfig, *, clock: ClockLike = time.monotonic_ns,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context[Any] | None = None) -> None:
         self.config = config
         self._time = as_clock(clock)  # reads and sleeps; ``_clock`` reads, on hot paths
         self._clock = self._time.reader
         self._ctx = context or zmq.Context.instance()
         self.shard = ModelShard(config.policy_config)
-        self._front_out: Callable[[list[bytes], int], None] | None = None
-        self._up_out: Callable[[list[bytes], int], None] | None = None
-        self._up: zmq.Socket | None = None
-        self._front: zmq.Socket | None = None
+        self._front_out: Callable[[list[Any], int], Any] | None = None
+        self._up_out: Callable[[list[Any], int], Any] | None = None
+        self._up: zmq.Socket[Any] | None = None
+        self._front: zmq.Socket[Any] | None = None
         self._readers: list[Reader] = []
         self._timer: PreciseTimer | None = None
         self.lateness = LatenessLog()
@@ -168,7 +172,7 @@ class ShardServer:
         wakeups = self._time.wakeups(spin_ns=cfg.spin_ns, lateness=self.lateness)
         self._timer = PreciseTimer(self._on_timer, wakeups)
         if keys is None:
-            on_front: Callable[[list[Sequence[bytes]]], None] = self._on_front
+            on_front: Callable[[Sequence[Sequence[bytes]]], None] = self._on_front
             front_reader = Reader(front, on_front)
         else:
             gate = PeerGate(keys, _SHARD_KINDS)
@@ -235,7 +239,7 @@ class ShardServer:
 
     # ------------------------------------------------------------ from frontends
 
-    def _on_front(self, batch: list[Sequence[bytes]]) -> None:
+    def _on_front(self, batch: Sequence[Sequence[bytes]]) -> None:
         now = self._clock()
         for frames in batch:
             identity, body = frames[0], frames[1:]

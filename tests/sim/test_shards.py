@@ -23,6 +23,7 @@ from central.policy import (
     Dispatch,
     Drop,
     PolicyConfig,
+    PolicySnapshot,
     Profile,
     Request,
     RequestsArrived,
@@ -191,7 +192,7 @@ class _Mover:
     def next_wakeup_ns(self) -> int | None:
         return self.policy.next_wakeup_ns()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PolicySnapshot:
         return self.policy.snapshot()
 
 

@@ -29,6 +29,7 @@ from central.policy import (
     Drop,
     DropReason,
     Event,
+    PolicySnapshot,
     Profile,
     RequestsArrived,
     Tick,
@@ -68,8 +69,9 @@ class Scripted:
     def next_wakeup_ns(self) -> int | None:
         return self.wakeups[0] if self.wakeups else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {}
+    def snapshot(self) -> PolicySnapshot:
+        return PolicySnapshot(now_ns=None, models={}, workers={}, inflight_batches=0,
+                              next_wakeup_ns=self.next_wakeup_ns())
 
     def dispatch(self, now: int, ids: tuple[int, ...], *, worker: int = 0,
                  earliest: int | None = None, latest: int | None = None) -> Dispatch:

@@ -2,10 +2,12 @@
 
 A tiny discrete-event loop (``Sim``) drives any policy the way the runtime and the
 simulator do: it feeds events at their times, follows ``next_wakeup_ns`` with ``Tick``s,
-runs every Dispatch on an in-memory worker (in order, each starting at ``max(earliest,
-previous end)`` and taking exactly its profiled time, refusing after ``latest``) and
-checks on every action that nothing runs outside its window or above ``max_batch`` and
-that every request ends exactly once. State is set up through public events only.
+runs every Dispatch on an emulated GPU (``workers.gpu_model.EmulatedGpu``, the one rule
+the simulator and the emulated executor obey too: in order, each starting at
+``max(earliest, previous end)`` and taking exactly its profiled time, refused ``TOO_LATE``
+after ``latest``) and checks on every action that nothing runs outside its window or
+above ``max_batch`` and that every request ends exactly once. State is set up through
+public events only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import heapq
 import json
 import pathlib
 import random
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +35,16 @@ from central.policy import (
     Drop,
     DropReason,
     Event,
+    ModelStats,
     PolicyConfig,
+    PolicySnapshot,
     Profile,
     Request,
     RequestsArrived,
     Tick,
     WorkerJoined,
     WorkerLost,
+    WorkerStats,
     analytic_bound,
     make_policy,
     policy_names,
@@ -61,6 +65,7 @@ from central.policy.baselines.packing import (
     saturated_batch,
     split_demand,
 )
+from workers.gpu_model import EmulatedGpu, linear_latency_ns
 
 MS = 1_000_000
 PROF = Profile(k_ns=1_082_000, c_ns=5_204_000, max_batch=64)
@@ -88,7 +93,7 @@ class Sim:
     drops: list[tuple[int, Drop]] = field(default_factory=list)
     refused: int = 0
     serves: dict[int, tuple[str, ...]] = field(default_factory=dict)  # live workers
-    busy_until: dict[int, int] = field(default_factory=dict)
+    gpus: dict[int, EmulatedGpu] = field(default_factory=dict)  # workers.gpu_model's rule
     _epoch: dict[int, int] = field(default_factory=dict)  # bumps when a worker is lost
     _pending: dict[int, int] = field(default_factory=dict)  # batch id -> epoch
 
@@ -134,11 +139,11 @@ class Sim:
         self.now = t
         if isinstance(event, WorkerJoined):
             self.serves[event.worker_id] = event.models
-            self.busy_until.setdefault(event.worker_id, t)
+            self.gpus.setdefault(event.worker_id, EmulatedGpu(free_ns=t))
         elif isinstance(event, WorkerLost):
             self.serves.pop(event.worker_id, None)
             self._epoch[event.worker_id] = self._epoch.get(event.worker_id, 0) + 1
-            self.busy_until[event.worker_id] = t
+            self.gpus[event.worker_id] = EmulatedGpu(free_ns=t)
         actions = self.policy.handle(event, t)
         for action in actions:
             if isinstance(action, Dispatch):
@@ -170,15 +175,16 @@ class Sim:
         assert all(self.requests[rid].model == d.model for rid in d.request_ids)
         assert d.expected_ns >= 1
         self.dispatches.append((self.now, d))
-        start = max(d.earliest_ns, self.busy_until[d.worker_id])
-        if start > d.latest_ns:
+        gpu = self.gpus[d.worker_id]  # the Execute is there at once: ready = now
+        status, start = gpu.admit(d.earliest_ns, d.latest_ns, self.now)
+        if status != BatchStatus.OK:
             self.refused += 1
-            status, end = BatchStatus.TOO_LATE, start
+            end = start
         else:
-            took = round(truth.latency_ns(len(d.request_ids)) * self.slowdown(d.batch_id))
-            status, end = BatchStatus.OK, start + took
+            size = len(d.request_ids)
+            took = round(linear_latency_ns(truth.k_ns, truth.c_ns, size) * self.slowdown(d.batch_id))
+            end = gpu.occupy(start, took)
             self.starts.append((start, d.worker_id, len(d.request_ids), d.model))
-        self.busy_until[d.worker_id] = end
         for rid in d.request_ids:
             met = status == BatchStatus.OK and end + self.reply_ns <= self.requests[rid].deadline_ns
             self._end(rid, "ok" if met else "late")
@@ -216,7 +222,7 @@ def finish(sim: Sim) -> None:
     sim.run()
     assert set(sim.outcome) == set(sim.requests)
     assert sim.policy.next_wakeup_ns() is None
-    json.dumps(sim.policy.snapshot())
+    json.dumps(sim.policy.snapshot().as_dict())
 
 
 # ------------------------------------------------------------------ registry
@@ -263,6 +269,36 @@ def test_idle_and_time_rules(name: str) -> None:
         policy.handle(Tick(), 9)
     with pytest.raises(TypeError):
         policy.handle("tick", 11)  # type: ignore[arg-type]
+
+
+COMMON_MODEL = ["queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps",
+                "budget_ns"]
+COMMON_WORKER = ["alive", "models", "free_at_ns", "busy", "inflight"]
+OWN_KEYS = {  # (top level, per model, per worker): what each adds to the JSON
+    "uncoordinated": (["routing"], ["max_batch_used", "max_queue_delay_ns"], ["queued"]),
+    "eager": (["pools"], [], []),
+    "nexus": (["plan"], ["planned", "gpus"], ["duty_ns", "slots", "queued"]),
+}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_the_snapshot_is_typed_and_its_json_keeps_each_baselines_keys(name: str) -> None:
+    sim = make_sim(name, n_workers=2)
+    for rid in range(20):
+        sim.arrive(rid * MS, rid)
+    sim.run(until=10 * MS)
+    snap = sim.policy.snapshot()
+    assert isinstance(snap, PolicySnapshot) and snap.now_ns == sim.now
+    assert isinstance(snap.models["m"], ModelStats) and snap.models["m"].k_ns == PROF.k_ns
+    assert isinstance(snap.workers[0], WorkerStats) and snap.workers[0].models == ("m",)
+    top, model, worker = OWN_KEYS[name]
+    plain = snap.as_dict()
+    assert list(plain) == ["now_ns", "models", "workers", "inflight_batches",
+                           "next_wakeup_ns", *top]
+    assert list(plain["models"]["m"]) == COMMON_MODEL + model
+    assert list(plain["workers"][1]) == COMMON_WORKER + worker
+    assert plain["workers"][0]["models"] == ["m"]
+    assert json.loads(json.dumps(plain))["models"] == plain["models"]
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -334,8 +370,8 @@ def test_uncoordinated_defaults_follow_the_uncoordinated_bound() -> None:
     sim.run(until=0)
     b = analytic_bound(1, PROF.k_ns, PROF.c_ns, SLO, coordinated=False, overhead_ns=D + R + T)
     assert b.batch == 6
-    model = sim.policy.snapshot()["models"]["m"]
-    assert model["max_batch_used"] == 6 and model["max_queue_delay_ns"] == PROF.latency_ns(6)
+    model = sim.policy.snapshot().models["m"]
+    assert model.max_batch_used == 6 and model.max_queue_delay_ns == PROF.latency_ns(6)
     assert [len(d.request_ids) for d in sim.dispatched()] == [6]
     sim.arrive(MS, 99)
     finish(sim)
@@ -435,8 +471,8 @@ def test_eager_drops_a_head_its_busy_workers_doom() -> None:
 def test_eager_is_work_conserving_under_load() -> None:
     def conserving(sim: Sim) -> None:
         snap = sim.policy.snapshot()
-        if any(model["queue"] for model in snap["models"].values()):
-            assert all(w["free_at_ns"] > sim.now + D for w in snap["workers"].values())
+        if any(model.queue for model in snap.models.values()):
+            assert all(w.free_at_ns > sim.now + D for w in snap.workers.values())
 
     sim = poisson_run("eager", 0.6, seed=11, seconds=0.3, on_step=conserving)
     assert sim.attainment() >= 0.995  # 1.0 for seeds 1-5 and 11: 60% of the bound
@@ -486,8 +522,8 @@ def test_nexus_batches_at_its_planned_size_and_duty_cycle() -> None:
         sim.arrive(i * 5 * MS, i)
     sim.run(until=2100 * MS)  # plans were made at 0 (and while the rate was learnt), 2 s
     snap = sim.policy.snapshot()
-    [[model, batch]] = snap["workers"][0]["slots"]
-    duty = snap["workers"][0]["duty_ns"]
+    [[model, batch]] = snap.workers[0].slots
+    duty = snap.workers[0].duty_ns
     rate = 200 / 1e9
     budget = SLO - D - R - T
     assert (model, batch) == ("m", 3)  # l(3) + 3/r = 8.5 + 15 ms <= 24 ms; 4 does not fit
@@ -510,8 +546,8 @@ def test_nexus_gives_heavy_models_saturated_gpus() -> None:
         t += round(rng.expovariate(1300 / 1e9))
         sim.arrive(t, rid)
     sim.run(until=2 * 1_000_000_000)
-    workers = sim.policy.snapshot()["workers"].values()
-    plans = sorted((w["duty_ns"], tuple(map(tuple, w["slots"]))) for w in workers)
+    workers = sim.policy.snapshot().workers.values()
+    plans = sorted((w.duty_ns, tuple(map(tuple, w.slots))) for w in workers)
     saturated = [p for p in plans if p == (PROF.latency_ns(6), (("m", 6),))]
     assert len(saturated) == 2
     assert sum(1 for p in plans if p[0] == 0) == 3  # the plan does not need them: idle
@@ -530,10 +566,10 @@ def test_nexus_fill_spare_spreads_load_and_replans_on_worker_loss() -> None:
         sim.arrive(t, rid)
     sim.run(until=1_500_000_000)
     snap = sim.policy.snapshot()
-    assert snap["plan"]["headroom"] > 1.0
-    assert all(w["duty_ns"] > 0 for w in snap["workers"].values())  # every GPU has a share
+    assert snap.plan.headroom > 1.0
+    assert all(w.duty_ns > 0 for w in snap.workers.values())  # every GPU has a share
     sim.step(sim.now + 1, WorkerLost(2))
-    assert sim.policy.snapshot()["workers"][2]["queued"] == 0
+    assert sim.policy.snapshot().workers[2].queued == 0
     finish(sim)
     # spare capacity everywhere, even after the loss: seeds 1-5 give 0.9987-1.0
     assert sim.attainment() >= 0.995

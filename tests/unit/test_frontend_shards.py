@@ -172,8 +172,8 @@ async def running(
     actx, ctx = zmq.asyncio.Context(), zmq.Context()  # the frontend's sockets are plain
     h = Harness(actx, directory, late)
     config = FrontendConfig(scheduler=h.sched.address, client_bind="tcp://127.0.0.1:*",
-                            heartbeat_interval_s=heartbeat_s, scheduler_timeout_s=30.0,
-                            drain_timeout_s=0.0)
+                            heartbeat_interval_ns=round(heartbeat_s * 1e9),
+                            scheduler_timeout_ns=30_000_000_000, drain_timeout_ns=0)
     fe = Frontend(config, context=ctx)
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(h.matcher()), asyncio.ensure_future(fe.serve(stop))]

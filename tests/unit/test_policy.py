@@ -28,7 +28,9 @@ from central.policy import (
     Drop,
     DropReason,
     Event,
+    ModelStats,
     PolicyConfig,
+    PolicySnapshot,
     Profile,
     Request,
     RequestsArrived,
@@ -36,6 +38,7 @@ from central.policy import (
     Tick,
     WorkerJoined,
     WorkerLost,
+    WorkerStats,
     analytic_bound,
 )
 from workers.gpu_model import EmulatedGpu
@@ -432,9 +435,9 @@ def test_worker_running_late_is_learnt() -> None:
         sim.arrive(t, rid, "m")
     sim.run()
     assert len(sim.outcome) == 3000
-    snap = sim.policy.snapshot()["models"]["m"]
-    assert snap["k_ns"] == pytest.approx(1.3 * PROF.k_ns, rel=0.02)
-    assert snap["c_ns"] == pytest.approx(1.3 * PROF.c_ns, rel=0.02)
+    snap = sim.policy.snapshot().models["m"]
+    assert snap.k_ns == pytest.approx(1.3 * PROF.k_ns, rel=0.02)
+    assert snap.c_ns == pytest.approx(1.3 * PROF.c_ns, rel=0.02)
     late = [rid for rid, v in sim.outcome.items() if v == "late" and rid >= 1000]
     assert len(late) == 0  # once learnt, nothing planned misses
 
@@ -530,16 +533,22 @@ def test_seeded_runs_repeat_exactly() -> None:
     assert one.drops == two.drops
 
 
-def test_snapshot_is_plain_data() -> None:
+def test_snapshot_is_typed_and_its_dict_is_plain_data() -> None:
     sim = poisson_run(0.6, seed=3, seconds=0.3)
     snap = sim.policy.snapshot()
-    assert set(snap) == {"now_ns", "models", "workers", "inflight_batches", "next_wakeup_ns"}
-    model = snap["models"]["m"]
-    assert {"queue", "k_ns", "c_ns", "margin_ns", "rate_rps", "target_batch"} <= set(model)
-    assert model["rate_rps"] == pytest.approx(0.6 * 5598, rel=0.15)
-    assert 10 <= model["target_batch"] <= 15
-    assert {"free_at_ns", "busy", "alive"} <= set(snap["workers"][0])
-    json.dumps(snap)
+    assert isinstance(snap, PolicySnapshot)
+    model = snap.models["m"]
+    assert isinstance(model, ModelStats) and model.k_ns is not None
+    assert model.rate_rps == pytest.approx(0.6 * 5598, rel=0.15)
+    assert model.target_batch is not None and 10 <= model.target_batch <= 15
+    assert isinstance(snap.workers[0], WorkerStats) and snap.workers[0].busy is not None
+    plain = snap.as_dict()
+    assert list(plain) == ["now_ns", "models", "workers", "inflight_batches", "next_wakeup_ns"]
+    assert list(plain["models"]["m"]) == [
+        "queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps", "budget_ns",
+        "target_batch", "candidate_batch", "ready", "waiting"]
+    assert list(plain["workers"][0]) == ["alive", "models", "free_at_ns", "busy", "inflight"]
+    assert json.loads(json.dumps(plain))["models"] == plain["models"]
 
 
 # ---------------------------------------------------------------- properties
@@ -616,7 +625,7 @@ def test_random_scenarios_keep_the_invariants(sc: dict[str, object]) -> None:
         name = names[model] if model < len(names) else "unknown"
         sim.arrive(t, rid, name, budget=budget)
     sim.run()
-    json.dumps(sim.policy.snapshot())
+    json.dumps(sim.policy.snapshot().as_dict())
     assert set(sim.outcome) == set(sim.requests)  # every request ended, exactly once
     assert sim.policy.next_wakeup_ns() is None
     if sc["exact"]:

@@ -101,7 +101,7 @@ def test_idle_policy_has_nothing_to_do() -> None:
     policy = make_policy("symphony")
     assert policy.handle(Tick(), 0) == []
     assert policy.next_wakeup_ns() is None
-    assert policy.snapshot()["models"] == {}
+    assert policy.snapshot().models == {}
 
 
 def test_time_must_not_go_backwards() -> None:

@@ -68,7 +68,7 @@ def test_an_inflated_margin_still_lets_batches_run_and_relearn() -> None:
     # the cap (max_margin_fraction, 0.2 of the typical budget since the simulator showed
     # 0.1 too tight for CV 0.1 noise: p99 overrun 4.4 ms > 2.5 ms at SLO 25) still holds
     cap = PolicyConfig().max_margin_fraction
-    assert policy.snapshot()["models"]["m"]["margin_ns"] <= cap * SLO + 1
+    assert policy.snapshot().models["m"].margin_ns <= cap * SLO + 1
     # load is back to normal: requests must still be served, not all dropped
     served = 0
     for _ in range(40):
@@ -93,10 +93,10 @@ def test_a_head_only_the_margin_rules_out_goes_alone_instead_of_being_dropped() 
         now, _, _ = _run_until_idle(policy, now, now + 200 * MS, overrun_ns=(i % 6) * MS,
                                     first=first)
         now += 200 * MS
-    learnt = policy.snapshot()["models"]["m"]
-    margin = learnt["margin_ns"]
+    learnt = policy.snapshot().models["m"]
+    margin = learnt.margin_ns
     assert margin >= 2 * MS
-    l1 = learnt["k_ns"] + learnt["c_ns"]  # the refit profile's l(1)
+    l1 = learnt.k_ns + learnt.c_ns  # the refit profile's l(1)
     # a request whose budget fits l(1) plus the overheads but not the margin as well
     cfg = PolicyConfig()
     budget = cfg.dispatch_cost_ns + l1 + cfg.reply_cost_ns + margin // 2

@@ -14,6 +14,7 @@ only; there are no sleeps and no sockets.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -25,7 +26,9 @@ from central.policy import (
     Drop,
     DropReason,
     LoadEstimator,
+    ModelStats,
     PolicyConfig,
+    PolicySnapshot,
     Profile,
     Request,
     RequestsArrived,
@@ -33,6 +36,7 @@ from central.policy import (
     Tick,
     WorkerJoined,
     WorkerLost,
+    WorkerStats,
     target_batch,
 )
 
@@ -62,7 +66,10 @@ def drops(actions: list[Action]) -> dict[DropReason, tuple[int, ...]]:
 
 
 def test_a_fresh_policy_has_an_empty_snapshot() -> None:
-    assert SymphonyPolicy().snapshot() == {
+    snap = SymphonyPolicy().snapshot()
+    assert snap == PolicySnapshot(now_ns=None, models={}, workers={}, inflight_batches=0,
+                                  next_wakeup_ns=None)
+    assert snap.as_dict() == {
         "now_ns": None, "models": {}, "workers": {}, "inflight_batches": 0,
         "next_wakeup_ns": None,
     }
@@ -75,7 +82,8 @@ def test_snapshot_reports_every_model_and_worker() -> None:
     idle = {"queue": 0, "margin_ns": 0, "rate_rps": 0.0, "budget_ns": None,
             "target_batch": 0, "candidate_batch": 0, "ready": False, "waiting": False}
     no_profile = {"k_ns": None, "c_ns": None, "max_batch": None}
-    assert policy.snapshot() == {
+    # the JSON shape the scheduler's stats, the dashboard and docs/metrics.md know
+    assert policy.snapshot().as_dict() == {
         "now_ns": 0,
         "models": {
             "m": {**idle, "workers": 2, "k_ns": PROF.k_ns, "c_ns": PROF.c_ns, "max_batch": 8},
@@ -89,44 +97,57 @@ def test_snapshot_reports_every_model_and_worker() -> None:
         "inflight_batches": 0,
         "next_wakeup_ns": None,
     }
+    idle_m = ModelStats(queue=0, workers=2, k_ns=PROF.k_ns, c_ns=PROF.c_ns, max_batch=8,
+                        margin_ns=0, rate_rps=0.0, budget_ns=None, target_batch=0,
+                        candidate_batch=0, ready=False, waiting=False)
+    assert policy.snapshot() == PolicySnapshot(
+        now_ns=0,
+        models={"m": idle_m,
+                "n": replace(idle_m, workers=1, k_ns=None, c_ns=None, max_batch=None)},
+        workers={0: WorkerStats(alive=True, models=("m",), free_at_ns=0, busy=False,
+                                inflight=0),
+                 1: WorkerStats(alive=True, models=("m", "n"), free_at_ns=0, busy=False,
+                                inflight=0)},
+        inflight_batches=0,
+        next_wakeup_ns=None,
+    )
 
     load = LoadEstimator(PolicyConfig().rate_window_ns)
     load.arrived(MS, 25 * MS)
     policy.handle(requests(1, 1, 26 * MS, MS), MS)  # one request: deferred to grow
     t_ready = 26 * MS - R - PROF.latency_ns(2) - D - T
     snap = policy.snapshot()
-    assert snap["now_ns"] == MS and snap["next_wakeup_ns"] == t_ready
-    assert snap["models"]["m"] == {
-        **idle, "workers": 2, "k_ns": PROF.k_ns, "c_ns": PROF.c_ns, "max_batch": 8,
-        "queue": 1, "candidate_batch": 1, "budget_ns": 25 * MS,
-        "rate_rps": load.rate_per_ns(MS) * 1e9,
-        "target_batch": target_batch(PROF, rate_per_ns=load.rate_per_ns(MS), n_workers=2,
-                                     budget_ns=25 * MS - D - R - T),
-    }
+    assert snap.now_ns == MS and snap.next_wakeup_ns == t_ready
+    assert snap.models["m"] == replace(
+        idle_m, queue=1, candidate_batch=1, budget_ns=25 * MS,
+        rate_rps=load.rate_per_ns(MS) * 1e9,
+        target_batch=target_batch(PROF, rate_per_ns=load.rate_per_ns(MS), n_workers=2,
+                                  budget_ns=25 * MS - D - R - T),
+    )
 
     for i in range(8):
         load.arrived(2 * MS, 28 * MS)
     [d] = dispatches(policy.handle(requests(10, 8, 30 * MS, 2 * MS), 2 * MS))
     assert (d.worker_id, len(d.request_ids), d.earliest_ns) == (0, 8, 2 * MS + D)
     snap = policy.snapshot()
-    assert snap["inflight_batches"] == 1
-    assert snap["workers"][0] == {"alive": True, "models": ["m"], "busy": True, "inflight": 1,
-                                  "free_at_ns": d.earliest_ns + PROF.latency_ns(8)}
-    model = snap["models"]["m"]
-    assert model["budget_ns"] == round(load.budget_ns)
-    assert model["rate_rps"] == load.rate_per_ns(2 * MS) * 1e9
-    assert model["target_batch"] == target_batch(
+    assert snap.inflight_batches == 1
+    assert snap.workers[0] == WorkerStats(alive=True, models=("m",), busy=True, inflight=1,
+                                          free_at_ns=d.earliest_ns + PROF.latency_ns(8))
+    model = snap.models["m"]
+    assert model.budget_ns == round(load.budget_ns)
+    assert model.rate_rps == load.rate_per_ns(2 * MS) * 1e9
+    assert model.target_batch == target_batch(
         PROF, rate_per_ns=load.rate_per_ns(2 * MS), n_workers=2,
         budget_ns=load.budget_ns - D - R - T) > 1
 
     policy.handle(WorkerLost(1), 3 * MS)
     snap = policy.snapshot()
-    assert snap["workers"][1] == {"alive": False, "models": [], "free_at_ns": 0, "busy": False,
-                                  "inflight": 0}
-    assert (snap["models"]["m"]["workers"], snap["models"]["n"]["workers"]) == (1, 0)
-    assert snap["workers"][0]["busy"]
+    assert snap.workers[1] == WorkerStats(alive=False, models=(), free_at_ns=0, busy=False,
+                                          inflight=0)
+    assert (snap.models["m"].workers, snap.models["n"].workers) == (1, 0)
+    assert snap.workers[0].busy
     policy.handle(Tick(), d.earliest_ns + PROF.latency_ns(8))  # its planned end: not busy
-    assert not policy.snapshot()["workers"][0]["busy"]
+    assert not policy.snapshot().workers[0].busy
 
 
 # ------------------------------------------------------------------ what reports teach
@@ -142,8 +163,8 @@ def full_batch(policy: SymphonyPolicy, first: int, now: int) -> Dispatch:
 
 
 def learnt(policy: SymphonyPolicy) -> tuple[int, int, int]:
-    model = policy.snapshot()["models"]["m"]
-    return model["k_ns"], model["c_ns"], model["margin_ns"]
+    model = policy.snapshot().models["m"]
+    return model.k_ns, model.c_ns, model.margin_ns
 
 
 def test_only_successful_reports_teach_the_profile() -> None:
@@ -216,7 +237,7 @@ def two_batches_on_one_worker(**config: object) -> tuple[SymphonyPolicy, Dispatc
 
 
 def free_at(policy: SymphonyPolicy, worker: int = 0) -> int:
-    return policy.snapshot()["workers"][worker]["free_at_ns"]
+    return policy.snapshot().workers[worker].free_at_ns
 
 
 def test_an_overrun_report_pushes_the_queued_batch_out() -> None:
@@ -224,7 +245,7 @@ def test_an_overrun_report_pushes_the_queued_batch_out() -> None:
     end = second.earliest_ns + 2 * MS
     policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), end)
     assert free_at(policy) == end + second.expected_ns
-    assert policy.snapshot()["inflight_batches"] == 1
+    assert policy.snapshot().inflight_batches == 1
 
 
 def test_an_early_report_keeps_the_queued_batch_at_its_earliest() -> None:
@@ -239,7 +260,7 @@ def test_a_report_ends_every_batch_before_it_on_that_worker() -> None:
     policy, first, second = two_batches_on_one_worker()
     end = second.earliest_ns + second.expected_ns - MS
     policy.handle(BatchDone(second.batch_id, 0, BatchStatus.OK, second.earliest_ns, end, 8), end)
-    assert policy.snapshot()["inflight_batches"] == 0  # the first one's report was lost
+    assert policy.snapshot().inflight_batches == 0  # the first one's report was lost
     assert free_at(policy) == end
     # a late report of the first batch changes nothing any more
     assert policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, 0, end, 8), end) == []
@@ -250,9 +271,9 @@ def test_reports_of_unknown_batches_and_lost_workers_are_ignored() -> None:
     policy, _, second = two_batches_on_one_worker()
     before = policy.snapshot()
     assert policy.handle(BatchDone(999, 0, BatchStatus.OK, 0, MS, 8), second.earliest_ns) == []
-    assert policy.snapshot()["workers"] == before["workers"]
+    assert policy.snapshot().workers == before.workers
     policy.handle(WorkerLost(0), second.earliest_ns)
-    assert policy.snapshot()["inflight_batches"] == 0
+    assert policy.snapshot().inflight_batches == 0
     end = second.earliest_ns + second.expected_ns
     assert policy.handle(BatchDone(second.batch_id, 0, BatchStatus.OK, second.earliest_ns, end,
                                    8), end) == []
@@ -297,8 +318,8 @@ def test_an_overdue_worker_counts_busy_at_least_a_fifth_of_a_millisecond() -> No
 
 
 def profile_of(policy: SymphonyPolicy, model: str) -> tuple[int | None, int | None, int | None]:
-    snap = policy.snapshot()["models"][model]
-    return snap["k_ns"], snap["c_ns"], snap["max_batch"]
+    snap = policy.snapshot().models[model]
+    return snap.k_ns, snap.c_ns, snap.max_batch
 
 
 def test_a_configured_profile_wins_over_a_workers_own() -> None:
@@ -328,8 +349,8 @@ def test_a_worker_serves_each_model_once_however_it_lists_them() -> None:
     policy.handle(WorkerJoined(0, ("b", "a", "a")), 0)
     policy.handle(WorkerJoined(1, ("a", "b")), 0)
     snap = policy.snapshot()
-    assert snap["workers"][0]["models"] == ["a", "b"]
-    assert snap["models"]["a"]["workers"] == 2 and snap["models"]["b"]["workers"] == 2
+    assert snap.workers[0].models == ("a", "b")
+    assert snap.models["a"].workers == 2 and snap.models["b"].workers == 2
 
 
 def test_rejoining_with_the_same_models_changes_nothing() -> None:
@@ -338,8 +359,8 @@ def test_rejoining_with_the_same_models_changes_nothing() -> None:
     d = full_batch(policy, 0, 0)
     before = policy.snapshot()
     assert policy.handle(WorkerJoined(0, ("m",)), MS) == []  # a re-registration
-    assert policy.snapshot()["workers"] == before["workers"]
-    assert policy.snapshot()["models"]["m"]["workers"] == 1
+    assert policy.snapshot().workers == before.workers
+    assert policy.snapshot().models["m"].workers == 1
     now = d.earliest_ns + d.expected_ns - D
     [again] = dispatches(policy.handle(requests(100, 8, now + FAR, now), now))
     assert again.worker_id == 0
@@ -354,7 +375,7 @@ def test_a_busy_worker_that_rejoins_with_other_models_stays_busy() -> None:
     # while a lost worker that comes back starts afresh, free at once
     policy.handle(WorkerLost(0), 2 * MS)
     policy.handle(WorkerJoined(0, ("n",)), 3 * MS)
-    assert free_at(policy) == 3 * MS and policy.snapshot()["workers"][0]["inflight"] == 0
+    assert free_at(policy) == 3 * MS and policy.snapshot().workers[0].inflight == 0
 
 
 def test_a_joining_worker_takes_a_waiting_batch_at_once() -> None:
@@ -362,11 +383,11 @@ def test_a_joining_worker_takes_a_waiting_batch_at_once() -> None:
     policy.handle(WorkerJoined(0, ("m",)), 0)
     full_batch(policy, 0, 0)
     assert dispatches(policy.handle(requests(100, 8, MS + FAR, MS), MS)) == []  # waits
-    assert policy.snapshot()["models"]["m"]["waiting"] is True
+    assert policy.snapshot().models["m"].waiting is True
     [d] = dispatches(policy.handle(WorkerJoined(1, ("m",)), 2 * MS))
     assert (d.worker_id, d.request_ids, d.earliest_ns) == (1, tuple(range(100, 108)), 2 * MS + D)
-    model = policy.snapshot()["models"]["m"]
-    assert (model["queue"], model["candidate_batch"], model["ready"], model["waiting"]) == (
+    model = policy.snapshot().models["m"]
+    assert (model.queue, model.candidate_batch, model.ready, model.waiting) == (
         0, 0, False, False)
     assert policy.next_wakeup_ns() is None  # nothing waits: no grant to wake up for
 
@@ -378,7 +399,7 @@ def test_an_emptied_pool_serves_again_when_a_worker_rejoins_it() -> None:
     assert drops(policy.handle(requests(1, 1, FAR, 2 * MS), 2 * MS)) == {
         DropReason.NO_WORKER: (1,)}
     policy.handle(WorkerJoined(1, ("m",)), 3 * MS)  # the same pool again
-    assert policy.snapshot()["models"]["m"]["workers"] == 1
+    assert policy.snapshot().models["m"].workers == 1
     [d] = dispatches(policy.handle(requests(10, 8, 4 * MS + FAR, 4 * MS), 4 * MS))
     assert d.worker_id == 1
 
@@ -401,7 +422,7 @@ def shed_scene(fresh: int, shed_fraction: float = 0.95,
         assert policy.handle(requests(50, 1, 18 * MS, MS), MS) == []
         at += 300_000
     actions = policy.handle(requests(100, fresh, at + 25 * MS, at), at)
-    return actions, policy.snapshot()["models"]["m"]["target_batch"]
+    return actions, policy.snapshot().models["m"].target_batch
 
 
 def test_heads_that_would_hold_the_batch_below_the_floor_are_shed() -> None:
@@ -510,9 +531,9 @@ def test_losing_a_shared_worker_empties_only_the_models_left_without_one() -> No
     assert policy.handle(requests(1, 1, FAR, 0, "a"), 0) == []  # both wait to grow
     assert policy.handle(requests(2, 1, FAR, 0, "b"), 0) == []
     assert policy.handle(WorkerLost(0), MS) == [Drop((2,), DropReason.NO_WORKER)]
-    snap = policy.snapshot()["models"]
-    assert (snap["a"]["queue"], snap["a"]["workers"]) == (1, 1)
-    assert (snap["b"]["queue"], snap["b"]["workers"]) == (0, 0)
+    snap = policy.snapshot().models
+    assert (snap["a"].queue, snap["a"].workers) == (1, 1)
+    assert (snap["b"].queue, snap["b"].workers) == (0, 0)
 
 
 # ------------------------------------------------------------------ the target batch
@@ -524,17 +545,17 @@ def test_the_target_batch_leaves_room_for_the_overheads_and_the_margin() -> None
     policy = make_policy(refit=False)
     policy.handle(WorkerJoined(0, ("m",)), 0)
     [d] = dispatches(policy.handle(requests(0, 8, 17 * MS, 0), 0))
-    assert policy.snapshot()["models"]["m"]["target_batch"] == 4  # 16 ms: just fits
+    assert policy.snapshot().models["m"].target_batch == 4  # 16 ms: just fits
     start = d.earliest_ns + MS  # a 1 ms stall: a 1 ms margin
     policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, start + d.expected_ns, 8),
                   start + d.expected_ns)
     assert learnt(policy)[2] == MS
-    assert policy.snapshot()["models"]["m"]["target_batch"] == 3
+    assert policy.snapshot().models["m"].target_batch == 3
 
     tighter = make_policy(refit=False)
     tighter.handle(WorkerJoined(0, ("m",)), 0)
     tighter.handle(requests(0, 8, 16_900_000, 0), 0)
-    assert tighter.snapshot()["models"]["m"]["target_batch"] == 3  # 15.9 ms < 2 l(4)
+    assert tighter.snapshot().models["m"].target_batch == 3  # 15.9 ms < 2 l(4)
 
 
 def test_a_batch_holds_only_what_meets_the_heads_deadline() -> None:
@@ -578,7 +599,7 @@ def test_one_bad_request_does_not_hide_the_rest_of_its_message() -> None:
                                 Request(3, "m", FAR, 0)))
     actions = policy.handle(arrivals, 0)
     assert drops(actions) == {DropReason.UNKNOWN_MODEL: (1,), DropReason.NO_WORKER: (2,)}
-    assert policy.snapshot()["models"]["m"]["queue"] == 1
+    assert policy.snapshot().models["m"].queue == 1
 
 
 def test_a_pending_timer_is_not_hidden_by_a_later_grant() -> None:
@@ -779,7 +800,7 @@ def head_and_fresh(fresh: int, shed_fraction: float) -> list[Action]:
     policy.handle(requests(200, 8, 25 * MS, 0), 0)
     assert policy.handle(requests(0, 1, 18 * MS, MS), MS) == []  # waits for the worker
     actions = policy.handle(requests(100, fresh, 37 * MS, 12 * MS), 12 * MS)
-    assert policy.snapshot()["models"]["m"]["target_batch"] == 7
+    assert policy.snapshot().models["m"].target_batch == 7
     return actions
 
 
@@ -831,13 +852,13 @@ def test_a_deferred_batch_is_ready_once_the_worker_is_taken_past_its_growing_poi
     # one "m" request due at 38 ms: deferred, a batch of 2 would fit (timer at 28 ms)
     assert policy.handle(requests(1, 1, 38 * MS, 16 * MS), 16 * MS) == []
     assert policy.next_wakeup_ns() == 38 * MS - (R + 3 * MS) - PROF.latency_ns(2) - D - T
-    assert policy.snapshot()["models"]["m"]["ready"] is False
+    assert policy.snapshot().models["m"].ready is False
     # "n" takes the worker until 28.5 ms: from then on no batch of 2 makes 38 ms (with
     # the margin on both ends), so "m" is ready at once and waits for the worker
     [d] = dispatches(policy.handle(requests(100, 8, FAR, 16 * MS, "n"), 16 * MS))
     assert (d.model, d.earliest_ns + d.expected_ns) == ("n", 28_500_000)
-    model = policy.snapshot()["models"]["m"]
-    assert (model["ready"], model["waiting"], model["candidate_batch"]) == (True, True, 1)
+    model = policy.snapshot().models["m"]
+    assert (model.ready, model.waiting, model.candidate_batch) == (True, True, 1)
 
 
 def test_a_waiting_batch_is_replanned_when_the_worker_is_taken_by_a_more_urgent_one() -> None:
@@ -850,8 +871,8 @@ def test_a_waiting_batch_is_replanned_when_the_worker_is_taken_by_a_more_urgent_
         + tuple(Request(200 + i, "m", 36 * MS, 16 * MS) for i in range(8)))
     [d] = dispatches(policy.handle(arrivals, 16 * MS))
     assert d.model == "n"
-    model = policy.snapshot()["models"]["m"]
-    assert (model["ready"], model["waiting"], model["candidate_batch"]) == (True, True, 1)
+    model = policy.snapshot().models["m"]
+    assert (model.ready, model.waiting, model.candidate_batch) == (True, True, 1)
 
 
 def test_a_waiting_request_is_dropped_as_soon_as_a_dispatch_dooms_it() -> None:
@@ -884,7 +905,7 @@ def test_a_long_wait_does_not_lose_the_replan_when_the_worker_is_pushed_out() ->
     for i in range(80):
         t = 12_100_000 + i * 20_000
         assert policy.handle(requests(100 + i, 1, FAR, t), t) == []
-    assert policy.snapshot()["models"]["m"]["waiting"] is True
+    assert policy.snapshot().models["m"].waiting is True
     # the first batch ends 2 ms late: the worker is busy until 26.5 ms, and 26.5 + l(1)
     # + R = 31.8 ms is past the head's deadline
     end = 14_500_000
@@ -918,7 +939,7 @@ def test_the_shed_floor_follows_a_refit_at_once() -> None:
         tuple(Request(100 + i, "m", now + 5 * MS, now) for i in range(3))
         + tuple(Request(200 + i, "m", now + FAR, now) for i in range(8)))
     actions = policy.handle(arrivals, now)
-    assert policy.snapshot()["models"]["m"]["target_batch"] == 8  # its floor: 7
+    assert policy.snapshot().models["m"].target_batch == 8  # its floor: 7
     assert drops(actions) == {DropReason.SHED: (100, 101, 102)}
     [d] = dispatches(actions)
     assert d.request_ids == tuple(range(200, 208))
@@ -1069,7 +1090,7 @@ def b_waits_for_worker_1() -> tuple[SymphonyPolicy, Dispatch, Dispatch]:
     a = full_batch_of(policy, "a", 0, 0)
     b = full_batch_of(policy, "b", 100, MS)
     assert policy.handle(requests(200, 8, MS + FAR, MS, "b"), MS) == []
-    assert policy.snapshot()["models"]["b"]["waiting"] is True
+    assert policy.snapshot().models["b"].waiting is True
     return policy, a, b
 
 
@@ -1085,7 +1106,7 @@ def test_a_tick_at_a_lost_workers_grant_time_changes_nothing() -> None:
     policy, a, b = b_waits_for_worker_1()
     policy.handle(WorkerLost(0), 2 * MS)
     assert policy.handle(Tick(), a.earliest_ns + a.expected_ns - D) == []
-    assert policy.snapshot()["models"]["b"]["waiting"] is True
+    assert policy.snapshot().models["b"].waiting is True
     assert policy.next_wakeup_ns() == b.earliest_ns + b.expected_ns - D
 
 
@@ -1109,7 +1130,7 @@ def test_a_move_that_stops_at_a_deferred_batchs_growing_point_replans_no_one() -
     assert (d.worker_id, d.earliest_ns + d.expected_ns) == (0, 30_700_000)
     [d] = dispatches(policy.handle(requests(200, 8, 22 * MS + FAR, 22 * MS, "n"), 22 * MS))
     assert (d.model, d.worker_id) == ("n", 1)
-    assert policy.snapshot()["models"]["m"]["waiting"] is False
+    assert policy.snapshot().models["m"].waiting is False
     assert policy.next_wakeup_ns() == 30 * MS
 
 
@@ -1147,10 +1168,10 @@ def test_the_cached_shed_floor_is_refreshed_after_exactly_its_period() -> None:
         policy = make_policy(shed_fraction=0.95)
         policy.handle(WorkerJoined(0, ("m",)), 0)
         assert len(dispatches(policy.handle(requests(200, 8, 20 * MS, 0), 0))) == 1
-        assert policy.snapshot()["models"]["m"]["target_batch"] == 5
+        assert policy.snapshot().models["m"].target_batch == 5
         assert policy.handle(requests(0, 3, 22 * MS, MS), MS) == []
         actions = policy.handle(requests(100, 10, at + 25 * MS, at), at)
-        assert policy.snapshot()["models"]["m"]["target_batch"] == 6
+        assert policy.snapshot().models["m"].target_batch == 6
         assert drops(actions) == shed and dispatches(actions) == []
 
 
@@ -1162,9 +1183,9 @@ def test_a_rate_window_under_256_ns_refreshes_the_floor_every_nanosecond() -> No
         policy = make_policy(shed_fraction=0.95, rate_window_ns=window)
         policy.handle(WorkerJoined(0, ("m",)), 0)
         assert len(dispatches(policy.handle(requests(200, 8, 20 * MS, 0), 0))) == 1
-        assert policy.snapshot()["models"]["m"]["target_batch"] == 5
+        assert policy.snapshot().models["m"].target_batch == 5
         arrivals = RequestsArrived(requests(0, 3, 22 * MS, 1).requests
                                    + requests(100, 10, 1 + 25 * MS, 1).requests)
         actions = policy.handle(arrivals, 1)
-        assert policy.snapshot()["models"]["m"]["target_batch"] == 6
+        assert policy.snapshot().models["m"].target_batch == 6
         assert drops(actions) == shed and dispatches(actions) == []

@@ -11,12 +11,12 @@ seconds of virtual time takes milliseconds:
   ``worker_timeout_ns`` after its last heartbeat, not at the check that lands exactly on
   it; a worker that keeps beating never is;
 * drain: a draining frontend refuses new requests, relays the answers that come in, and
-  at ``drain_timeout_s`` answers what is left UNAVAILABLE and returns; with nothing left
+  at ``drain_timeout_ns`` answers what is left UNAVAILABLE and returns; with nothing left
   it returns at once;
 * the sweep: a request unanswered at deadline + ``answer_grace_ns`` is answered FAILED
   at the first sweep strictly past it, naming the silent party (scheduler or worker);
 * re-registration: a frontend whose scheduler stops answering heartbeats re-registers at
-  the first tick more than ``scheduler_timeout_s`` after it last heard from it; a worker
+  the first tick more than ``scheduler_timeout_ns`` after it last heard from it; a worker
   whose registration goes unanswered sends it again every ``register_retry_ns``; a model
   shard whose matcher falls silent registers again after ``matcher_timeout_ns``.
 """
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import zmq
 
-from central.frontend.server import SWEEP_INTERVAL_S, Frontend, FrontendConfig, overdue
+from central.frontend.server import SWEEP_INTERVAL_NS, Frontend, FrontendConfig, overdue
 from central.plumbing.clock import VirtualClock
 from central.protocol import (
     FrontendRegistered,
@@ -149,11 +149,11 @@ def test_a_worker_whose_heartbeats_stop_is_lost_after_the_timeout_not_before(
             await clock.sleep(0.2)
 
     async def main() -> None:
-        loop = asyncio.ensure_future(sched._liveness_loop())
+        loop = asyncio.ensure_future(sched.liveness_loop())
         steady = asyncio.ensure_future(worker("steady", 10 * S))
         await worker("quiet", 3 * S)
         await clock.sleep_until(8 * S)
-        assert len(sched._procs) == 1  # the steady one
+        assert len(sched.registry.procs) == 1  # the steady one
         sched.receive([[b"w-quiet", *frames(Heartbeat(clock.now_ns()))]])  # it wakes up
         loop.cancel()
         steady.cancel()
@@ -216,7 +216,7 @@ def result(fe: Frontend, rid: int, worker: int = 7) -> None:
 
 def test_a_draining_frontend_answers_what_it_holds_then_stops_at_the_deadline() -> None:
     clock = VirtualClock()
-    fe, _ = make_frontend(clock, drain_timeout_s=5.0)
+    fe, _ = make_frontend(clock, drain_timeout_ns=5 * S)
     answers = Answers(clock)
     ended: list[int] = []
 
@@ -246,7 +246,7 @@ def test_a_draining_frontend_answers_what_it_holds_then_stops_at_the_deadline() 
 
 def test_a_drain_with_nothing_left_ends_when_the_last_answer_comes() -> None:
     clock = VirtualClock()
-    fe, _ = make_frontend(clock, drain_timeout_s=5.0)
+    fe, _ = make_frontend(clock, drain_timeout_ns=5 * S)
     answers = Answers(clock)
 
     async def main() -> int:
@@ -267,7 +267,7 @@ def test_a_drain_with_nothing_left_ends_when_the_last_answer_comes() -> None:
 def test_the_sweep_fails_requests_unanswered_at_deadline_plus_grace_naming_who() -> None:
     # SLO 300 ms, grace 2 s: deadline + grace = 2.3 s; the sweep looks every 100 ms, and
     # the one at 2.3 s is not yet past it: both are answered FAILED at 2.4 s
-    assert SWEEP_INTERVAL_S == 0.1
+    assert SWEEP_INTERVAL_NS == 100 * MS
     clock = VirtualClock()
     fe, _ = make_frontend(clock, answer_grace_ns=2 * S)
     answers = Answers(clock)
@@ -311,7 +311,7 @@ def test_a_frontend_whose_scheduler_falls_silent_re_registers_after_the_timeout(
     # exactly 2 s (not lost), at 3.25 s lost: queued requests UNAVAILABLE, registration
     # sent again; once the scheduler answers, plain heartbeats again
     clock = VirtualClock()
-    fe, sched = make_frontend(clock, heartbeat_interval_s=0.25, scheduler_timeout_s=2.0)
+    fe, sched = make_frontend(clock, heartbeat_interval_ns=250 * MS, scheduler_timeout_ns=2 * S)
     answers = Answers(clock)
 
     def scheduler(msg: Any) -> None:

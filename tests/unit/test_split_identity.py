@@ -168,10 +168,10 @@ def test_the_split_decides_action_for_action_as_the_single_policy() -> None:
     assert seen["moves"] == len(MOVES)
     # the models really are split, and what was learnt is the same everywhere
     assert len({sharded[2].owner(m) for m in PROFILES}) > 1
-    margins = {m: v["margin_ns"] for m, v in single.snapshot()["models"].items()}
+    margins = {m: v.margin_ns for m, v in single.snapshot().models.items()}
     assert max(margins.values()) > 0  # the stalls and overruns were learnt
     for p in sharded:
-        assert {m: v["margin_ns"] for m, v in p.snapshot()["models"].items()} == margins
+        assert {m: v.margin_ns for m, v in p.snapshot().models.items()} == margins
 
 
 @pytest.mark.parametrize("seed", [1, 2])

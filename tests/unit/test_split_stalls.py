@@ -88,9 +88,9 @@ def test_a_stall_enters_the_split_policys_margin_as_the_single_ones() -> None:
     split = ShardedPolicy(_config(), ShardOptions(shards=1))
     drive(single, stall_every=10)
     drive(split, stall_every=10)
-    margin = single.snapshot()["models"]["m"]["margin_ns"]
+    margin = single.snapshot().models["m"].margin_ns
     assert margin >= STALL  # the single policy learnt the stall (p99 of the lateness)
-    assert split.snapshot()["models"]["m"]["margin_ns"] == margin
+    assert split.snapshot().models["m"].margin_ns == margin
 
 
 @pytest.mark.parametrize("shards", [1, 2, 4])
@@ -106,6 +106,23 @@ def test_the_snapshots_show_the_same_models() -> None:
     split = ShardedPolicy(_config(), ShardOptions(shards=2))
     drive(single, stall_every=7, n_requests=400)
     drive(split, stall_every=7, n_requests=400)
-    a, b = single.snapshot()["models"]["m"], split.snapshot()["models"]["m"]
-    for key in b:
+    a, b = single.snapshot().models["m"].as_dict(), split.snapshot().models["m"].as_dict()
+    for key in b:  # every field the split knows
         assert b[key] == a[key], key
+
+
+def test_the_split_snapshot_json_has_its_own_keys() -> None:
+    split = ShardedPolicy(_config(), ShardOptions(shards=2))
+    drive(split, stall_every=7, n_requests=100)
+    snap = split.snapshot()
+    assert snap.shards is not None and len(snap.shards) == 2 and snap.moves == 0
+    assert snap.workers[0].busy is None and snap.models["m"].target_batch is None
+    plain = snap.as_dict()
+    assert list(plain) == ["now_ns", "models", "shards", "workers", "inflight_batches",
+                           "moves", "next_wakeup_ns"]
+    assert list(plain["models"]["m"]) == [
+        "queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps", "budget_ns",
+        "candidate_batch", "ready"]
+    assert list(plain["workers"][0]) == ["alive", "models", "free_at_ns", "inflight"]
+    owner = split.owner("m")
+    assert list(plain["shards"][owner]["models"]["m"]) == ["queue", "ready", "batch"]

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import abc
 import collections
-from typing import Any
 
 from central.policy.config import PolicyConfig
 from central.policy.profile import LoadEstimator, ProfileEstimator
+from central.policy.stats import ModelStats, PolicySnapshot, WorkerStats
 from central.policy.types import (
     Action,
     BatchDone,
@@ -152,39 +152,36 @@ class BaselinePolicy(abc.ABC):
     def next_wakeup_ns(self) -> int | None:
         """When the policy next needs a ``Tick``; ``None`` when nothing is pending."""
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data for stats: per model queue/profile/rate, per worker timeline."""
+    def snapshot(self) -> PolicySnapshot:
+        """Stats (``stats.py``): per model queue/profile/rate, per worker its timeline;
+        subclasses add their own optional fields."""
         now = self._now if self._now is not None else 0
-        models: dict[str, Any] = {}
+        models: dict[str, ModelStats] = {}
         for name, m in self._models.items():
             prof = m.est.current() if m.est is not None else None
-            models[name] = {
-                "queue": m.queued(),
-                "workers": m.n_workers,
-                "k_ns": prof.k_ns if prof else None,
-                "c_ns": prof.c_ns if prof else None,
-                "max_batch": prof.max_batch if prof else None,
-                "margin_ns": self._margin(m) if m.est is not None else 0,
-                "rate_rps": m.load.rate_per_ns(now) * 1e9,
-                "budget_ns": round(b) if (b := m.load.budget_ns) is not None else None,
-            }
-        workers: dict[int, Any] = {
-            wid: {
-                "alive": w.alive,
-                "models": list(w.models),
-                "free_at_ns": w.free_at,
-                "busy": w.alive and w.free_at > now,
-                "inflight": len(w.timeline),
-            }
+            budget = m.load.budget_ns
+            models[name] = ModelStats(
+                queue=m.queued(),
+                workers=m.n_workers,
+                k_ns=prof.k_ns if prof else None,
+                c_ns=prof.c_ns if prof else None,
+                max_batch=prof.max_batch if prof else None,
+                margin_ns=self._margin(m) if m.est is not None else 0,
+                rate_rps=m.load.rate_per_ns(now) * 1e9,
+                budget_ns=round(budget) if budget is not None else None,
+            )
+        workers = {
+            wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
+                             busy=w.alive and w.free_at > now, inflight=len(w.timeline))
             for wid, w in self._workers.items()
         }
-        return {
-            "now_ns": self._now,
-            "models": models,
-            "workers": workers,
-            "inflight_batches": len(self._inflight),
-            "next_wakeup_ns": self.next_wakeup_ns(),
-        }
+        return PolicySnapshot(
+            now_ns=self._now,
+            models=models,
+            workers=workers,
+            inflight_batches=len(self._inflight),
+            next_wakeup_ns=self.next_wakeup_ns(),
+        )
 
     # ----------------------------------------------------------------- hooks
 

@@ -30,7 +30,7 @@ grant is O(log n). Nothing scans all models or workers. It never reads a clock o
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from dataclasses import replace
 
 from central.policy.baselines.common import (
     BaselineModel,
@@ -40,6 +40,7 @@ from central.policy.baselines.common import (
 )
 from central.policy.config import PolicyConfig
 from central.policy.queues import DeadlineQueue
+from central.policy.stats import PolicySnapshot
 from central.policy.types import DropReason, Request
 
 __all__ = ["EagerPolicy"]
@@ -131,11 +132,10 @@ class EagerPolicy(BaselinePolicy):
             wake = grants[0][0]
         return wake
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PolicySnapshot:
         """The common snapshot plus the number of pools."""
-        snap = super().snapshot()
-        snap["pools"] = sum(1 for pool in self._pools.values() if pool.members)
-        return snap
+        pools = sum(1 for pool in self._pools.values() if pool.members)
+        return replace(super().snapshot(), pools=pools)
 
     # ----------------------------------------------------------------- hooks
 

@@ -46,8 +46,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from central.policy.baselines.common import (
     BaselineModel,
@@ -59,6 +58,7 @@ from central.policy.baselines.common import (
 from central.policy.baselines.packing import Bin, Demand, Share, gpus_needed, split_demand
 from central.policy.config import PolicyConfig
 from central.policy.queues import DeadlineQueue
+from central.policy.stats import NexusPlan, PolicySnapshot
 from central.policy.types import DropReason, Request
 
 __all__ = ["NexusConfig", "NexusPolicy"]
@@ -173,24 +173,21 @@ class NexusPolicy(BaselinePolicy):
                 wake = self._replan_at
         return wake
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PolicySnapshot:
         """The common snapshot plus the plan: per worker cycle and slots, per model GPUs."""
         snap = super().snapshot()
-        for name, info in snap["models"].items():
-            m = self._m[name]
-            info["planned"] = m.planned
-            info["gpus"] = len(m.strides)
-        for wid, info in snap["workers"].items():
-            w = self._w[wid]
-            info["duty_ns"] = w.duty
-            info["slots"] = [[name, batch] for name, batch in w.slots]
-            info["queued"] = w.queued
-        snap["plan"] = {
-            "replans": self._replans,
-            "headroom": self._headroom,
-            "replan_at_ns": self._replan_at,
-        }
-        return snap
+        models, workers = self._m, self._w
+        return replace(
+            snap,
+            models={name: replace(info, planned=models[name].planned,
+                                  gpus=len(models[name].strides))
+                    for name, info in snap.models.items()},
+            workers={wid: replace(info, duty_ns=workers[wid].duty,
+                                  slots=tuple(workers[wid].slots), queued=workers[wid].queued)
+                     for wid, info in snap.workers.items()},
+            plan=NexusPlan(replans=self._replans, headroom=self._headroom,
+                           replan_at_ns=self._replan_at),
+        )
 
     # ----------------------------------------------------------------- hooks
 

@@ -38,8 +38,7 @@ from __future__ import annotations
 import bisect
 import collections
 import heapq
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from central.policy.baselines.common import (
     BaselineModel,
@@ -50,6 +49,7 @@ from central.policy.baselines.common import (
 )
 from central.policy.bound import analytic_bound
 from central.policy.config import PolicyConfig
+from central.policy.stats import PolicySnapshot
 from central.policy.types import DropReason, Profile, Request
 
 __all__ = ["ROUTINGS", "UncoordinatedConfig", "UncoordinatedPolicy", "default_limits"]
@@ -192,17 +192,19 @@ class UncoordinatedPolicy(BaselinePolicy):
             heapq.heappop(timers)
         return None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PolicySnapshot:
         """The common snapshot plus per-model batch limits and per-worker queue lengths."""
         snap = super().snapshot()
-        for name, info in snap["models"].items():
-            m = self._m[name]
-            info["max_batch_used"] = m.cap
-            info["max_queue_delay_ns"] = m.delay
-        for wid, info in snap["workers"].items():
-            info["queued"] = self._w[wid].queued
-        snap["routing"] = self._opt.routing
-        return snap
+        models, workers = self._m, self._w
+        return replace(
+            snap,
+            models={name: replace(info, max_batch_used=models[name].cap,
+                                  max_queue_delay_ns=models[name].delay)
+                    for name, info in snap.models.items()},
+            workers={wid: replace(info, queued=workers[wid].queued)
+                     for wid, info in snap.workers.items()},
+            routing=self._opt.routing,
+        )
 
     # ----------------------------------------------------------------- hooks
 
