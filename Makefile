@@ -52,7 +52,7 @@ lint: install
 
 # BATON_REQUIRE_PEERS=1: a peer that is not installed fails its smoke test instead of
 # skipping it, so the peers' comparisons in docs/benchmarks.md cannot rot unseen.
-test: install $(PEER_STAMPS)
+test: lint $(PEER_STAMPS)
 	BATON_REQUIRE_PEERS=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The replay benchmark's peers, each in a venv of its own (docs/peers.md says why).

@@ -92,10 +92,17 @@ def run_search(task: dict[str, Any]) -> dict[str, Any]:
     """
     start = time.perf_counter()
     cluster, config = _cluster(task), _sim_config(task)
-    search: dict[str, Any] = dict(
-        trace=task["trace"], cv=task["cv"], csv_path=task["csv"], requests=task["requests"],
-        seed=task["seed"], target=task["target"], rel_tol=task["rel_tol"], config=config,
-        policy_config=_policy_config(task, cluster, config))
+    search: dict[str, Any] = {
+        "trace": task["trace"],
+        "cv": task["cv"],
+        "csv_path": task["csv"],
+        "requests": task["requests"],
+        "seed": task["seed"],
+        "target": task["target"],
+        "rel_tol": task["rel_tol"],
+        "config": config,
+        "policy_config": _policy_config(task, cluster, config),
+    }
     extra: dict[str, Any] = {"knobs": None}
     if task["policy"] == BASELINE and task.get("tune"):
         tuned = tune_uncoordinated(cluster, **search)
@@ -174,32 +181,58 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
 def _base(args: argparse.Namespace) -> dict[str, Any]:
     """The task fields every grid and load point shares."""
-    return {"k_ms": args.k_ms, "c_ms": args.c_ms, "max_batch": args.max_batch,
-            "requests": args.requests, "seed": args.seed, "noise_cv": args.noise_cv,
-            "shed_fraction": args.shed_fraction}
+    return {
+        "k_ms": args.k_ms,
+        "c_ms": args.c_ms,
+        "max_batch": args.max_batch,
+        "requests": args.requests,
+        "seed": args.seed,
+        "noise_cv": args.noise_cv,
+        "shed_fraction": args.shed_fraction,
+    }
 
 
 def _grid(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every search task, the slowest first (small N: long simulated spans)."""
     tasks = [
-        {**_base(args), "policy": pol, "trace": kind, "n": n, "slo_ms": slo,
-         "cv": args.cv, "csv": args.csv, "target": args.target, "rel_tol": args.rel_tol,
-         "tune": pol == BASELINE and not args.pinned_baseline}
-        for kind in args.trace for slo in args.slo_ms for n in args.n for pol in args.policy
+        {
+            **_base(args),
+            "policy": pol,
+            "trace": kind,
+            "n": n,
+            "slo_ms": slo,
+            "cv": args.cv,
+            "csv": args.csv,
+            "target": args.target,
+            "rel_tol": args.rel_tol,
+            "tune": pol == BASELINE and not args.pinned_baseline,
+        }
+        for kind in args.trace
+        for slo in args.slo_ms
+        for n in args.n
+        for pol in args.policy
     ]
     return sorted(tasks, key=lambda t: t["n"])  # stable: the table order is restored later
 
 
-def _points(args: argparse.Namespace, bound_rps: float,
-            knobs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def _points(
+    args: argparse.Namespace, bound_rps: float, knobs: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Direct runs at the plot point: every policy at every load (the baseline with
     ``knobs``, its tuned ones, when given)."""
     return [
-        {**_base(args), "policy": pol, "n": args.point_n, "slo_ms": args.point_slo_ms,
-         "load": load, "rate_rps": load * bound_rps,
-         "gantt_ms": args.gantt_ms if abs(load - args.gantt_load) < 1e-9 else 0.0,
-         "knobs": knobs if pol == BASELINE else None}
-        for pol in args.policy for load in args.loads
+        {
+            **_base(args),
+            "policy": pol,
+            "n": args.point_n,
+            "slo_ms": args.point_slo_ms,
+            "load": load,
+            "rate_rps": load * bound_rps,
+            "gantt_ms": args.gantt_ms if abs(load - args.gantt_load) < 1e-9 else 0.0,
+            "knobs": knobs if pol == BASELINE else None,
+        }
+        for pol in args.policy
+        for load in args.loads
     ]
 
 
@@ -208,11 +241,24 @@ def _point_knobs(args: argparse.Namespace, done: list[dict[str, Any]]) -> dict[s
     else from a tuning run of its own."""
     for r in done:
         if (r["policy"], r["trace"], r["n"], r["slo_ms"]) == (
-                BASELINE, "poisson", args.point_n, args.point_slo_ms) and r.get("knobs"):
+            BASELINE,
+            "poisson",
+            args.point_n,
+            args.point_slo_ms,
+        ) and r.get("knobs"):
             return dict(r["knobs"])
-    task = {**_base(args), "policy": BASELINE, "trace": "poisson", "n": args.point_n,
-            "slo_ms": args.point_slo_ms, "cv": args.cv, "csv": None, "target": args.target,
-            "rel_tol": args.rel_tol, "tune": True}
+    task = {
+        **_base(args),
+        "policy": BASELINE,
+        "trace": "poisson",
+        "n": args.point_n,
+        "slo_ms": args.point_slo_ms,
+        "cv": args.cv,
+        "csv": None,
+        "target": args.target,
+        "rel_tol": args.rel_tol,
+        "tune": True,
+    }
     return dict(run_search(task)["knobs"])
 
 
@@ -224,11 +270,16 @@ def _bounds(args: argparse.Namespace, n: int, slo_ms: float) -> dict[str, float]
     k, c, slo = round(args.k_ms * MS), round(args.c_ms * MS), round(slo_ms * MS)
 
     def bound(coordinated: bool, overhead_ns: int) -> float:
-        return analytic_bound(n, k, c, slo, coordinated=coordinated, overhead_ns=overhead_ns,
-                              max_batch=args.max_batch).goodput_rps
+        return analytic_bound(
+            n, k, c, slo, coordinated=coordinated, overhead_ns=overhead_ns, max_batch=args.max_batch
+        ).goodput_rps
 
-    return {"coord_rps": bound(True, 0), "coord_overhead_rps": bound(True, overhead),
-            "uncoord_rps": bound(False, 0), "overhead_ms": overhead / MS}
+    return {
+        "coord_rps": bound(True, 0),
+        "coord_overhead_rps": bound(True, overhead),
+        "uncoord_rps": bound(False, 0),
+        "overhead_ms": overhead / MS,
+    }
 
 
 def _ratio(num: float, den: float | None) -> float | None:
@@ -237,25 +288,30 @@ def _ratio(num: float, den: float | None) -> float | None:
 
 def _finish_rows(args: argparse.Namespace, done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in table order, each with its bounds and ratios."""
-    order = {(t, s, n, p): i for i, (t, s, n, p) in enumerate(
-        (t, s, n, p) for t in args.trace for s in args.slo_ms for n in args.n
-        for p in args.policy)}
+    order = {
+        (t, s, n, p): i
+        for i, (t, s, n, p) in enumerate(
+            (t, s, n, p) for t in args.trace for s in args.slo_ms for n in args.n for p in args.policy
+        )
+    }
     done = sorted(done, key=lambda r: order[(r["trace"], r["slo_ms"], r["n"], r["policy"])])
-    base = {(r["trace"], r["slo_ms"], r["n"]): r["goodput_rps"]
-            for r in done if r["policy"] == BASELINE}
+    base = {(r["trace"], r["slo_ms"], r["n"]): r["goodput_rps"] for r in done if r["policy"] == BASELINE}
     rows = []
     for r in done:
         b = _bounds(args, r["n"], r["slo_ms"])
         g = r["goodput_rps"]
         un = base.get((r["trace"], r["slo_ms"], r["n"]))
-        rows.append({
-            **r, **b,
-            "uncoord_sim_rps": un,
-            "ratio_coord": _ratio(g, b["coord_rps"]),
-            "ratio_coord_overhead": _ratio(g, b["coord_overhead_rps"]),
-            "ratio_uncoord_sim": _ratio(g, un),
-            "ratio_uncoord_bound": _ratio(g, b["uncoord_rps"]),
-        })
+        rows.append(
+            {
+                **r,
+                **b,
+                "uncoord_sim_rps": un,
+                "ratio_coord": _ratio(g, b["coord_rps"]),
+                "ratio_coord_overhead": _ratio(g, b["coord_overhead_rps"]),
+                "ratio_uncoord_sim": _ratio(g, un),
+                "ratio_uncoord_bound": _ratio(g, b["uncoord_rps"]),
+            }
+        )
     return rows
 
 
@@ -271,28 +327,34 @@ def _fmt(x: float | None, spec: str) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The grid as a fixed-width table (one line per row, a header first)."""
-    head = (f"{'policy':14s} {'trace':9s} {'N':>3s} {'SLO ms':>6s} {'goodput':>9s} "
-            f"{'/coord':>6s} {'/coord+oh':>9s} {'/uncoord':>8s} {'/uncoord bound':>14s} "
-            f"{'probes':>6s}  knobs (defaults' goodput)")
+    head = (
+        f"{'policy':14s} {'trace':9s} {'N':>3s} {'SLO ms':>6s} {'goodput':>9s} "
+        f"{'/coord':>6s} {'/coord+oh':>9s} {'/uncoord':>8s} {'/uncoord bound':>14s} "
+        f"{'probes':>6s}  knobs (defaults' goodput)"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         knobs = ""
         if r.get("knobs"):
-            knobs = (f"  {knobs_text(UncoordinatedConfig(**r['knobs']))} "
-                     f"({r['pinned_goodput_rps']:.0f})")
+            knobs = f"  {knobs_text(UncoordinatedConfig(**r['knobs']))} ({r['pinned_goodput_rps']:.0f})"
         elif r["policy"] == BASELINE:
             knobs = "  analytic defaults"
         lines.append(
             f"{r['policy']:14s} {r['trace']:9s} {r['n']:3d} {r['slo_ms']:6g} "
             f"{r['goodput_rps']:9.0f} {_fmt(r['ratio_coord'], '6.3f')} "
             f"{_fmt(r['ratio_coord_overhead'], '9.3f')} {_fmt(r['ratio_uncoord_sim'], '8.2f')} "
-            f"{_fmt(r['ratio_uncoord_bound'], '14.2f')} {len(r['probes']):6d}{knobs}")
+            f"{_fmt(r['ratio_uncoord_bound'], '14.2f')} {len(r['probes']):6d}{knobs}"
+        )
     return "\n".join(lines)
 
 
 def _machine() -> dict[str, Any]:
-    return {"machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def _run_all(
@@ -314,8 +376,12 @@ def _run_all(
     return out
 
 
-def _plot(args: argparse.Namespace, rows: list[dict[str, Any]],
-          points: list[dict[str, Any]], point_bounds: dict[str, float]) -> list[Path]:
+def _plot(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    points: list[dict[str, Any]],
+    point_bounds: dict[str, float],
+) -> list[Path]:
     from bench import plots  # matplotlib only when plotting
 
     outdir = Path(args.plots)
@@ -328,51 +394,92 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]],
         panels = {}
         for slo in args.slo_ms:
             panels[slo] = {
-                "goodput": {p: [next((r["goodput_rps"] for r in pois if r["policy"] == p
-                                      and r["n"] == n and r["slo_ms"] == slo), float("nan"))
-                                for n in ns] for p in args.policy},
+                "goodput": {
+                    p: [
+                        next(
+                            (
+                                r["goodput_rps"]
+                                for r in pois
+                                if r["policy"] == p and r["n"] == n and r["slo_ms"] == slo
+                            ),
+                            float("nan"),
+                        )
+                        for n in ns
+                    ]
+                    for p in args.policy
+                },
                 "coord": [_bounds(args, n, slo)["coord_rps"] for n in ns],
                 "coord_overhead": [_bounds(args, n, slo)["coord_overhead_rps"] for n in ns],
                 "uncoord": [_bounds(args, n, slo)["uncoord_rps"] for n in ns],
             }
         path = outdir / PLOT_FILES["goodput_vs_n"]
-        plots.goodput_vs_n(ns, panels, path, title=(
-            f"Simulated goodput at ≥ {args.target:.0%} SLO attainment, Poisson arrivals\n"
-            f"{profile}, max batch {args.max_batch}, {args.requests} requests per probe"))
+        plots.goodput_vs_n(
+            ns,
+            panels,
+            path,
+            title=(
+                f"Simulated goodput at ≥ {args.target:.0%} SLO attainment, Poisson arrivals\n"
+                f"{profile}, max batch {args.max_batch}, {args.requests} requests per probe"
+            ),
+        )
         written.append(path)
     if points:
-        where = (f"N = {args.point_n}, SLO {args.point_slo_ms:g} ms, Poisson arrivals\n"
-                 f"{profile}, {args.requests} requests per run")
-        curves = {p: sorted((q["load"], q["attainment"]) for q in points if q["policy"] == p)
-                  for p in args.policy}
+        where = (
+            f"N = {args.point_n}, SLO {args.point_slo_ms:g} ms, Poisson arrivals\n"
+            f"{profile}, {args.requests} requests per run"
+        )
+        curves = {
+            p: sorted((q["load"], q["attainment"]) for q in points if q["policy"] == p) for p in args.policy
+        }
         path = outdir / PLOT_FILES["attainment_vs_load"]
         plots.attainment_vs_load(
-            curves, path, target=args.target,
+            curves,
+            path,
+            target=args.target,
             overhead_load=point_bounds["coord_overhead_rps"] / point_bounds["coord_rps"],
             uncoord_load=point_bounds["uncoord_rps"] / point_bounds["coord_rps"],
             title=f"SLO attainment vs offered load, {where}",
-            bound_rps=point_bounds["coord_rps"])
+            bound_rps=point_bounds["coord_rps"],
+        )
         written.append(path)
         at = [q for q in points if q["gantt_ms"]]
         hists = {q["policy"]: q["batch_size_histogram"] for q in at}
-        b_co = analytic_bound(args.point_n, round(args.k_ms * MS), round(args.c_ms * MS),
-                              round(args.point_slo_ms * MS), max_batch=args.max_batch).batch
-        b_un = analytic_bound(args.point_n, round(args.k_ms * MS), round(args.c_ms * MS),
-                              round(args.point_slo_ms * MS), coordinated=False,
-                              max_batch=args.max_batch).batch
+        b_co = analytic_bound(
+            args.point_n,
+            round(args.k_ms * MS),
+            round(args.c_ms * MS),
+            round(args.point_slo_ms * MS),
+            max_batch=args.max_batch,
+        ).batch
+        b_un = analytic_bound(
+            args.point_n,
+            round(args.k_ms * MS),
+            round(args.c_ms * MS),
+            round(args.point_slo_ms * MS),
+            coordinated=False,
+            max_batch=args.max_batch,
+        ).batch
         path = outdir / PLOT_FILES["batch_sizes"]
         plots.batch_size_distribution(
-            hists, path, marks={"coordinated b*": b_co, "uncoordinated b*": b_un},
-            title=f"Batch sizes at {args.gantt_load:g} × the coordinated bound, {where}")
+            hists,
+            path,
+            marks={"coordinated b*": b_co, "uncoordinated b*": b_un},
+            title=f"Batch sizes at {args.gantt_load:g} × the coordinated bound, {where}",
+        )
         written.append(path)
         gantts = {q["policy"]: q["gantt"] for q in at}
         shown = [p for p in dict.fromkeys((args.gantt_policy, BASELINE)) if p in gantts]
         if shown:
             path = outdir / PLOT_FILES["gantt"]
             plots.gantt(
-                {p: gantts[p] for p in shown}, args.point_n, path,
-                title=(f"Batches per worker over {args.gantt_ms:g} ms at {args.gantt_load:g} × "
-                       f"the coordinated bound, {where}"))
+                {p: gantts[p] for p in shown},
+                args.point_n,
+                path,
+                title=(
+                    f"Batches per worker over {args.gantt_ms:g} ms at {args.gantt_load:g} × "
+                    f"the coordinated bound, {where}"
+                ),
+            )
             written.append(path)
     return written
 
@@ -394,15 +501,30 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="baton bench sim",
         description="Simulated goodput of each policy over a grid of trace kinds, N and "
-                    "SLOs, against the analytic bounds; JSON results and PNG plots.")
+        "SLOs, against the analytic bounds; JSON results and PNG plots.",
+    )
     g = p.add_argument_group("grid")
-    g.add_argument("--policy", nargs="+", default=None, metavar="NAME",
-                   help=f"policies (default: all registered: {' '.join(policy_names())})")
-    g.add_argument("--trace", nargs="+", choices=TRACE_KINDS, default=None,
-                   help="trace kinds (default: poisson gamma, plus replay when --csv is given)")
+    g.add_argument(
+        "--policy",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"policies (default: all registered: {' '.join(policy_names())})",
+    )
+    g.add_argument(
+        "--trace",
+        nargs="+",
+        choices=TRACE_KINDS,
+        default=None,
+        help="trace kinds (default: poisson gamma, plus replay when --csv is given)",
+    )
     g.add_argument("--cv", type=float, default=3.0, help="inter-arrival CV of gamma (3)")
-    g.add_argument("--csv", default=None, metavar="PATH",
-                   help="a log to replay (e.g. ../shared/traces/azure_llm_2023_conv.csv)")
+    g.add_argument(
+        "--csv",
+        default=None,
+        metavar="PATH",
+        help="a log to replay (e.g. ../shared/traces/azure_llm_2023_conv.csv)",
+    )
     g.add_argument("--slo-ms", type=float, nargs="+", default=None, help="SLOs (25 50 100)")
     g.add_argument("-n", type=int, nargs="+", default=None, help="worker counts (1 2 8 32)")
     g.add_argument("--k-ms", type=float, default=1.082, help="ms per request in a batch (1.082)")
@@ -414,33 +536,58 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, default=0.99, help="SLO attainment to reach (0.99)")
     s.add_argument("--rel-tol", type=float, default=0.02, help="search bracket width (0.02)")
     s.add_argument("--noise-cv", type=float, default=0.0, help="batch-duration noise CV (0)")
-    s.add_argument("--shed-fraction", type=float, default=None, metavar="F",
-                   help="PolicyConfig.shed_fraction for every policy (default: its own, "
-                        "0.95; 0 turns the default policy's shedding off)")
-    s.add_argument("--pinned-baseline", action="store_true",
-                   help=f"search {BASELINE} with its analytic defaults only (max batch b with "
-                        "2 l(b) within the SLO, queue delay l(b)) instead of tuning them")
+    s.add_argument(
+        "--shed-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="PolicyConfig.shed_fraction for every policy (default: its own, "
+        "0.95; 0 turns the default policy's shedding off)",
+    )
+    s.add_argument(
+        "--pinned-baseline",
+        action="store_true",
+        help=f"search {BASELINE} with its analytic defaults only (max batch b with "
+        "2 l(b) within the SLO, queue delay l(b)) instead of tuning them",
+    )
     q = p.add_argument_group("plot point (direct runs at offered loads)")
     q.add_argument("--point-n", type=int, default=8, help="N (8)")
     q.add_argument("--point-slo-ms", type=float, default=25.0, help="SLO (25)")
-    q.add_argument("--loads", type=float, nargs="+", default=None,
-                   help="offered loads as fractions of the coordinated bound "
-                        f"({' '.join(f'{x:g}' for x in _DEFAULT_LOADS)})")
-    q.add_argument("--gantt-load", type=float, default=0.8,
-                   help="load of the batch-size and Gantt plots (0.8; added to --loads)")
+    q.add_argument(
+        "--loads",
+        type=float,
+        nargs="+",
+        default=None,
+        help="offered loads as fractions of the coordinated bound "
+        f"({' '.join(f'{x:g}' for x in _DEFAULT_LOADS)})",
+    )
+    q.add_argument(
+        "--gantt-load",
+        type=float,
+        default=0.8,
+        help="load of the batch-size and Gantt plots (0.8; added to --loads)",
+    )
     q.add_argument("--gantt-ms", type=float, default=200.0, help="Gantt window, ms (200)")
-    q.add_argument("--gantt-policy", default=DEFAULT_POLICY,
-                   help=f"policy of the Gantt's first panel ({DEFAULT_POLICY})")
+    q.add_argument(
+        "--gantt-policy", default=DEFAULT_POLICY, help=f"policy of the Gantt's first panel ({DEFAULT_POLICY})"
+    )
     o = p.add_argument_group("run and output")
     o.add_argument("--jobs", type=int, default=2, help="worker processes (2)")
     o.add_argument("--out", default="results/sim/grid.json", help="JSON results file (results/sim/grid.json)")
     o.add_argument("--plots", default="results/sim/", help="directory for the PNG plots (results/sim/)")
     o.add_argument("--no-plots", action="store_true", help="skip the plots and the load runs")
-    o.add_argument("--replot", metavar="JSON", default=None,
-                   help="only redraw the plots (into --plots) from a results file")
-    o.add_argument("--quick", action="store_true",
-                   help=f"tiny grid for tests: {DEFAULT_POLICY} and {BASELINE}, poisson, "
-                        "N 1 8, SLO 25, 3000 requests, loads 0.6 0.8 1.0")
+    o.add_argument(
+        "--replot",
+        metavar="JSON",
+        default=None,
+        help="only redraw the plots (into --plots) from a results file",
+    )
+    o.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny grid for tests: {DEFAULT_POLICY} and {BASELINE}, poisson, "
+        "N 1 8, SLO 25, 3000 requests, loads 0.6 0.8 1.0",
+    )
     return p
 
 
@@ -485,25 +632,38 @@ def main(argv: list[str] | None = None) -> int:
     grid = _grid(args)
     point_bounds = _bounds(args, args.point_n, args.point_slo_ms)
     points_todo = [] if args.no_plots else _points(args, point_bounds["coord_rps"])
-    print(f"baton bench sim: l(b) = {args.k_ms:g} ms*b + {args.c_ms:g} ms, max batch "
-          f"{args.max_batch}; {len(grid)} searches ({len(args.policy)} policies x "
-          f"{len(args.trace)} traces x {len(args.n)} N x {len(args.slo_ms)} SLOs), "
-          f"{args.requests} requests per probe, {len(points_todo)} load runs, "
-          f"{args.jobs} jobs", flush=True)
+    print(
+        f"baton bench sim: l(b) = {args.k_ms:g} ms*b + {args.c_ms:g} ms, max batch "
+        f"{args.max_batch}; {len(grid)} searches ({len(args.policy)} policies x "
+        f"{len(args.trace)} traces x {len(args.n)} N x {len(args.slo_ms)} SLOs), "
+        f"{args.requests} requests per probe, {len(points_todo)} load runs, "
+        f"{args.jobs} jobs",
+        flush=True,
+    )
 
     def searched(i: int, r: dict[str, Any]) -> None:
         b = _bounds(args, r["n"], r["slo_ms"])["coord_rps"]
-        print(f"[{i:3d}/{len(grid)}] {r['policy']:13s} {r['trace']:9s} N={r['n']:<3d} "
-              f"SLO={r['slo_ms']:g} ms: {r['goodput_rps']:8.0f} req/s "
-              f"({_fmt(_ratio(r['goodput_rps'], b), '.3f')} of bound), "
-              f"{len(r['probes'])} probes, {r['wall_s']:.1f} s"
-              + (f"; knobs {knobs_text(UncoordinatedConfig(**r['knobs']))}, defaults "
-                 f"{r['pinned_goodput_rps']:.0f} req/s" if r.get("knobs") else ""), flush=True)
+        print(
+            f"[{i:3d}/{len(grid)}] {r['policy']:13s} {r['trace']:9s} N={r['n']:<3d} "
+            f"SLO={r['slo_ms']:g} ms: {r['goodput_rps']:8.0f} req/s "
+            f"({_fmt(_ratio(r['goodput_rps'], b), '.3f')} of bound), "
+            f"{len(r['probes'])} probes, {r['wall_s']:.1f} s"
+            + (
+                f"; knobs {knobs_text(UncoordinatedConfig(**r['knobs']))}, defaults "
+                f"{r['pinned_goodput_rps']:.0f} req/s"
+                if r.get("knobs")
+                else ""
+            ),
+            flush=True,
+        )
 
     def ran(i: int, r: dict[str, Any]) -> None:
-        print(f"[{i:3d}/{len(points_todo)}] load {r['load']:.2f} {r['policy']:13s}: "
-              f"attainment {r['attainment']:.4f}, mean batch {r['mean_batch_size']:.1f}, "
-              f"{r['wall_s']:.1f} s", flush=True)
+        print(
+            f"[{i:3d}/{len(points_todo)}] load {r['load']:.2f} {r['policy']:13s}: "
+            f"attainment {r['attainment']:.4f}, mean batch {r['mean_batch_size']:.1f}, "
+            f"{r['wall_s']:.1f} s",
+            flush=True,
+        )
 
     pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
     try:
@@ -511,8 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         point_knobs = None
         if points_todo and BASELINE in args.policy and not args.pinned_baseline:
             point_knobs = _point_knobs(args, done)
-            print(f"load runs: {BASELINE} with {knobs_text(UncoordinatedConfig(**point_knobs))}",
-                  flush=True)
+            print(f"load runs: {BASELINE} with {knobs_text(UncoordinatedConfig(**point_knobs))}", flush=True)
             points_todo = _points(args, point_bounds["coord_rps"], point_knobs)
         points = _run_all(run_point, points_todo, pool, ran)
     finally:
@@ -522,15 +681,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = _finish_rows(args, done)
     points.sort(key=lambda q: (args.policy.index(q["policy"]), q["load"]))
     oh = point_bounds["overhead_ms"]
-    base_how = ("its analytic defaults" if args.pinned_baseline else
-                "tuned; the knobs column gives its max batch and queue delay and, in "
-                "brackets, the goodput of its analytic defaults")
+    base_how = (
+        "its analytic defaults"
+        if args.pinned_baseline
+        else "tuned; the knobs column gives its max batch and queue delay and, in "
+        "brackets, the goodput of its analytic defaults"
+    )
     print()
-    print(f"Goodput (req/s) at >= {args.target:.0%} SLO attainment. /coord: of the analytic "
-          f"coordinated bound; /coord+oh: of that bound with the simulator's {oh:g} ms of "
-          f"overheads (dispatch + reply) off the SLO; /uncoord: of the {BASELINE} policy's "
-          f"simulated goodput ({base_how}); /uncoord bound: of the analytic uncoordinated "
-          f"bound.")
+    print(
+        f"Goodput (req/s) at >= {args.target:.0%} SLO attainment. /coord: of the analytic "
+        f"coordinated bound; /coord+oh: of that bound with the simulator's {oh:g} ms of "
+        f"overheads (dispatch + reply) off the SLO; /uncoord: of the {BASELINE} policy's "
+        f"simulated goodput ({base_how}); /uncoord bound: of the analytic uncoordinated "
+        f"bound."
+    )
     print(format_table(rows))
     plot_paths = [] if args.no_plots else _plot(args, rows, points, point_bounds)
     wall = time.perf_counter() - began
@@ -542,14 +706,21 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "wall_s": wall,
         "rows": rows,
-        "point": {"n": args.point_n, "slo_ms": args.point_slo_ms, **point_bounds,
-                  "baseline_knobs": point_knobs, "runs": points},
+        "point": {
+            "n": args.point_n,
+            "slo_ms": args.point_slo_ms,
+            **point_bounds,
+            "baseline_knobs": point_knobs,
+            "runs": points,
+        },
         "plots": [str(x) for x in plot_paths],
     }
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out}" + "".join(f", {x}" for x in plot_paths))
-    print(f"total wall time {wall:.1f} s ({args.jobs} jobs, {platform.machine()}, "
-          f"{os.cpu_count()} cores)", flush=True)
+    print(
+        f"total wall time {wall:.1f} s ({args.jobs} jobs, {platform.machine()}, {os.cpu_count()} cores)",
+        flush=True,
+    )
     return 0
 
 

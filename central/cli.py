@@ -14,7 +14,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -93,14 +94,20 @@ def _make_policy_config(args: argparse.Namespace) -> Any:
 def _policy_options(args: argparse.Namespace) -> Any:
     """A baseline's own knobs from ``args`` (None: its defaults); a knob given to a policy
     that has no such knob, or a bad value, exits with a clear message."""
-    knobs = {"max_batch": args.uncoord_max_batch, "max_queue_delay_ns": (
-        None if args.uncoord_queue_delay_us is None else int(args.uncoord_queue_delay_us * 1e3))}
+    knobs = {
+        "max_batch": args.uncoord_max_batch,
+        "max_queue_delay_ns": (
+            None if args.uncoord_queue_delay_us is None else int(args.uncoord_queue_delay_us * 1e3)
+        ),
+    }
     if all(v is None for v in knobs.values()):
         return None
     if args.policy != "uncoordinated":
-        raise SystemExit(f"baton {args.command}: --uncoord-max-batch and "
-                         "--uncoord-queue-delay-us are knobs of --policy uncoordinated, "
-                         f"not of {args.policy}")
+        raise SystemExit(
+            f"baton {args.command}: --uncoord-max-batch and "
+            "--uncoord-queue-delay-us are knobs of --policy uncoordinated, "
+            f"not of {args.policy}"
+        )
     from central.policy.baselines.uncoordinated import UncoordinatedConfig
 
     try:
@@ -115,12 +122,20 @@ def _policy_flags(args: argparse.Namespace) -> list[str]:
     out = []
     for name, p in args.profile or []:
         out += ["--profile", f"{name}:{p.k_ns / 1e6!r}:{p.c_ns / 1e6!r}:{p.max_batch}"]
-    out += ["--dispatch-cost-us", repr(args.dispatch_cost_us),
-            "--reply-cost-us", repr(args.reply_cost_us),
-            "--timer-slack-us", repr(args.timer_slack_us),
-            "--margin-percentile", repr(args.margin_percentile),
-            "--refit-window", str(args.refit_window),
-            "--stall-window", str(args.stall_window)]
+    out += [
+        "--dispatch-cost-us",
+        repr(args.dispatch_cost_us),
+        "--reply-cost-us",
+        repr(args.reply_cost_us),
+        "--timer-slack-us",
+        repr(args.timer_slack_us),
+        "--margin-percentile",
+        repr(args.margin_percentile),
+        "--refit-window",
+        str(args.refit_window),
+        "--stall-window",
+        str(args.stall_window),
+    ]
     if args.keys:
         out += ["--keys", args.keys]
     return out
@@ -132,14 +147,18 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     placement = []
     for model, index in args.place or []:
         if not index.isdigit() or not 0 <= int(index) < max(args.shards, 1):
-            raise SystemExit(f"baton scheduler: --place {model}={index}: the shard must be "
-                             f"a number from 0 to {max(args.shards, 1) - 1}")
+            raise SystemExit(
+                f"baton scheduler: --place {model}={index}: the shard must be "
+                f"a number from 0 to {max(args.shards, 1) - 1}"
+            )
         placement.append((model, int(index)))
     if args.shards < 1:
         raise SystemExit("baton scheduler: --shards must be >= 1")
     if args.shards > 1 and args.policy != "symphony":
-        raise SystemExit("baton scheduler: --shards splits the default policy (symphony); "
-                         f"--policy {args.policy} runs in one process")
+        raise SystemExit(
+            "baton scheduler: --shards splits the default policy (symphony); "
+            f"--policy {args.policy} runs in one process"
+        )
     config = SchedulerConfig(
         address=args.address,
         policy=args.policy,
@@ -163,12 +182,14 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     matcher = SplitScheduler(config)
     host = args.shard_host or args.address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
     if host in ("", "*", "0.0.0.0", "::"):
-        log.warning("shards bind to 127.0.0.1: frontends on other hosts cannot reach them; "
-                    "give --shard-host an address they can dial")
+        log.warning(
+            "shards bind to 127.0.0.1: frontends on other hosts cannot reach them; "
+            "give --shard-host an address they can dial"
+        )
         host = "127.0.0.1"
-    children = matcher.children = ShardProcesses(args.shards, args.address,
-                                                 _policy_flags(args),
-                                                 log_dir=args.shard_log_dir, host=host)
+    children = matcher.children = ShardProcesses(
+        args.shards, args.address, _policy_flags(args), log_dir=args.shard_log_dir, host=host
+    )
 
     async def serve(stop: asyncio.Event) -> None:
         children.start()
@@ -187,8 +208,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_shard(args: argparse.Namespace) -> int:
     from central.runtime.shard import ShardConfig, ShardServer
 
-    config = ShardConfig(index=args.index, scheduler=args.scheduler, address=args.address,
-                         policy_config=_policy_config(args), keys_dir=args.keys)
+    config = ShardConfig(
+        index=args.index,
+        scheduler=args.scheduler,
+        address=args.address,
+        policy_config=_policy_config(args),
+        keys_dir=args.keys,
+    )
     return _run_role(ShardServer(config).serve)
 
 
@@ -319,10 +345,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"baton keys: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {len(made)} key files to {args.directory} (secret keys mode 0600) and the "
-          f"allow-list {args.directory}/authorized/")
-    print(f"start every role with --keys {args.directory}; copy only the secret key a host "
-          "needs (NAME.key_secret) plus the public *.key files and authorized/ to it")
+    print(
+        f"wrote {len(made)} key files to {args.directory} (secret keys mode 0600) and the "
+        f"allow-list {args.directory}/authorized/"
+    )
+    print(
+        f"start every role with --keys {args.directory}; copy only the secret key a host "
+        "needs (NAME.key_secret) plus the public *.key files and authorized/ to it"
+    )
     return 0
 
 
@@ -361,14 +391,17 @@ def cmd_bound(args: argparse.Namespace) -> int:
     from central.policy.bound import analytic_bound
 
     k, c, slo = int(args.k_ms * 1e6), int(args.c_ms * 1e6), int(args.slo_ms * 1e6)
-    print(f"l(b) = {args.k_ms} ms * b + {args.c_ms} ms, SLO {args.slo_ms} ms, "
-          f"overheads {args.overhead_ms} ms")
+    print(
+        f"l(b) = {args.k_ms} ms * b + {args.c_ms} ms, SLO {args.slo_ms} ms, overheads {args.overhead_ms} ms"
+    )
     print(f"{'N':>4} {'coord b*':>8} {'coord req/s':>12} {'uncoord b':>9} {'uncoord req/s':>13} {'ratio':>6}")
     for n in args.n:
         co = analytic_bound(n, k, c, slo, coordinated=True, overhead_ns=int(args.overhead_ms * 1e6))
         un = analytic_bound(n, k, c, slo, coordinated=False, overhead_ns=int(args.overhead_ms * 1e6))
         ratio = co.goodput_rps / un.goodput_rps if un.goodput_rps else float("inf")
-        print(f"{n:>4} {co.batch:>8} {co.goodput_rps:>12.0f} {un.batch:>9} {un.goodput_rps:>13.0f} {ratio:>6.2f}")
+        print(
+            f"{n:>4} {co.batch:>8} {co.goodput_rps:>12.0f} {un.batch:>9} {un.goodput_rps:>13.0f} {ratio:>6.2f}"
+        )
     return 0
 
 
@@ -378,8 +411,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from central.client import Unavailable, query_stats
 
     try:
-        print(json.dumps(query_stats(args.address, with_batches=args.batches, keys=args.keys,
-                                     server=args.server), indent=2))
+        print(
+            json.dumps(
+                query_stats(args.address, with_batches=args.batches, keys=args.keys, server=args.server),
+                indent=2,
+            )
+        )
     except Unavailable as exc:
         print(f"baton stats: {exc}", file=sys.stderr)
         return 1
@@ -400,40 +437,74 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _policy_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--profile", action="append", type=_profile_arg, metavar="NAME:K_MS:C_MS[:MAXB]",
-                   help="a model's latency profile (else the worker's own measurement)")
-    s.add_argument("--dispatch-cost-us", type=float, default=2000.0,
-                   help="decision to worker start: Execute, Route and payload transfer; "
-                   "set it near the p99 you measure (2000)")
-    s.add_argument("--reply-cost-us", type=float, default=1500.0,
-                   help="batch end to result at the frontend (1500)")
-    s.add_argument("--timer-slack-us", type=float, default=1000.0,
-                   help="how late this process's wake-ups may be: a batch deferred to grow "
-                   "goes out this much before its last moment; set it near the p99 timer "
-                   "lateness that `baton stats` reports (1000)")
-    s.add_argument("--margin-percentile", type=float, default=0.99,
-                   help="the safety margin is this quantile of the recent batches' overruns "
-                   "(their duration past l(b) plus any unexplained start lateness) (0.99)")
-    s.add_argument("--refit-window", type=int, default=256,
-                   help="how many recent batches the profile refit and the margin look at (256)")
-    s.add_argument("--stall-window", type=int, default=256,
-                   help="a batch's unexplained start lateness (a stall of this machine) counts "
-                   "in the margin for this many recent batches only; duration overruns for "
-                   "--refit-window ones (256: the same)")
+    s.add_argument(
+        "--profile",
+        action="append",
+        type=_profile_arg,
+        metavar="NAME:K_MS:C_MS[:MAXB]",
+        help="a model's latency profile (else the worker's own measurement)",
+    )
+    s.add_argument(
+        "--dispatch-cost-us",
+        type=float,
+        default=2000.0,
+        help="decision to worker start: Execute, Route and payload transfer; "
+        "set it near the p99 you measure (2000)",
+    )
+    s.add_argument(
+        "--reply-cost-us", type=float, default=1500.0, help="batch end to result at the frontend (1500)"
+    )
+    s.add_argument(
+        "--timer-slack-us",
+        type=float,
+        default=1000.0,
+        help="how late this process's wake-ups may be: a batch deferred to grow "
+        "goes out this much before its last moment; set it near the p99 timer "
+        "lateness that `baton stats` reports (1000)",
+    )
+    s.add_argument(
+        "--margin-percentile",
+        type=float,
+        default=0.99,
+        help="the safety margin is this quantile of the recent batches' overruns "
+        "(their duration past l(b) plus any unexplained start lateness) (0.99)",
+    )
+    s.add_argument(
+        "--refit-window",
+        type=int,
+        default=256,
+        help="how many recent batches the profile refit and the margin look at (256)",
+    )
+    s.add_argument(
+        "--stall-window",
+        type=int,
+        default=256,
+        help="a batch's unexplained start lateness (a stall of this machine) counts "
+        "in the margin for this many recent batches only; duration overruns for "
+        "--refit-window ones (256: the same)",
+    )
 
 
 def _keys_arg(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--keys", metavar="DIR",
-                   help="CURVE keys made by `baton keys DIR`: encrypt and authenticate every "
-                   "socket (default: off; bind to loopback only without them)")
+    s.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="CURVE keys made by `baton keys DIR`: encrypt and authenticate every "
+        "socket (default: off; bind to loopback only without them)",
+    )
 
 
 def _metrics_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--metrics-port", type=int, metavar="N",
-                   help="serve Prometheus metrics at http://HOST:N/metrics (default: off; "
-                   "0 picks a free port); docs/metrics.md lists them")
-    s.add_argument("--metrics-host", default="127.0.0.1",
-                   help="the metrics endpoint's listen address (127.0.0.1)")
+    s.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (default: off; "
+        "0 picks a free port); docs/metrics.md lists them",
+    )
+    s.add_argument(
+        "--metrics-host", default="127.0.0.1", help="the metrics endpoint's listen address (127.0.0.1)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,59 +525,106 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="start the default cluster, send a load, print a summary, stop")
     s.add_argument("config", nargs="?", help="cluster TOML file (default: the embedded default)")
     s.add_argument("--duration", type=float, default=8.0, help="seconds of Poisson load (8)")
-    s.add_argument("--load", type=float, default=0.6,
-                   help="offered rate as a fraction of the analytic bound (0.6)")
-    s.add_argument("--dilation", default="auto",
-                   help="multiply k, c and SLO by this factor; ratios are unchanged. 'auto' "
-                   "(default): 1 with 8 or more cores, else 4, since a few cores cannot carry "
-                   "the full-speed load's Python overheads (docs/benchmarks.md)")
+    s.add_argument(
+        "--load", type=float, default=0.6, help="offered rate as a fraction of the analytic bound (0.6)"
+    )
+    s.add_argument(
+        "--dilation",
+        default="auto",
+        help="multiply k, c and SLO by this factor; ratios are unchanged. 'auto' "
+        "(default): 1 with 8 or more cores, else 4, since a few cores cannot carry "
+        "the full-speed load's Python overheads (docs/benchmarks.md)",
+    )
     s.add_argument("--model", default="symphony", help="the emulated model to load (symphony)")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--no-real", action="store_true", help="skip the real-model requests")
     s.add_argument("--log-dir", help="write each process's log here")
-    s.add_argument("--scheduler-arg", action="append", dest="policy_args", default=[],
-                   metavar="ARG", help="pass ARG to 'baton scheduler' (repeat: once per word)")
+    s.add_argument(
+        "--scheduler-arg",
+        action="append",
+        dest="policy_args",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to 'baton scheduler' (repeat: once per word)",
+    )
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("scheduler", help="run the scheduler alone")
     s.add_argument("--address", default="tcp://127.0.0.1:5550", help="ROUTER bind address")
     s.add_argument("--policy", default="symphony", help="scheduling policy (symphony)")
-    s.add_argument("--uncoord-max-batch", type=int, metavar="B",
-                   help="with --policy uncoordinated: the largest batch a worker forms "
-                   "(default: the largest b with 2 l(b) within the budget)")
-    s.add_argument("--uncoord-queue-delay-us", type=float, metavar="US",
-                   help="with --policy uncoordinated: how long the oldest queued request "
-                   "waits for company (default: l(max batch))")
+    s.add_argument(
+        "--uncoord-max-batch",
+        type=int,
+        metavar="B",
+        help="with --policy uncoordinated: the largest batch a worker forms "
+        "(default: the largest b with 2 l(b) within the budget)",
+    )
+    s.add_argument(
+        "--uncoord-queue-delay-us",
+        type=float,
+        metavar="US",
+        help="with --policy uncoordinated: how long the oldest queued request "
+        "waits for company (default: l(max batch))",
+    )
     _policy_args(s)
     _metrics_args(s)
-    s.add_argument("--stats-pub", metavar="ADDR",
-                   help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "
-                   "[b'stats', json] every 250 ms for dashboards (default: off)")
-    s.add_argument("--shards", type=int, default=1, metavar="K",
-                   help="K >= 2: split the scheduler into K model-shard processes, which "
-                   "frontends send request metadata to, and this process, the matcher, "
-                   "which owns the workers (docs/capacity.md); 1: one process (1)")
-    s.add_argument("--place", action="append", type=_kv, metavar="MODEL=SHARD",
-                   help="with --shards: start MODEL on shard SHARD (else a hash of its name)")
-    s.add_argument("--rebalance-s", type=float, default=2.0, metavar="S",
-                   help="with --shards: compare the shards' arrival rates every S seconds "
-                   "and move models off a shard with 1.5x the mean; 0: never (2)")
-    s.add_argument("--shard-host", metavar="HOST",
-                   help="with --shards: the address the shards bind to (any free port), "
-                   "which frontends must be able to dial (default: the --address host; "
-                   "127.0.0.1 when that is a wildcard)")
-    s.add_argument("--shard-log-dir", metavar="DIR",
-                   help="with --shards: the shard processes log to DIR/shardI.log (else to "
-                   "this process's stderr)")
+    s.add_argument(
+        "--stats-pub",
+        metavar="ADDR",
+        help="bind a PUB socket here (e.g. tcp://127.0.0.1:5551) publishing "
+        "[b'stats', json] every 250 ms for dashboards (default: off)",
+    )
+    s.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K >= 2: split the scheduler into K model-shard processes, which "
+        "frontends send request metadata to, and this process, the matcher, "
+        "which owns the workers (docs/capacity.md); 1: one process (1)",
+    )
+    s.add_argument(
+        "--place",
+        action="append",
+        type=_kv,
+        metavar="MODEL=SHARD",
+        help="with --shards: start MODEL on shard SHARD (else a hash of its name)",
+    )
+    s.add_argument(
+        "--rebalance-s",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="with --shards: compare the shards' arrival rates every S seconds "
+        "and move models off a shard with 1.5x the mean; 0: never (2)",
+    )
+    s.add_argument(
+        "--shard-host",
+        metavar="HOST",
+        help="with --shards: the address the shards bind to (any free port), "
+        "which frontends must be able to dial (default: the --address host; "
+        "127.0.0.1 when that is a wildcard)",
+    )
+    s.add_argument(
+        "--shard-log-dir",
+        metavar="DIR",
+        help="with --shards: the shard processes log to DIR/shardI.log (else to this process's stderr)",
+    )
     _keys_arg(s)
     s.set_defaults(func=cmd_scheduler)
 
-    s = sub.add_parser("shard", help="run one model shard of a split scheduler (the "
-                       "matcher starts its own: for running shards by hand)")
+    s = sub.add_parser(
+        "shard",
+        help="run one model shard of a split scheduler (the "
+        "matcher starts its own: for running shards by hand)",
+    )
     s.add_argument("--index", type=int, required=True, help="this shard's index, 0 to K-1")
     s.add_argument("--scheduler", default="tcp://127.0.0.1:5550", help="the matcher's address")
-    s.add_argument("--address", default="tcp://127.0.0.1:0",
-                   help="ROUTER bind address for frontends (port 0: any free port)")
+    s.add_argument(
+        "--address",
+        default="tcp://127.0.0.1:0",
+        help="ROUTER bind address for frontends (port 0: any free port)",
+    )
     _policy_args(s)
     _keys_arg(s)
     s.set_defaults(func=cmd_shard)
@@ -516,43 +634,67 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="tcp://127.0.0.1:5560", help="client ROUTER bind address")
     s.add_argument("--default-slo-ms", type=float, default=100.0)
     s.add_argument("--slo", action="append", type=_kv, metavar="MODEL=MS", help="a model's SLO")
-    s.add_argument("--client-allowance-ms", type=float, default=0.5,
-                   help="time for the client hops, taken off each request's budget (0.5)")
+    s.add_argument(
+        "--client-allowance-ms",
+        type=float,
+        default=0.5,
+        help="time for the client hops, taken off each request's budget (0.5)",
+    )
     s.add_argument("--name", help="unique frontend name (default: host and pid)")
-    s.add_argument("--http-port", type=int, metavar="PORT",
-                   help="serve KServe v2 over HTTP here (tritonclient.http, curl); 0 picks "
-                   "a free port (default: off)")
-    s.add_argument("--grpc-port", type=int, metavar="PORT",
-                   help="serve KServe v2 over gRPC here (tritonclient.grpc, perf_analyzer, "
-                   "Client('grpc://...')); 0 picks a free port (default: off)")
-    s.add_argument("--kserve-host", default="127.0.0.1",
-                   help="interface for the HTTP and gRPC endpoints (127.0.0.1)")
-    s.add_argument("--token-file", metavar="PATH",
-                   help="require clients to present the token in this file (ZMQ: X-Token "
-                   "metadata; KServe: Authorization: Bearer) (default: no token)")
+    s.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="serve KServe v2 over HTTP here (tritonclient.http, curl); 0 picks a free port (default: off)",
+    )
+    s.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="PORT",
+        help="serve KServe v2 over gRPC here (tritonclient.grpc, perf_analyzer, "
+        "Client('grpc://...')); 0 picks a free port (default: off)",
+    )
+    s.add_argument(
+        "--kserve-host", default="127.0.0.1", help="interface for the HTTP and gRPC endpoints (127.0.0.1)"
+    )
+    s.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require clients to present the token in this file (ZMQ: X-Token "
+        "metadata; KServe: Authorization: Bearer) (default: no token)",
+    )
     _keys_arg(s)
     _metrics_args(s)
     # Tests only (tests/integration/test_ledger.py): break the one-answer promise on
     # purpose, to show that the wire ledger catches it. Not for users, so not in --help.
-    s.add_argument("--test-fault", choices=("drop-reply", "duplicate-reply"),
-                   help=argparse.SUPPRESS)
+    s.add_argument("--test-fault", choices=("drop-reply", "duplicate-reply"), help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_frontend)
 
     s = sub.add_parser("worker", help="run a worker alone (emulated GPUs or torch models)")
     s.add_argument("--scheduler", default="tcp://127.0.0.1:5550")
-    s.add_argument("--data-address", default="tcp://127.0.0.1:0",
-                   help="where frontends push payloads (bind; port 0 picks one)")
+    s.add_argument(
+        "--data-address",
+        default="tcp://127.0.0.1:0",
+        help="where frontends push payloads (bind; port 0 picks one)",
+    )
     s.add_argument("--advertise", help="the data address frontends dial, if not the bound one")
     s.add_argument("--name", help="unique worker name (default: host and pid)")
     s.add_argument("--emulate", type=int, metavar="N", help="N emulated GPUs in this process")
-    s.add_argument("--model", action="append", metavar="NAME:K_MS:C_MS[:MAXB]",
-                   help="an emulated model and its profile")
+    s.add_argument(
+        "--model", action="append", metavar="NAME:K_MS:C_MS[:MAXB]", help="an emulated model and its profile"
+    )
     s.add_argument("--noise", type=float, default=0.0, help="emulated latency noise (CV)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--torch", action="append", metavar="MODEL",
-                   help="serve a real model: mobilenet_v2 or minilm")
-    s.add_argument("--checkpoint", action="append", type=_kv, metavar="MODEL=PATH",
-                   help="a user's own weights for a torch model")
+    s.add_argument(
+        "--torch", action="append", metavar="MODEL", help="serve a real model: mobilenet_v2 or minilm"
+    )
+    s.add_argument(
+        "--checkpoint",
+        action="append",
+        type=_kv,
+        metavar="MODEL=PATH",
+        help="a user's own weights for a torch model",
+    )
     s.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     _keys_arg(s)
@@ -581,8 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     s.set_defaults(func=cmd_bound)
 
-    s = sub.add_parser("bench", help="benchmarks: sim, bound, live (see 'baton bench --help')",
-                       add_help=False)
+    s = sub.add_parser(
+        "bench", help="benchmarks: sim, bound, live (see 'baton bench --help')", add_help=False
+    )
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
 
@@ -593,8 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="print a scheduler's or frontend's statistics as JSON")
     s.add_argument("--address", default="tcp://127.0.0.1:5550")
     s.add_argument("--batches", action="store_true", help="include the recent batch log")
-    s.add_argument("--server", choices=("scheduler", "frontend"), default="scheduler",
-                   help="which role --address is (picks the server key with --keys)")
+    s.add_argument(
+        "--server",
+        choices=("scheduler", "frontend"),
+        default="scheduler",
+        help="which role --address is (picks the server key with --keys)",
+    )
     _keys_arg(s)
     s.set_defaults(func=cmd_stats)
     return p

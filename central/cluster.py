@@ -175,11 +175,11 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
     sched = doc.get("scheduler", {})
     fe = doc.get("frontend", {})
     sec = doc.get("security", {})
-    for section, keys in (("scheduler", {"address", "policy", "metrics_port", "stats_pub",
-                                         "shards"}),
-                          ("frontend", {"address", "default_slo_ms", "metrics_port",
-                                        "http_port", "grpc_port"}),
-                          ("security", {"keys", "token_file"})):
+    for section, keys in (
+        ("scheduler", {"address", "policy", "metrics_port", "stats_pub", "shards"}),
+        ("frontend", {"address", "default_slo_ms", "metrics_port", "http_port", "grpc_port"}),
+        ("security", {"keys", "token_file"}),
+    ):
         extra = set(doc.get(section, {})) - keys
         if extra:
             raise _fail(where, f"[{section}]: unknown keys {sorted(extra)}; known: {sorted(keys)}")
@@ -197,8 +197,7 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
         kind = w.get("kind")
         if kind not in ("emulated", "torch"):
             raise _fail(where, f"workers[{i}].kind must be 'emulated' or 'torch', got {kind!r}")
-        extra = set(w) - {"kind", "models", "gpus", "noise", "seed", "device", "threads",
-                          "data_address"}
+        extra = set(w) - {"kind", "models", "gpus", "noise", "seed", "device", "threads", "data_address"}
         if extra:
             raise _fail(where, f"workers[{i}]: unknown keys {sorted(extra)}")
         wm = tuple(w.get("models", ()))
@@ -215,8 +214,7 @@ def parse_config(text: str, where: str = "<text>") -> ClusterConfig:
             raise _fail(where, f"workers[{i}].gpus must be an integer >= 1, got {gpus!r}")
         if kind == "torch" and gpus != 1:
             raise _fail(where, f"workers[{i}]: a torch worker drives exactly one device")
-        workers.append(WorkerSpec(kind, wm, **{k: v for k, v in w.items()
-                                               if k not in ("kind", "models")}))
+        workers.append(WorkerSpec(kind, wm, **{k: v for k, v in w.items() if k not in ("kind", "models")}))
     return ClusterConfig(
         sched.get("address", "tcp://127.0.0.1:5550"),
         sched.get("policy", "symphony"),
@@ -239,8 +237,11 @@ def _shards(where: str, value: Any, policy: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise _fail(where, f"[scheduler] shards must be an integer >= 1, got {value!r}")
     if value > 1 and policy != "symphony":
-        raise _fail(where, f"[scheduler] shards = {value} splits the default policy; "
-                           f"policy {policy!r} runs in one process (shards = 1)")
+        raise _fail(
+            where,
+            f"[scheduler] shards = {value} splits the default policy; "
+            f"policy {policy!r} runs in one process (shards = 1)",
+        )
     return value
 
 
@@ -264,8 +265,7 @@ def _address(where: str, section: str, key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or "://" not in value:
-        raise _fail(where, f"[{section}].{key} must be an address like 'tcp://host:port', "
-                    f"got {value!r}")
+        raise _fail(where, f"[{section}].{key} must be an address like 'tcp://host:port', got {value!r}")
     return value
 
 
@@ -322,8 +322,15 @@ class Cluster:
         """
         c = self.config
         secure = ["--keys", c.keys_dir] if c.keys_dir else []
-        sched = ["scheduler", "--address", c.scheduler_address, "--policy", c.policy,
-                 *secure, *self._policy_args]
+        sched = [
+            "scheduler",
+            "--address",
+            c.scheduler_address,
+            "--policy",
+            c.policy,
+            *secure,
+            *self._policy_args,
+        ]
         if c.scheduler_metrics_port is not None:
             sched += ["--metrics-port", str(c.scheduler_metrics_port)]
         if c.stats_pub:
@@ -336,8 +343,15 @@ class Cluster:
             if m.k_ms is not None and m.c_ms is not None:
                 sched += ["--profile", f"{m.name}:{m.k_ms}:{m.c_ms}:{m.max_batch}"]
         self._spawn("scheduler", sched)
-        fe = ["frontend", "--scheduler", c.scheduler_address, "--address", c.frontend_address,
-              "--default-slo-ms", str(c.default_slo_ms)]
+        fe = [
+            "frontend",
+            "--scheduler",
+            c.scheduler_address,
+            "--address",
+            c.frontend_address,
+            "--default-slo-ms",
+            str(c.default_slo_ms),
+        ]
         if c.frontend_metrics_port is not None:
             fe += ["--metrics-port", str(c.frontend_metrics_port)]
         fe += secure + (["--token-file", c.token_file] if c.token_file else [])
@@ -350,8 +364,16 @@ class Cluster:
                 fe += ["--slo", f"{m.name}={m.slo_ms}"]
         self._spawn("frontend", fe)
         for i, w in enumerate(c.workers):
-            args = ["worker", "--scheduler", c.scheduler_address, "--data-address", w.data_address,
-                    "--name", f"worker{i}-{w.kind}", *secure]
+            args = [
+                "worker",
+                "--scheduler",
+                c.scheduler_address,
+                "--data-address",
+                w.data_address,
+                "--name",
+                f"worker{i}-{w.kind}",
+                *secure,
+            ]
             if w.kind == "emulated":
                 args += ["--emulate", str(w.gpus), "--noise", str(w.noise), "--seed", str(w.seed)]
                 for name in w.models:
@@ -391,16 +413,20 @@ class Cluster:
             try:
                 s = query_stats(self.config.scheduler_address, timeout_s=1.0, keys=keys)
                 shards = s["policy"].get("shards", ())  # a split scheduler: all registered
-                if (len(s["workers"]) >= want and s["frontends"] >= 1
-                        and all(sh.get("address") for sh in shards)):
-                    fe = query_stats(self.config.frontend_address, timeout_s=1.0, keys=keys,
-                                     server="frontend", token=token)
+                if (
+                    len(s["workers"]) >= want
+                    and s["frontends"] >= 1
+                    and all(sh.get("address") for sh in shards)
+                ):
+                    fe = query_stats(
+                        self.config.frontend_address, timeout_s=1.0, keys=keys, server="frontend", token=token
+                    )
                     described = set(fe.get("described_models", ())) >= set(fe["models"])
-                    kserve = ((self.config.http_port is None or fe.get("http_port"))
-                              and (self.config.grpc_port is None or fe.get("grpc_port")))
+                    kserve = (self.config.http_port is None or fe.get("http_port")) and (
+                        self.config.grpc_port is None or fe.get("grpc_port")
+                    )
                     split = self.config.shards == 1 or fe.get("shards")  # knows the shards
-                    if (fe["workers"] >= len(self.config.workers) and described and kserve
-                            and split):
+                    if fe["workers"] >= len(self.config.workers) and described and kserve and split:
                         return
             except Unavailable:
                 pass

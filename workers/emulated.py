@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from central.protocol.messages import GpuSpec, ModelSignature
 from central.plumbing.clock import ClockLike, as_clock
+from central.protocol.messages import GpuSpec, ModelSignature
 
 from .executor import Inputs, Outcome
 from .gpu_model import GaussNoise, linear_latency_ns
@@ -96,8 +96,12 @@ class EmulatedExecutor:
     def signatures(self) -> tuple[ModelSignature, ...]:
         # Any numeric tensors are accepted; "x" is the advertised one (KServe metadata).
         return tuple(
-            (m.name, m.max_batch, (("x", "float32", (-1,)),),
-             (("sum", "float64", (1,)), ("count", "int64", (1,))))
+            (
+                m.name,
+                m.max_batch,
+                (("x", "float32", (-1,)),),
+                (("sum", "float64", (1,)), ("count", "int64", (1,))),
+            )
             for m in self.models.values()
         )
 

@@ -22,12 +22,15 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import zmq
 
-from central.protocol.conventions import BatchStatus
+from central.plumbing.clock import ClockLike, LatenessLog, OffsetEstimator, Wakeups, as_clock
+from central.plumbing.security import Keys, load_keys, peer_key, warn_if_exposed
+from central.plumbing.zmqio import Reader, close_all, configure
 from central.protocol import (
     DEFAULT_LIMITS,
     DescribeModels,
@@ -45,13 +48,11 @@ from central.protocol import (
     Status,
     TensorMeta,
     WorkerRegistered,
+    arrays,
     decode,
     encode,
 )
-from central.protocol import arrays
-from central.plumbing.clock import ClockLike, LatenessLog, OffsetEstimator, Wakeups, as_clock
-from central.plumbing.security import Keys, load_keys, peer_key, warn_if_exposed
-from central.plumbing.zmqio import Reader, close_all, configure
+from central.protocol.conventions import BatchStatus
 
 from .executor import Executor, Inputs
 from .window import WindowVerdict, check_window
@@ -143,14 +144,19 @@ class Worker:
         self._register_sent_ns = 0
         self._register_msg: RegisterWorker | None = None  # built in serve()
         self._keys: Keys | None = None  # CURVE keys when config.keys_dir is set
-        self.counters = {"batches": 0, "requests": 0, "too_late": 0, "too_early": 0,
-                         "bad_requests": 0, "failed": 0}
+        self.counters = {
+            "batches": 0,
+            "requests": 0,
+            "too_late": 0,
+            "too_early": 0,
+            "bad_requests": 0,
+            "failed": 0,
+        }
         self.recent: deque[tuple[int, int, int, int]] = deque(maxlen=10000)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Connect, register, serve until ``stop``; closes every socket on the way out."""
-        keys = self._keys = (
-            load_keys(self.config.keys_dir, "worker") if self.config.keys_dir else None)
+        keys = self._keys = load_keys(self.config.keys_dir, "worker") if self.config.keys_dir else None
         warn_if_exposed(self.config.data_bind, keys, "the worker's data socket")
         ctrl = self._ctx.socket(zmq.DEALER)
         if keys is not None:
@@ -231,8 +237,16 @@ class Worker:
     def _on_execute(self, msg: Execute, now: int) -> None:
         if not 0 <= msg.gpu < self.executor.gpu_count:
             log.error("Execute for gpu %d: this worker has %d", msg.gpu, self.executor.gpu_count)
-            self._send_ctrl(Done(msg.batch_id, msg.gpu, int(BatchStatus.FAILED),
-                                 self.offset.to_remote(now), self.offset.to_remote(now), 0))
+            self._send_ctrl(
+                Done(
+                    msg.batch_id,
+                    msg.gpu,
+                    int(BatchStatus.FAILED),
+                    self.offset.to_remote(now),
+                    self.offset.to_remote(now),
+                    0,
+                )
+            )
             self._finished[msg.batch_id] = "the batch named a GPU this worker does not have"
             return
         batch = _Batch(msg, now, {}, {}, asyncio.Event())
@@ -249,8 +263,7 @@ class Worker:
         for frames in batch:
             identity = frames[0].bytes
             if keys is not None and keys.role_of(peer_key(frames[0])) != "frontend":
-                self._send_data(identity, Error(int(Status.UNAUTHORIZED),
-                                                "only frontends deliver payloads"))
+                self._send_data(identity, Error(int(Status.UNAUTHORIZED), "only frontends deliver payloads"))
                 continue
             body = [frames[1].bytes, *(f.buffer for f in frames[2:])]
             try:
@@ -268,17 +281,22 @@ class Worker:
             fate = self._finished.get(msg.batch_id)
             if fate is not None:  # the batch already ran or was refused without these
                 n = len(msg.request_ids)
-                self._send_data(identity, Results(
-                    msg.batch_id, msg.request_ids, (int(Status.DEADLINE_EXCEEDED),) * n,
-                    (fate,) * n, ((),) * n))
+                self._send_data(
+                    identity,
+                    Results(
+                        msg.batch_id,
+                        msg.request_ids,
+                        (int(Status.DEADLINE_EXCEEDED),) * n,
+                        (fate,) * n,
+                        ((),) * n,
+                    ),
+                )
             elif target is None:
                 self._early.setdefault(msg.batch_id, []).append((identity, msg, buffers, now))
             else:
                 self._add_payloads(target, identity, msg, buffers)
 
-    def _add_payloads(
-        self, batch: _Batch, identity: bytes, msg: Payloads, buffers: list[Any]
-    ) -> None:
+    def _add_payloads(self, batch: _Batch, identity: bytes, msg: Payloads, buffers: list[Any]) -> None:
         expected = set(batch.execute.request_ids)
         pos = 0
         bad: list[tuple[int, str]] = []
@@ -329,7 +347,9 @@ class Worker:
         )
         now = self._clock()
         verdict = check_window(
-            now, earliest, latest,
+            now,
+            earliest,
+            latest,
             max_lead_ns=self.config.max_lead_ns,
             late_tolerance_ns=tolerance,
         )
@@ -350,7 +370,9 @@ class Worker:
             await self._wakeups.sleep_until(earliest)
         start = self._clock()
         verdict = check_window(
-            start, earliest, latest,
+            start,
+            earliest,
+            latest,
             max_lead_ns=self.config.max_lead_ns,
             late_tolerance_ns=tolerance,
         )
@@ -398,15 +420,16 @@ class Worker:
         self._done(batch, status, now, now, 0)
         log.warning("batch %d refused: %s", ex.batch_id, status.name)
 
-    def _done(
-        self, batch: _Batch, status: BatchStatus, start: int, end: int, ran: int | None = None
-    ) -> None:
+    def _done(self, batch: _Batch, status: BatchStatus, start: int, end: int, ran: int | None = None) -> None:
         """Report to the scheduler; ``ran`` is how many requests actually executed."""
         ex = batch.execute
         self._send_ctrl(
             Done(
-                ex.batch_id, ex.gpu, int(status),
-                self.offset.to_remote(start), self.offset.to_remote(end),
+                ex.batch_id,
+                ex.gpu,
+                int(status),
+                self.offset.to_remote(start),
+                self.offset.to_remote(end),
                 len(ex.request_ids) if ran is None else ran,
             )
         )
@@ -442,8 +465,7 @@ class Worker:
                 errors.append("")
                 metas.append(m)
                 buffers.extend(b)
-            msg = Results(batch.execute.batch_id, tuple(rids), tuple(statuses), tuple(errors),
-                          tuple(metas))
+            msg = Results(batch.execute.batch_id, tuple(rids), tuple(statuses), tuple(errors), tuple(metas))
             self._send_data(identity, msg, buffers)
 
     def _answer(self, batch: _Batch, rids: list[int], status: Status, reason: str) -> None:
@@ -455,8 +477,7 @@ class Worker:
             batch.answered.add(rid)
         for identity, ids in by_fe.items():
             n = len(ids)
-            msg = Results(batch.execute.batch_id, tuple(ids), (int(status),) * n,
-                          (reason,) * n, ((),) * n)
+            msg = Results(batch.execute.batch_id, tuple(ids), (int(status),) * n, (reason,) * n, ((),) * n)
             self._send_data(identity, msg)
 
     # ---------------------------------------------------------------- plumbing
@@ -513,8 +534,11 @@ class Worker:
         once ``register_retry_ns`` has passed since it last left (at once if it could
         not leave)."""
         self._send_ctrl(Heartbeat(now))
-        if (self._registered is not None and not self._registered.is_set()
-                and now - self._register_sent_ns >= self.config.register_retry_ns):
+        if (
+            self._registered is not None
+            and not self._registered.is_set()
+            and now - self._register_sent_ns >= self.config.register_retry_ns
+        ):
             assert self._register_msg is not None
             self._register(now)
 
@@ -535,7 +559,14 @@ class Worker:
             swept.append(batch_id)
             for identity, payloads, _, _ in entries:
                 n = len(payloads.request_ids)
-                self._send_data(identity, Results(
-                    batch_id, payloads.request_ids, (int(Status.FAILED),) * n,
-                    ("the worker never received this batch's Execute",) * n, ((),) * n))
+                self._send_data(
+                    identity,
+                    Results(
+                        batch_id,
+                        payloads.request_ids,
+                        (int(Status.FAILED),) * n,
+                        ("the worker never received this batch's Execute",) * n,
+                        ((),) * n,
+                    ),
+                )
         return swept

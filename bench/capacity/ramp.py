@@ -5,6 +5,7 @@ docstring)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -39,6 +40,7 @@ def _proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
 
 def _pct(values: list[int], q: float) -> float:
     """The ``q`` quantile of ``values`` in milliseconds (NaN when empty)."""
@@ -75,8 +77,11 @@ class _Rig:
     def start(self) -> None:
         s = self.setup
         self.scheduler = self._mp.Process(
-            target=scheduler_main, args=(self.address, s, self._profile_path),
-            name="capacity-scheduler", daemon=True)
+            target=scheduler_main,
+            args=(self.address, s, self._profile_path),
+            name="capacity-scheduler",
+            daemon=True,
+        )
         self.scheduler.start()
         self._procs.append(self.scheduler)
         gpus = s.gpu_models()
@@ -103,8 +108,9 @@ class _Rig:
 
     def _spawn(self, target: Any, name: str, *args: Any) -> Connection:
         parent, child = self._mp.Pipe()
-        proc = self._mp.Process(target=target, args=(self.address, name, *args, child),
-                                name=name, daemon=True)
+        proc = self._mp.Process(
+            target=target, args=(self.address, name, *args, child), name=name, daemon=True
+        )
         proc.start()
         self._procs.append(proc)
         return parent
@@ -155,7 +161,7 @@ class _Rig:
             "loadavg_1m": os.getloadavg()[0],  # other processes on the machine, for context
             "offered_rps": rate,
             "sent_rps": sent / elapsed,
-        "feeder_late_fraction": max(f["late_fraction"] for f in feeds),
+            "feeder_late_fraction": max(f["late_fraction"] for f in feeds),
             "requests": sent,
             "answered": answered,  # requests a Route sent to a worker
             "batches": batches,
@@ -177,15 +183,11 @@ class _Rig:
 
     def stop(self) -> None:
         for conn in self._feeders:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(("stop",))
-            except OSError:
-                pass
         for conn in self._workers:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send("stop")
-            except OSError:
-                pass
         for proc in self._procs[1:]:
             proc.join(5)
         if self.scheduler is not None and self.scheduler.is_alive():
@@ -210,10 +212,20 @@ def _judge(step: dict[str, Any], max_lag_ms: float, max_input_lag_ms: float) -> 
     return "ok"
 
 
-def run_capacity(setup: Setup, *, shards: int, start_rps: float, factor: float,
-                 max_rps: float, step_s: float, max_lag_ms: float, max_input_lag_ms: float,
-                 patience: int = 2, profile_path: str | None = None,
-                 log: Any = print) -> dict[str, Any]:
+def run_capacity(
+    setup: Setup,
+    *,
+    shards: int,
+    start_rps: float,
+    factor: float,
+    max_rps: float,
+    step_s: float,
+    max_lag_ms: float,
+    max_input_lag_ms: float,
+    patience: int = 2,
+    profile_path: str | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     """Ramp the rate for one shard count until ``patience`` steps in a row fail (a
     shared machine has noisy moments); return every step and the highest that passed."""
     if shards < 1:
@@ -230,10 +242,12 @@ def run_capacity(setup: Setup, *, shards: int, start_rps: float, factor: float,
             step = rig.step(rate, step_s)
             step["verdict"] = _judge(step, max_lag_ms, max_input_lag_ms)
             steps.append(step)
-            log(f"  shards {shards}: {rate:9.0f} req/s offered, {step['sent_rps']:9.0f} sent, "
+            log(
+                f"  shards {shards}: {rate:9.0f} req/s offered, {step['sent_rps']:9.0f} sent, "
                 f"lag p50/p99 {step['lag_p50_ms']:.3f}/{step['lag_p99_ms']:.3f} ms, input p99 "
                 f"{step['input_lag_p99_ms']:.3f} ms, cpu {step['sched_cpu_us_per_request'] or 0:.1f}"
-                f" us/req, batch {step['mean_batch']:.1f}: {step['verdict']}")
+                f" us/req, batch {step['mean_batch']:.1f}: {step['verdict']}"
+            )
             if step["verdict"] == "ok":
                 failed = 0
                 if best is None or step["sent_rps"] > best["sent_rps"]:

@@ -18,11 +18,13 @@ Imports only zmq, numpy and Baton's protocol: never torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -32,19 +34,18 @@ from central.protocol import (
     DEFAULT_LIMITS,
     Error,
     Infer,
-    LocalProtocolError,
     RemoteProtocolError,
     Reply,
     StatsQuery,
     StatsReply,
     Status,
+    arrays,
     decode,
     encode,
 )
-from central.protocol import arrays
 from central.protocol.conventions import stats_tag
 
-from .errors import BadRequest, BatonError, ClientTimeout, Unavailable, error_for
+from .errors import BatonError, ClientTimeout, Unavailable, error_for
 from .request import check_request
 
 if TYPE_CHECKING:  # imported for real only for a grpc:// address
@@ -157,8 +158,12 @@ class Client(_Counted):
     """
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0,
-        keys: str | None = None, token: str | None = None,
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        grace_s: float = 5.0,
+        keys: str | None = None,
+        token: str | None = None,
     ) -> None:
         self._tags = itertools.count(1)
         self._grace_s = grace_s
@@ -169,8 +174,7 @@ class Client(_Counted):
                 from .grpc_client import GrpcTransport
             except ImportError as exc:
                 raise ImportError(
-                    f"grpc:// addresses need grpcio and tritonclient ({exc}); "
-                    "pip install 'baton-serve[grpc]'"
+                    f"grpc:// addresses need grpcio and tritonclient ({exc}); pip install 'baton-serve[grpc]'"
                 ) from None
             self._grpc = GrpcTransport(address[len("grpc://") :], grace_s=grace_s, token=token)
             return
@@ -244,8 +248,12 @@ class AsyncClient(_Counted):
     """An asyncio client with any number of requests in flight on one socket."""
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, grace_s: float = 5.0,
-        keys: str | None = None, token: str | None = None,
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        grace_s: float = 5.0,
+        keys: str | None = None,
+        token: str | None = None,
     ) -> None:
         self._ctx = zmq.asyncio.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
@@ -300,7 +308,7 @@ class AsyncClient(_Counted):
         wait_s = timeout_s if timeout_s is not None else (slo_ms or 1000.0) / 1e3 + self._grace_s
         try:
             return await asyncio.wait_for(fut, wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._book.settled(tag, answered=False)
             raise ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s") from None
         finally:
@@ -324,7 +332,7 @@ class AsyncClient(_Counted):
         wait_s = (slo_ms or 1000.0) / 1e3 + self._grace_s
         try:
             result: dict[str, np.ndarray[Any, Any]] | BatonError = await asyncio.wait_for(fut, wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._book.settled(tag, answered=False)
             result = ClientTimeout(f"no answer from the frontend within {wait_s:.1f} s")
         except BatonError as exc:
@@ -348,10 +356,8 @@ class AsyncClient(_Counted):
     async def close(self) -> None:
         if self._receiver is not None:
             self._receiver.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._receiver
-            except (asyncio.CancelledError, Exception):
-                pass
         self._sock.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:
@@ -362,8 +368,13 @@ class AsyncClient(_Counted):
 
 
 def query_stats(
-    address: str, *, with_batches: bool = False, timeout_s: float = 5.0,
-    keys: str | None = None, server: str = "scheduler", token: str | None = None,
+    address: str,
+    *,
+    with_batches: bool = False,
+    timeout_s: float = 5.0,
+    keys: str | None = None,
+    server: str = "scheduler",
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Ask a scheduler (or frontend, ``server="frontend"``) for its statistics snapshot.
 
@@ -379,7 +390,7 @@ def query_stats(
         sock.send_multipart(encode(StatsQuery(stats_tag(0, with_batches))))
         if not sock.poll(int(timeout_s * 1000)):
             raise Unavailable(f"no statistics from {address} within {timeout_s} s")
-        tag, out = _parse(sock.recv_multipart(copy=False))
+        _tag, out = _parse(sock.recv_multipart(copy=False))
         if isinstance(out, BatonError):
             raise out
         stats: dict[str, Any] = json.loads(out["__stats__"][0])

@@ -39,11 +39,22 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import zmq
 
+from central.plumbing.clock import ClockLike, as_clock
+from central.plumbing.metrics import Family, Histogram, MetricsServer, render
+from central.plumbing.security import (
+    TOKEN_PROPERTY,
+    Keys,
+    load_keys,
+    token_ok,
+    warn_if_exposed,
+)
+from central.plumbing.zmqio import Reader, close_all, configure
 from central.protocol import (
     DEFAULT_LIMITS,
     AttachFrontend,
@@ -68,21 +79,11 @@ from central.protocol import (
     StatsReply,
     Status,
     WorkerDirectory,
+    arrays,
     decode,
     encode,
 )
-from central.protocol import arrays
-from central.plumbing.clock import ClockLike, as_clock
-from central.plumbing.security import (
-    TOKEN_PROPERTY,
-    Keys,
-    load_keys,
-    token_ok,
-    warn_if_exposed,
-)
-from central.plumbing.metrics import Family, Histogram, MetricsServer, render
 from central.protocol.conventions import DropReason, default_shard, make_request_id
-from central.plumbing.zmqio import Reader, close_all, configure
 
 __all__ = ["FrontendConfig", "Frontend", "Phase", "TRANSITIONS", "UNKNOWN_MODEL_LABEL"]
 
@@ -265,8 +266,7 @@ class Frontend:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind the client socket, register with the scheduler, serve until ``stop``."""
-        keys = self._keys = (
-            load_keys(self.config.keys_dir, "frontend") if self.config.keys_dir else None)
+        keys = self._keys = load_keys(self.config.keys_dir, "frontend") if self.config.keys_dir else None
         warn_if_exposed(self.config.client_bind, keys, "the frontend's client socket")
         clients = self._ctx.socket(zmq.ROUTER)
         if keys is not None:
@@ -278,16 +278,16 @@ class Frontend:
         self._clients, self._sched = clients, sched
         readers = [Reader(clients, self._on_clients, copy=False), Reader(sched, self._on_sched)]
         self._client_reader, self._sched_reader = readers
-        tasks = [asyncio.ensure_future(self._sweep_loop()),
-                 asyncio.ensure_future(self._heartbeat_loop())]
+        tasks = [asyncio.ensure_future(self._sweep_loop()), asyncio.ensure_future(self._heartbeat_loop())]
         try:
             if self.config.metrics_port is not None:
                 self.metrics_server = MetricsServer(
                     self.config.metrics_host, self.config.metrics_port, self.render_metrics
                 )
                 await self.metrics_server.start()
-                log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
-                         self.metrics_server.port)
+                log.info(
+                    "metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics_server.port
+                )
             await self._start_kserve()
             await stop.wait()
             await self._drain()
@@ -405,7 +405,11 @@ class Frontend:
         self._flush_meta()
 
     def submit(
-        self, model: str, metas: tuple[Any, ...], buffers: list[Any], slo_ns: int,
+        self,
+        model: str,
+        metas: tuple[Any, ...],
+        buffers: list[Any],
+        slo_ns: int,
         answer: AnswerFn,
     ) -> None:
         """Accept one request from an in-process client (the KServe gateway).
@@ -440,8 +444,7 @@ class Frontend:
         """Answer a client without the token: on its Infer's tag when readable."""
         text = "unauthorized: this frontend requires a client token (X-Token)"
         try:
-            msg, _ = decode([frames[1].bytes, *(f.buffer for f in frames[2:])],
-                            self.config.client_limits)
+            msg, _ = decode([frames[1].bytes, *(f.buffer for f in frames[2:])], self.config.client_limits)
             tag = msg.tag if isinstance(msg, (Infer, StatsQuery)) else None
         except RemoteProtocolError as exc:
             tag = getattr(exc, "tag", None)
@@ -486,9 +489,7 @@ class Frontend:
         self._seq += 1
         rid = make_request_id(self._index, self._seq)
         size = sum(len(b) for b in buffers)
-        self._pending[rid] = _Pending(
-            client, msg.tag, msg.model, msg.tensors, buffers, now, now + slo_ns
-        )
+        self._pending[rid] = _Pending(client, msg.tag, msg.model, msg.tensors, buffers, now, now + slo_ns)
         self.counters["accepted"] += 1
         self.counters["payload_bytes_in"] += size
         self.model_accepted[msg.model] = self.model_accepted.get(msg.model, 0) + 1
@@ -529,14 +530,22 @@ class Frontend:
             else:
                 group.append(i)
         if len(groups) == 1:  # one shard this turn: the lists as they are
-            self._send_shard(next(iter(groups)), ids, Requests(
-                tuple(ids), tuple(models), tuple(budgets), tuple(sizes)))
+            self._send_shard(
+                next(iter(groups)), ids, Requests(tuple(ids), tuple(models), tuple(budgets), tuple(sizes))
+            )
             return
         for s, picks in groups.items():
             part = [ids[i] for i in picks]
-            self._send_shard(s, part, Requests(
-                tuple(part), tuple(models[i] for i in picks),
-                tuple(budgets[i] for i in picks), tuple(sizes[i] for i in picks)))
+            self._send_shard(
+                s,
+                part,
+                Requests(
+                    tuple(part),
+                    tuple(models[i] for i in picks),
+                    tuple(budgets[i] for i in picks),
+                    tuple(sizes[i] for i in picks),
+                ),
+            )
 
     def _send_shard(self, index: int, ids: list[int], msg: Requests) -> None:
         """Send ``msg`` to shard ``index``; its requests are answered UNAVAILABLE if not."""
@@ -757,7 +766,6 @@ class Frontend:
     # ----------------------------------------------------------------- workers
 
     def _on_results(self, pid: int, batch: list[Sequence[Any]]) -> None:
-        now = self._clock()
         for frames in batch:
             body = [frames[0].bytes, *(f.buffer for f in frames[1:])]
             try:
@@ -776,9 +784,7 @@ class Frontend:
             if not isinstance(msg, Results):
                 continue
             pos = 0
-            for rid, status, error, metas in zip(
-                msg.request_ids, msg.statuses, msg.errors, msg.tensors
-            ):
+            for rid, status, error, metas in zip(msg.request_ids, msg.statuses, msg.errors, msg.tensors):
                 n = len(metas)
                 chunk = buffers[pos : pos + n]
                 pos += n
@@ -824,8 +830,13 @@ class Frontend:
         copies = 1
         if self.config.test_fault and self._answers == TEST_FAULT_AT:
             copies = 0 if self.config.test_fault == "drop-reply" else 2
-            log.warning("test fault %s: request %d of %s answered %d times",
-                        self.config.test_fault, p.tag, p.model, copies)
+            log.warning(
+                "test fault %s: request %d of %s answered %d times",
+                self.config.test_fault,
+                p.tag,
+                p.model,
+                copies,
+            )
         for _ in range(copies):
             self._send_client(p.client, Reply(p.tag, int(status), error, metas), buffers)
 
@@ -886,8 +897,7 @@ class Frontend:
         """One heartbeat tick: a scheduler silent longer than ``scheduler_timeout_ns`` is
         lost (what it held is answered UNAVAILABLE); while not registered, registration
         is sent again; then a Heartbeat, and AttachFrontend to shards not yet attached."""
-        if (self._index is not None
-                and now - self._sched_seen_ns > self.config.scheduler_timeout_ns):
+        if self._index is not None and now - self._sched_seen_ns > self.config.scheduler_timeout_ns:
             silent = (now - self._sched_seen_ns) / 1e9
             self._scheduler_lost(f"no word from it for {silent:.1f} s", now)
         if self._index is None:
@@ -914,7 +924,6 @@ class Frontend:
             out["shards"] = {"version": self._shard_version, "addresses": self._shard_addresses}
         return out
 
-
     def _recent_latency(self, window_ns: int = 5_000_000_000) -> dict[str, dict[str, float]]:
         """Per model: p50/p99 accept-to-reply ms of OK replies in the last ``window_ns``."""
         since = self._clock() - window_ns
@@ -938,26 +947,38 @@ class Frontend:
             fams.append(f)
             return f
 
-        fam("baton_frontend_requests_accepted_total", "counter",
-            "Infer requests accepted (validated, given an id), per model.").add_all(
-            self.model_accepted, "model")
-        fam("baton_frontend_replies_total", "counter",
-            "Replies to Infer requests, accepted or refused, per model and status.").add_all(
-            self.model_replies, "model", "status")
-        fam("baton_frontend_requests_within_slo_total", "counter",
-            "OK replies sent by the request's deadline, per model.").add_all(
-            self.model_within_slo, "model")
-        fam("baton_frontend_request_latency_seconds", "histogram",
-            "Accepted requests: acceptance to the reply's send, per model and status.").add_all(
-            self.latency_hist, "model", "status")
-        fam("baton_frontend_requests_pending", "gauge",
-            "Accepted requests not yet answered.").add(len(self._pending))
-        fam("baton_frontend_payload_bytes_total", "counter",
-            "Tensor payload bytes of accepted requests.").add(self.counters["payload_bytes_in"])
-        fam("baton_frontend_metadata_messages_total", "counter",
-            "Requests messages sent to the scheduler.").add(self.counters["metadata_messages"])
-        fam("baton_frontend_workers", "gauge",
-            "Worker processes with an open data connection.").add(len(self._workers))
+        fam(
+            "baton_frontend_requests_accepted_total",
+            "counter",
+            "Infer requests accepted (validated, given an id), per model.",
+        ).add_all(self.model_accepted, "model")
+        fam(
+            "baton_frontend_replies_total",
+            "counter",
+            "Replies to Infer requests, accepted or refused, per model and status.",
+        ).add_all(self.model_replies, "model", "status")
+        fam(
+            "baton_frontend_requests_within_slo_total",
+            "counter",
+            "OK replies sent by the request's deadline, per model.",
+        ).add_all(self.model_within_slo, "model")
+        fam(
+            "baton_frontend_request_latency_seconds",
+            "histogram",
+            "Accepted requests: acceptance to the reply's send, per model and status.",
+        ).add_all(self.latency_hist, "model", "status")
+        fam("baton_frontend_requests_pending", "gauge", "Accepted requests not yet answered.").add(
+            len(self._pending)
+        )
+        fam(
+            "baton_frontend_payload_bytes_total", "counter", "Tensor payload bytes of accepted requests."
+        ).add(self.counters["payload_bytes_in"])
+        fam(
+            "baton_frontend_metadata_messages_total", "counter", "Requests messages sent to the scheduler."
+        ).add(self.counters["metadata_messages"])
+        fam("baton_frontend_workers", "gauge", "Worker processes with an open data connection.").add(
+            len(self._workers)
+        )
         return fams
 
     def render_metrics(self) -> str:

@@ -13,5 +13,14 @@ from .clock import (
     as_clock,
 )
 
-__all__ = ["SYSTEM", "Clock", "LatenessLog", "OffsetEstimator", "PreciseTimer", "SystemClock",
-           "VirtualClock", "Wakeups", "as_clock"]
+__all__ = [
+    "SYSTEM",
+    "Clock",
+    "LatenessLog",
+    "OffsetEstimator",
+    "PreciseTimer",
+    "SystemClock",
+    "VirtualClock",
+    "Wakeups",
+    "as_clock",
+]

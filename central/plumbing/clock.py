@@ -35,9 +35,10 @@ the smallest round trip among recent ones, whose midpoint error is at most RTT/2
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
-import functools
 import ctypes.util
+import functools
 import heapq
 import math
 import os
@@ -45,22 +46,32 @@ import selectors
 import sys
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, TypeVar, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 __all__ = [
-    "Clock", "SystemClock", "CallableClock", "VirtualClock", "SYSTEM", "ClockLike",
-    "as_clock", "Wakeups", "PreciseTimer", "OffsetEstimator", "LatenessLog",
+    "Clock",
+    "SystemClock",
+    "CallableClock",
+    "VirtualClock",
+    "SYSTEM",
+    "ClockLike",
+    "as_clock",
+    "Wakeups",
+    "PreciseTimer",
+    "OffsetEstimator",
+    "LatenessLog",
 ]
 
 T = TypeVar("T")
 TimeReader = Callable[[], int]
 
 
-
 def _resolve(fut: asyncio.Future[None]) -> None:
     """Wake a sleeper (unless it was cancelled meanwhile)."""
     if not fut.done():
         fut.set_result(None)
+
 
 class _Handle:
     """What ``Clock.call_at`` returns: ``cancel()`` it to drop the call."""
@@ -128,8 +139,7 @@ class Clock:
         while read() < t_ns:
             pass
 
-    def wakeups(self, *, spin_ns: int = 1_000_000,
-                lateness: LatenessLog | None = None) -> Wakeups:
+    def wakeups(self, *, spin_ns: int = 1_000_000, lateness: LatenessLog | None = None) -> Wakeups:
         """Precise wake-ups on this clock (the running loop's): a timerfd for the system
         clock on Linux, exact virtual ones for a ``VirtualClock``."""
         return Wakeups(clock=self, spin_ns=spin_ns, lateness=lateness)
@@ -171,7 +181,7 @@ class SystemClock(CallableClock):
 
 SYSTEM = SystemClock()
 
-ClockLike = Union[Clock, TimeReader]
+ClockLike = Clock | TimeReader
 
 
 def as_clock(clock: ClockLike | None) -> Clock:
@@ -401,10 +411,8 @@ class _TimerFd:
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
 
     def clear(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         os.close(self.fd)

@@ -18,8 +18,9 @@ import logging
 import math
 import re
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "CONTENT_TYPE",
@@ -39,11 +40,40 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets in seconds: 100 us to 10 s, roughly 1-2.5-5 per decade.
 SECONDS_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (
-    1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256,
+    1,
+    2,
+    3,
+    4,
+    6,
+    8,
+    12,
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    192,
+    256,
 )
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -213,9 +243,7 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Bind and listen; raises ``OSError`` when the address is taken."""
-        self._server = await asyncio.start_server(
-            self._serve_one, self._host, self._port, limit=_MAX_HEAD
-        )
+        self._server = await asyncio.start_server(self._serve_one, self._host, self._port, limit=_MAX_HEAD)
 
     @property
     def port(self) -> int:
@@ -233,14 +261,15 @@ class MetricsServer:
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 return  # the peer's fault: a head that never ends or is too long
             try:
                 answer = http_response(head, self._metrics)
             except Exception:  # our bug: say so to the scraper, keep serving
                 log.exception("rendering metrics failed")
-                answer = _response("500 Internal Server Error", b"render failed\n",
-                                   "text/plain; charset=utf-8", False)
+                answer = _response(
+                    "500 Internal Server Error", b"render failed\n", "text/plain; charset=utf-8", False
+                )
             writer.write(answer)
             await writer.drain()
         except (ConnectionError, OSError):

@@ -158,8 +158,14 @@ class _AllowList:
         z85 = key.decode("ascii", "replace")
         n = self._refusals.note(z85, "handshake")
         if n is not None:
-            log.warning("SECURITY: the %s refused a CURVE handshake from public key %s: "
-                        "not in %s (refusal %d of this key)", self.role, z85, self.directory, n)
+            log.warning(
+                "SECURITY: the %s refused a CURVE handshake from public key %s: "
+                "not in %s (refusal %d of this key)",
+                self.role,
+                z85,
+                self.directory,
+                n,
+            )
         return False
 
 
@@ -238,8 +244,12 @@ def warn_if_exposed(address: str, keys: Keys | None, what: str) -> None:
     host = urlparse(address).hostname or ""
     if address.startswith(("ipc://", "inproc://")) or host in ("127.0.0.1", "localhost", "::1"):
         return
-    log.warning("SECURITY: %s binds %s beyond loopback WITHOUT encryption or authentication; "
-                "make keys with `baton keys DIR` and start every role with --keys DIR", what, address)
+    log.warning(
+        "SECURITY: %s binds %s beyond loopback WITHOUT encryption or authentication; "
+        "make keys with `baton keys DIR` and start every role with --keys DIR",
+        what,
+        address,
+    )
 
 
 # Which roles' keys may send each message kind to the scheduler.
@@ -294,9 +304,7 @@ class PeerGate:
         self._bound: dict[bytes, str] = {}  # routing id -> key, for workers and frontends
         self._refusals = _Refusals()
 
-    def admit(
-        self, batch: list[Any], refuse: Any
-    ) -> list[list[bytes]]:
+    def admit(self, batch: list[Any], refuse: Any) -> list[list[bytes]]:
         """Frames (``copy=False``) in, the admitted messages as bytes out; ``refuse(id,
         text)`` is called for the rest."""
         out = []
@@ -312,8 +320,9 @@ class PeerGate:
             kind = _kind(frames[1].bytes) if len(frames) > 1 else None
             allowed = self.kinds.get(kind) if kind is not None else None
             if allowed is not None and role not in allowed:
-                self._refuse(refuse, identity, key,
-                             f"a {role or 'unknown'} key may not send message kind {kind}")
+                self._refuse(
+                    refuse, identity, key, f"a {role or 'unknown'} key may not send message kind {kind}"
+                )
                 continue
             out.append([f.bytes for f in frames])
         return out
@@ -321,8 +330,15 @@ class PeerGate:
     def _refuse(self, refuse: Any, identity: bytes, key: str | None, text: str) -> None:
         n = self._refusals.note(key or "", text)
         if n is not None:
-            log.warning("SECURITY: the %s refused a message from routing id %r, public key "
-                        "%s: %s (refusal %d of this kind)", self.keys.role, identity, key, text, n)
+            log.warning(
+                "SECURITY: the %s refused a message from routing id %r, public key "
+                "%s: %s (refusal %d of this kind)",
+                self.keys.role,
+                identity,
+                key,
+                text,
+                n,
+            )
         refuse(identity, text)
 
     def forget(self, identity: bytes) -> None:

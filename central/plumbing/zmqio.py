@@ -20,7 +20,9 @@ the live scheduler's CPU at 2,000 req/s, measured with py-spy), and a drain rece
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 
@@ -95,10 +97,8 @@ class Reader:
 
     def close(self) -> None:
         """Stop watching the socket (does not close it)."""
-        try:
+        with contextlib.suppress(Exception):  # the loop may already be closed at shutdown
             self._loop.remove_reader(self._fd)
-        except Exception:  # the loop may already be closed at shutdown
-            pass
 
 
 def configure(

@@ -137,9 +137,13 @@ class CandidateRules:
         if profile is None:
             return None
         profile = Profile(max(1, profile.k_ns), profile.c_ns, max(1, profile.max_batch))
-        return ProfileEstimator(profile, window=cfg.refit_window,
-                                percentile=cfg.margin_percentile, refit=cfg.refit,
-                                late_window=cfg.stall_window)
+        return ProfileEstimator(
+            profile,
+            window=cfg.refit_window,
+            percentile=cfg.margin_percentile,
+            refit=cfg.refit,
+            late_window=cfg.stall_window,
+        )
 
     def _recompute(self, m: ModelState, now: int) -> bool:
         """Refresh ``m``'s candidate, dropping doomed heads; True when it is ready."""
@@ -223,8 +227,7 @@ class CandidateRules:
         headroom = self._cfg.defer_headroom
         if headroom <= 0.0:
             return True
-        return headroom * m.load.rate_per_ns(now) * prof.latency_ns(batch) > self._share(
-            m) * batch
+        return headroom * m.load.rate_per_ns(now) * prof.latency_ns(batch) > self._share(m) * batch
 
     def _margin(self, m: ModelState) -> int:
         """The measured margin, capped at a fraction of the budget: uncapped, one overloaded
@@ -249,9 +252,12 @@ class CandidateRules:
             return 0
         cfg = self._cfg
         overheads = cfg.dispatch_cost_ns + cfg.reply_cost_ns + cfg.timer_slack_ns
-        return target_batch(prof, rate_per_ns=m.load.rate_per_ns(now),
-                            n_workers=self._n_workers(m),
-                            budget_ns=budget - overheads - self._margin(m))
+        return target_batch(
+            prof,
+            rate_per_ns=m.load.rate_per_ns(now),
+            n_workers=self._n_workers(m),
+            budget_ns=budget - overheads - self._margin(m),
+        )
 
     def _floor(self, m: ModelState, now: int, prof: Profile) -> int:
         """``m``'s shed floor, cached: the rate and budget it rests on move slowly."""

@@ -99,9 +99,7 @@ class PolicyConfig:
             if profile.k_ns <= 0:
                 raise ValueError(f"profile for {model!r} needs k_ns > 0, got {profile.k_ns}")
             if profile.max_batch < 1:
-                raise ValueError(
-                    f"profile for {model!r} needs max_batch >= 1, got {profile.max_batch}"
-                )
+                raise ValueError(f"profile for {model!r} needs max_batch >= 1, got {profile.max_batch}")
             copied[model] = profile
         object.__setattr__(self, "profiles", MappingProxyType(copied))
         _check_int("dispatch_cost_ns", self.dispatch_cost_ns, 0)

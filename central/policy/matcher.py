@@ -88,8 +88,7 @@ class Matcher(Timeline):
         if ended is None:
             return None, []
         batch, ok, late = ended
-        finished = Finished(batch.model, ok, ev.batch_size, ev.end_ns - ev.start_ns,
-                            late if ok else 0)
+        finished = Finished(batch.model, ok, ev.batch_size, ev.end_ns - ev.start_ns, late if ok else 0)
         w = self.retire(batch, ev, now)
         return finished, self._pool_changed(w)
 
@@ -110,13 +109,13 @@ class Matcher(Timeline):
         self.fire_grants(now, bool(self._offers))
         return [Wake(name) for name in self.wake_waiters(now, self._is_waiting)]
 
-    def step(self, now: int, margin_of: Callable[[str], int] | None = None
-             ) -> Grant | list[PoolState | Wake] | None:
+    def step(
+        self, now: int, margin_of: Callable[[str], int] | None = None
+    ) -> Grant | list[PoolState | Wake] | None:
         """One decision: a ``Grant``, updates and wake-ups to deliver, or ``None`` (idle)."""
         got = self.match(now, self._is_waiting, self._is_waiting, _nothing, margin_of)
         if got is None:
-            wakes: list[PoolState | Wake] = [
-                Wake(name) for name in self.wake_waiters(now, self._is_waiting)]
+            wakes: list[PoolState | Wake] = [Wake(name) for name in self.wake_waiters(now, self._is_waiting)]
             return wakes or None
         kind, model, worker = got
         if kind is OVERDUE:
@@ -125,18 +124,17 @@ class Matcher(Timeline):
             states.append(Wake(model))
             return states
         del self._offers[model]
-        return Grant(model, self.new_batch_id(), worker.wid,
-                     max(now + self._d, worker.free_at))
+        return Grant(model, self.new_batch_id(), worker.wid, max(now + self._d, worker.free_at))
 
     def booked(self, grant: Grant, booked: Booked, now: int) -> list[PoolState]:
         """The shard carried out ``grant``: the worker is busy for the batch."""
         w = self.workers[grant.worker_id]
-        self.book(grant.batch_id, grant.model, w, grant.earliest_ns, booked.expected_ns,
-                  booked.margin_ns, now)
+        self.book(
+            grant.batch_id, grant.model, w, grant.earliest_ns, booked.expected_ns, booked.margin_ns, now
+        )
         return self._pool_changed(w)
 
-    def rebook(self, batch_id: int, expected_ns: int, margin_ns: int,
-               now: int) -> list[PoolState]:
+    def rebook(self, batch_id: int, expected_ns: int, margin_ns: int, now: int) -> list[PoolState]:
         """Correct a booked batch's duration (a matcher in its own process books a grant
         with the offer's figures before the shard answers); ``expected_ns <= 0``: the
         shard declined the grant, the batch is unbooked and the worker's plan restored."""

@@ -44,8 +44,9 @@ class Placement:
         self.owners[model] = to
         return src
 
-    def plan(self, rates: Iterable[tuple[float, str]], ratio: float | None = None
-             ) -> list[tuple[str, int, int]]:
+    def plan(
+        self, rates: Iterable[tuple[float, str]], ratio: float | None = None
+    ) -> list[tuple[str, int, int]]:
         """The moves ``(model, from, to)`` that even out the shards' arrival rates
         (``(rate, model)`` pairs, any unit); none when ``ratio`` is given and the busiest
         shard carries at most ``ratio`` times the mean."""

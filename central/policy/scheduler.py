@@ -65,8 +65,7 @@ class SymphonyPolicy(CandidateRules):
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__(config if config is not None else PolicyConfig())
         self._models: dict[str, ModelState] = {}
-        self._tl = Timeline(self._cfg.dispatch_cost_ns, self._cfg.first_batch_id,
-                            on_rise=self._on_rise)
+        self._tl = Timeline(self._cfg.dispatch_cost_ns, self._cfg.first_batch_id, on_rise=self._on_rise)
         self._now: int | None = None
         self._dirty: dict[str, None] = {}  # insertion-ordered sets: runs repeat exactly
         self._n_waiting = 0
@@ -96,9 +95,7 @@ class SymphonyPolicy(CandidateRules):
             raise TypeError(f"not a policy event: {event!r}")
         dispatches: list[Action] = []
         self._advance(now_ns, dispatches)
-        actions: list[Action] = [
-            Drop(tuple(ids), reason) for reason, ids in self._drops.items() if ids
-        ]
+        actions: list[Action] = [Drop(tuple(ids), reason) for reason, ids in self._drops.items() if ids]
         self._drops.clear()
         actions.extend(dispatches)
         return actions
@@ -138,8 +135,13 @@ class SymphonyPolicy(CandidateRules):
                 waiting=m.waiting,
             )
         workers = {
-            wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
-                             busy=w.alive and w.free_at > now, inflight=len(w.timeline))
+            wid: WorkerStats(
+                alive=w.alive,
+                models=w.models,
+                free_at_ns=w.free_at,
+                busy=w.alive and w.free_at > now,
+                inflight=len(w.timeline),
+            )
             for wid, w in self._tl.workers.items()
         }
         return PolicySnapshot(
@@ -183,8 +185,7 @@ class SymphonyPolicy(CandidateRules):
         for name in ev.models:
             m = self._models.get(name)
             if m is None:
-                m = self._models[name] = ModelState(name, self._cfg.rate_window_ns,
-                                                    self._tl.pools_of(name))
+                m = self._models[name] = ModelState(name, self._cfg.rate_window_ns, self._tl.pools_of(name))
             if m.est is None:
                 m.est = self._estimator(name, offered.get(name))
         pool, old = self._tl.join(ev.worker_id, ev.models, now)
@@ -240,8 +241,7 @@ class SymphonyPolicy(CandidateRules):
                     m = models[name]
                     if self._recompute(m, now):
                         tl.push_contender(m.latest_ns, name, m.version)
-            step = tl.match(now, self._is_ready, self._is_waiting, self._wait,
-                            self._margin_by_name)
+            step = tl.match(now, self._is_ready, self._is_waiting, self._wait, self._margin_by_name)
             if step is None:
                 woke = tl.wake_waiters(now, self._is_waiting)
                 if not woke:

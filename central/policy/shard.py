@@ -62,8 +62,7 @@ class ModelShard(CandidateRules):
         m = self.models.get(name)
         if m is None:
             m = self.models[name] = ModelState(name, self._cfg.rate_window_ns)
-            m.pools.extend(key for key, view in self._views.items()
-                           if name in key and view.size)
+            m.pools.extend(key for key, view in self._views.items() if name in key and view.size)
         if m.est is None:
             m.est = self._estimator(name, offered)
 
@@ -154,9 +153,15 @@ class ModelShard(CandidateRules):
         requests = self.granted = m.queue.pop_front(m.batch)
         m.last_dispatch_ns = now
         expected = m.est.current().latency_ns(len(requests))
-        dispatch = Dispatch(msg.batch_id, m.name, msg.worker_id,
-                            tuple(r.request_id for r in requests), msg.earliest_ns,
-                            m.latest_ns, expected)
+        dispatch = Dispatch(
+            msg.batch_id,
+            m.name,
+            msg.worker_id,
+            tuple(r.request_id for r in requests),
+            msg.earliest_ns,
+            m.latest_ns,
+            expected,
+        )
         margin = self._margin(m)
         m.offered = None  # the matcher forgets the offer it granted
         self._reset(m)
@@ -167,8 +172,7 @@ class ModelShard(CandidateRules):
         """``model``'s margin now (0 without a profile): an overdue worker's bump."""
         return self.margin_of(model, self.models)
 
-    def export(self, model: str, *, keep: bool = False
-               ) -> tuple[ModelState, list[Offer | Withdraw]]:
+    def export(self, model: str, *, keep: bool = False) -> tuple[ModelState, list[Offer | Withdraw]]:
         """Give ``model`` up (to ``adopt`` elsewhere), queued requests included. Its
         candidate is withdrawn, unless ``keep``: then it moves whole (offer, timer,
         watch), as between shards of one process, and no decision changes."""
@@ -221,9 +225,16 @@ class ModelShard(CandidateRules):
                 if self._recompute(m, now):
                     m.offered = m.latest_ns
                     assert m.est is not None
-                    out.append(Offer(name, m.version, m.latest_ns,
-                                     m.est.current().latency_ns(m.batch), self._margin(m),
-                                     stamp))
+                    out.append(
+                        Offer(
+                            name,
+                            m.version,
+                            m.latest_ns,
+                            m.est.current().latency_ns(m.batch),
+                            self._margin(m),
+                            stamp,
+                        )
+                    )
                 elif m.offered is not None:
                     m.offered = None
                     out.append(Withdraw(name))

@@ -92,8 +92,7 @@ class ShardOptions:
 class ShardedPolicy:
     """The default policy as K model shards and a matcher; see the module docstring."""
 
-    def __init__(self, config: PolicyConfig | None = None,
-                 options: ShardOptions | None = None) -> None:
+    def __init__(self, config: PolicyConfig | None = None, options: ShardOptions | None = None) -> None:
         self._cfg = config if config is not None else PolicyConfig()
         self._opts = options if options is not None else ShardOptions()
         # one dirty-order stamp for all shards: their offers merge in one process's order
@@ -169,14 +168,20 @@ class ShardedPolicy:
             now_ns=self._now,
             models=models,
             shards=tuple(
-                ShardStats(models={name: ShardModelStats(queue=len(m.queue), ready=m.ready,
-                                                         batch=m.batch)
-                                   for name, m in shard.models.items()})
+                ShardStats(
+                    models={
+                        name: ShardModelStats(queue=len(m.queue), ready=m.ready, batch=m.batch)
+                        for name, m in shard.models.items()
+                    }
+                )
                 for shard in self.shards
             ),
-            workers={wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
-                                      inflight=len(w.timeline))
-                     for wid, w in self.matcher.workers.items()},
+            workers={
+                wid: WorkerStats(
+                    alive=w.alive, models=w.models, free_at_ns=w.free_at, inflight=len(w.timeline)
+                )
+                for wid, w in self.matcher.workers.items()
+            },
             inflight_batches=self.matcher.inflight,
             moves=self.moves,
             next_wakeup_ns=self.next_wakeup_ns(),
@@ -205,9 +210,9 @@ class ShardedPolicy:
     def rebalance(self, now_ns: int) -> list[tuple[str, int, int]]:
         """Even out the shards' arrival rates (``Placement.plan``). Returns the moves
         made as ``(model, from, to)``; candidates move whole, so no decision changes."""
-        moves = self.placement.plan((m.load.rate_per_ns(now_ns), name)
-                                    for shard in self.shards
-                                    for name, m in shard.models.items())
+        moves = self.placement.plan(
+            (m.load.rate_per_ns(now_ns), name) for shard in self.shards for name, m in shard.models.items()
+        )
         for name, _, dst in moves:
             self.move(name, dst)
         return moves

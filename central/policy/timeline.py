@@ -50,8 +50,9 @@ class Booking:
 
     __slots__ = ("model", "worker", "earliest", "expected", "margin", "before")
 
-    def __init__(self, model: str, worker: int, earliest: int, expected: int,
-                 margin: int, before: int) -> None:
+    def __init__(
+        self, model: str, worker: int, earliest: int, expected: int, margin: int, before: int
+    ) -> None:
         self.model = model
         self.worker = worker
         self.earliest = earliest
@@ -73,8 +74,12 @@ def earliest(pools: Iterable[WorkerPool]) -> WorkerState | None:
 class Timeline:
     """Workers, pools, bookings, contenders and grants; see the module docstring."""
 
-    def __init__(self, dispatch_cost_ns: int, first_batch_id: int = 1,
-                 on_rise: Callable[[WorkerPool, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        dispatch_cost_ns: int,
+        first_batch_id: int = 1,
+        on_rise: Callable[[WorkerPool, int], None] | None = None,
+    ) -> None:
         self._d = dispatch_cost_ns
         self.workers: dict[int, WorkerState] = {}
         self.pools: dict[tuple[str, ...], WorkerPool] = {}  # by sorted model names
@@ -96,8 +101,7 @@ class Timeline:
             pools = self.model_pools[model] = []
         return pools
 
-    def join(self, wid: int, models: Iterable[str], now: int
-             ) -> tuple[WorkerPool | None, WorkerPool | None]:
+    def join(self, wid: int, models: Iterable[str], now: int) -> tuple[WorkerPool | None, WorkerPool | None]:
         """Worker ``wid`` serves ``models`` from now: its new pool (``None``: unchanged)
         and the pool it must still ``leave`` (``None``: none)."""
         w = self.workers.get(wid)
@@ -149,11 +153,18 @@ class Timeline:
         self.next_batch_id += 1
         return batch_id
 
-    def book(self, batch_id: int, model: str, w: WorkerState, earliest_ns: int,
-             expected_ns: int, margin_ns: int, now: int) -> None:
+    def book(
+        self,
+        batch_id: int,
+        model: str,
+        w: WorkerState,
+        earliest_ns: int,
+        expected_ns: int,
+        margin_ns: int,
+        now: int,
+    ) -> None:
         """Batch ``batch_id`` runs on ``w`` from ``earliest_ns`` for ``expected_ns``."""
-        self.bookings[batch_id] = Booking(model, w.wid, earliest_ns, expected_ns, margin_ns,
-                                          w.free_at)
+        self.bookings[batch_id] = Booking(model, w.wid, earliest_ns, expected_ns, margin_ns, w.free_at)
         w.timeline.append(batch_id)
         self.set_free_at(w, earliest_ns + expected_ns, now)
 
@@ -217,9 +228,14 @@ class Timeline:
         self._seq += 1
         heapq.heappush(self.contenders, (latest_ns, self._seq, model, version))
 
-    def match(self, now: int, current: Valid, waiting: Valid,
-              on_wait: Callable[[str], None], margin_of: Callable[[str], int] | None
-              ) -> tuple[str, str, WorkerState] | None:
+    def match(
+        self,
+        now: int,
+        current: Valid,
+        waiting: Valid,
+        on_wait: Callable[[str], None],
+        margin_of: Callable[[str], int] | None,
+    ) -> tuple[str, str, WorkerState] | None:
         """The next decision: ``(GRANT, model, worker)``; ``(OVERDUE, model, worker)``
         after counting overdue ``worker`` busy longer (``model`` must be recomputed); or
         ``None`` when no contender is left. Contenders no longer ``current`` are skipped;

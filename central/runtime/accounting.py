@@ -122,10 +122,20 @@ class Accounting:
                 hist = self.exec_hist[model] = Histogram()
             hist.observe(max(0, msg.end_ns - msg.start_ns) / 1e9)
         self.batches_logged += 1
-        self.batches.append(BatchRecord(
-            batch_id=msg.batch_id, worker=worker_id, model=model, size=msg.batch_size,
-            sent_ns=sent, earliest_ns=action.earliest_ns, latest_ns=action.latest_ns,
-            start_ns=msg.start_ns, end_ns=msg.end_ns, status=msg.status))
+        self.batches.append(
+            BatchRecord(
+                batch_id=msg.batch_id,
+                worker=worker_id,
+                model=model,
+                size=msg.batch_size,
+                sent_ns=sent,
+                earliest_ns=action.earliest_ns,
+                latest_ns=action.latest_ns,
+                start_ns=msg.start_ns,
+                end_ns=msg.end_ns,
+                status=msg.status,
+            )
+        )
 
     # ---------------------------------------------------------------- readers
 
@@ -153,7 +163,7 @@ class Accounting:
         """Per worker: the fraction of the last ``window`` ns covered by batches that
         finished (a batch still running is not counted), from the batch log."""
         since = now - window
-        busy: dict[int, int] = {gid: 0 for gid in workers}
+        busy: dict[int, int] = dict.fromkeys(workers, 0)
         for i in range(len(self.batches) - 1, -1, -1):
             rec = self.batches[i]
             if rec.end_ns < since - window:  # the log is in finish order; allow stragglers
@@ -163,8 +173,14 @@ class Accounting:
                 busy[rec.worker] += overlap
         return {gid: min(1.0, ns / window) for gid, ns in busy.items()}
 
-    def metric_families(self, now: int, registry: Registry, policy: Mapping[str, Any],
-                        lateness: LatenessLog, busy_window_ns: int) -> list[Family]:
+    def metric_families(
+        self,
+        now: int,
+        registry: Registry,
+        policy: Mapping[str, Any],
+        lateness: LatenessLog,
+        busy_window_ns: int,
+    ) -> list[Family]:
         """The scheduler's Prometheus families (docs/metrics.md lists each); ``policy``
         is the policy's snapshot as plain data."""
         fams: list[Family] = []
@@ -174,71 +190,103 @@ class Accounting:
             fams.append(f)
             return f
 
-        fam("baton_scheduler_requests_total", "counter",
-            "Requests whose metadata reached the scheduler, per model.").add_all(
-            self.model_requests, "model")
-        fam("baton_scheduler_requests_dropped_total", "counter",
-            "Requests the scheduler dropped before they ran, per model and reason.").add_all(
-            self.model_drops, "model", "reason")
-        fam("baton_scheduler_batches_total", "counter",
-            "Batches dispatched (Execute sent), per model.").add_all(
-            self.model_batches, "model")
-        fam("baton_scheduler_batched_requests_total", "counter",
-            "Requests dispatched in batches, per model.").add_all(
-            self.model_batched_requests, "model")
-        f = fam("baton_scheduler_batches_done_total", "counter",
-                "Batches a worker reported Done, per model and batch status.")
-        g = fam("baton_scheduler_executed_requests_total", "counter",
-                "Requests in batches a worker reported Done, per model and batch status.")
+        fam(
+            "baton_scheduler_requests_total",
+            "counter",
+            "Requests whose metadata reached the scheduler, per model.",
+        ).add_all(self.model_requests, "model")
+        fam(
+            "baton_scheduler_requests_dropped_total",
+            "counter",
+            "Requests the scheduler dropped before they ran, per model and reason.",
+        ).add_all(self.model_drops, "model", "reason")
+        fam(
+            "baton_scheduler_batches_total", "counter", "Batches dispatched (Execute sent), per model."
+        ).add_all(self.model_batches, "model")
+        fam(
+            "baton_scheduler_batched_requests_total", "counter", "Requests dispatched in batches, per model."
+        ).add_all(self.model_batched_requests, "model")
+        f = fam(
+            "baton_scheduler_batches_done_total",
+            "counter",
+            "Batches a worker reported Done, per model and batch status.",
+        )
+        g = fam(
+            "baton_scheduler_executed_requests_total",
+            "counter",
+            "Requests in batches a worker reported Done, per model and batch status.",
+        )
         for (model, status), (nb, nr) in sorted(self.model_done.items()):
             f.add(nb, model=model, status=status)
             g.add(nr, model=model, status=status)
-        fam("baton_scheduler_batch_size", "histogram",
-            "Requests per dispatched batch, per model.").add_all(
-            self.batch_size_hist, "model")
-        fam("baton_scheduler_queue_seconds", "histogram",
-            "Per request: scheduler receipt of its metadata to the dispatch of its batch.").add_all(
-            self.queue_hist, "model")
-        fam("baton_scheduler_execution_seconds", "histogram",
-            "Per batch that ran (OK or FAILED): end_ns - start_ns from its Done.").add_all(
-            self.exec_hist, "model")
-        f = fam("baton_scheduler_worker_busy_seconds_total", "counter",
-                "Per worker: sum of its finished batches' execution times.")
+        fam("baton_scheduler_batch_size", "histogram", "Requests per dispatched batch, per model.").add_all(
+            self.batch_size_hist, "model"
+        )
+        fam(
+            "baton_scheduler_queue_seconds",
+            "histogram",
+            "Per request: scheduler receipt of its metadata to the dispatch of its batch.",
+        ).add_all(self.queue_hist, "model")
+        fam(
+            "baton_scheduler_execution_seconds",
+            "histogram",
+            "Per batch that ran (OK or FAILED): end_ns - start_ns from its Done.",
+        ).add_all(self.exec_hist, "model")
+        f = fam(
+            "baton_scheduler_worker_busy_seconds_total",
+            "counter",
+            "Per worker: sum of its finished batches' execution times.",
+        )
         for gid, ns in sorted(self.busy_ns.items()):
             f.add(ns / 1e9, worker=str(gid))
-        f = fam("baton_scheduler_worker_busy_ratio", "gauge",
-                "Per live worker: fraction of the last busy_window executing finished batches.")
+        f = fam(
+            "baton_scheduler_worker_busy_ratio",
+            "gauge",
+            "Per live worker: fraction of the last busy_window executing finished batches.",
+        )
         for gid, ratio in sorted(self.busy_ratios(now, busy_window_ns, registry.gpu).items()):
             proc, index = registry.gpu[gid]
             f.add(ratio, worker=str(gid), process=proc.name, gpu=str(index))
         models = policy.get("models", {})
         gauges = (
-            ("baton_scheduler_model_profile_k_seconds", "k_ns",
-             "The policy's current profile slope k of l(b) = k*b + c, per model."),
-            ("baton_scheduler_model_profile_c_seconds", "c_ns",
-             "The policy's current profile intercept c of l(b) = k*b + c, per model."),
-            ("baton_scheduler_model_margin_seconds", "margin_ns",
-             "The policy's safety margin on batch latency, per model."),
+            (
+                "baton_scheduler_model_profile_k_seconds",
+                "k_ns",
+                "The policy's current profile slope k of l(b) = k*b + c, per model.",
+            ),
+            (
+                "baton_scheduler_model_profile_c_seconds",
+                "c_ns",
+                "The policy's current profile intercept c of l(b) = k*b + c, per model.",
+            ),
+            (
+                "baton_scheduler_model_margin_seconds",
+                "margin_ns",
+                "The policy's safety margin on batch latency, per model.",
+            ),
         )
         for name, key, text in gauges:
             f = fam(name, "gauge", text)
             for model, m in sorted(models.items()):
                 if isinstance(m, dict) and isinstance(m.get(key), (int, float)):
                     f.add(m[key] / 1e9, model=model)
-        f = fam("baton_scheduler_model_queue_length", "gauge",
-                "Requests queued at the policy, per model.")
+        f = fam("baton_scheduler_model_queue_length", "gauge", "Requests queued at the policy, per model.")
         for model, m in sorted(models.items()):
             if isinstance(m, dict) and isinstance(m.get("queue"), int):
                 f.add(m["queue"], model=model)
         fam("baton_scheduler_workers", "gauge", "Live workers (GPUs).").add(len(registry.gpu))
-        fam("baton_scheduler_frontends", "gauge",
-            "Frontend registrations.").add(len(registry.frontends))
-        fam("baton_scheduler_protocol_errors_total", "counter",
-            "Messages refused as malformed.").add(self.counters["protocol_errors"])
-        fam("baton_scheduler_uptime_seconds", "gauge",
-            "Seconds since the scheduler started.").add((now - self.started_ns) / 1e9)
-        f = fam("baton_scheduler_timer_lateness_seconds", "gauge",
-                "Lateness of the scheduler's timer wake-ups over the recent log.")
+        fam("baton_scheduler_frontends", "gauge", "Frontend registrations.").add(len(registry.frontends))
+        fam("baton_scheduler_protocol_errors_total", "counter", "Messages refused as malformed.").add(
+            self.counters["protocol_errors"]
+        )
+        fam("baton_scheduler_uptime_seconds", "gauge", "Seconds since the scheduler started.").add(
+            (now - self.started_ns) / 1e9
+        )
+        f = fam(
+            "baton_scheduler_timer_lateness_seconds",
+            "gauge",
+            "Lateness of the scheduler's timer wake-ups over the recent log.",
+        )
         for q, label in ((0.5, "0.5"), (0.99, "0.99"), (1.0, "1")):
             f.add(lateness.percentile(q) / 1e9, quantile=label)
         return fams

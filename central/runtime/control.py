@@ -49,8 +49,9 @@ class Core(Protocol):
     def feed(self, event: Event, now: int) -> None:
         """Give the policy an event and carry out its actions."""
 
-    def orphaned(self, proc: WorkerProc,
-                 batches: list[tuple[int, Dispatch, list[Request]]], now: int) -> None:
+    def orphaned(
+        self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int
+    ) -> None:
         """``proc`` is gone; these were its batches in flight (batch, dispatch, requests)."""
 
     def stats(self, with_batches: bool = False) -> dict[str, Any]:
@@ -60,8 +61,15 @@ class Core(Protocol):
 class Control:
     """Handlers of the worker and frontend messages, and the liveness check."""
 
-    def __init__(self, config: SchedulerConfig, core: Core, shell: Shell, registry: Registry,
-                 accounting: Accounting, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        core: Core,
+        shell: Shell,
+        registry: Registry,
+        accounting: Accounting,
+        dispatcher: Dispatcher,
+    ) -> None:
         self.config = config
         self.core = core
         self.shell = shell
@@ -130,11 +138,9 @@ class Control:
         known = self.registry.heard(identity, now)
         # registered=0 tells a sender this scheduler does not know it (a restart, or
         # it was declared lost): it registers again. Unknown senders leave no state.
-        self.shell.send(identity, HeartbeatAck(msg.sent_ns, self.shell.clock.reader(),
-                                               int(known)))
+        self.shell.send(identity, HeartbeatAck(msg.sent_ns, self.shell.clock.reader(), int(known)))
 
-    def on_register_worker(self, identity: bytes, msg: RegisterWorker, nbytes: int,
-                           now: int) -> None:
+    def on_register_worker(self, identity: bytes, msg: RegisterWorker, nbytes: int, now: int) -> None:
         registry, send = self.registry, self.shell.send
         interval = self.config.heartbeat_interval_ns
         same = registry.procs.get(identity)
@@ -165,8 +171,7 @@ class Control:
                 self.core.feed(WorkerLost(gid), now)
             log.info("worker %s is draining", proc.name)
 
-    def on_register_frontend(self, identity: bytes, msg: RegisterFrontend, nbytes: int,
-                             now: int) -> None:
+    def on_register_frontend(self, identity: bytes, msg: RegisterFrontend, nbytes: int, now: int) -> None:
         registry = self.registry
         index = registry.add_frontend(identity, now)
         self.shell.send(identity, FrontendRegistered(index, tuple(sorted(registry.models))))
@@ -186,8 +191,7 @@ class Control:
         lost = registry.silent(now, self.config.worker_timeout_ns)
         if lost:
             for proc in lost:
-                log.warning("worker %s silent for %.2f s: lost", proc.name,
-                            (now - proc.last_seen_ns) / 1e9)
+                log.warning("worker %s silent for %.2f s: lost", proc.name, (now - proc.last_seen_ns) / 1e9)
                 self.accounting.bump("workers_lost")
                 registry.remove_worker(proc.identity)
                 self.lose(proc, now)

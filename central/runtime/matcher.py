@@ -43,6 +43,7 @@ sweep at their deadline), and killed with it (``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -110,8 +111,18 @@ _SHARD_KINDS = (RegisterShard, Offers, Dispatched, ModelState, Requeue, ShardSta
 class _Shard:
     """The matcher's view of one shard process, and what it will be sent this turn."""
 
-    __slots__ = ("index", "identity", "address", "name", "stats", "models", "pools", "notes",
-                 "grants", "seen_ns")
+    __slots__ = (
+        "index",
+        "identity",
+        "address",
+        "name",
+        "stats",
+        "models",
+        "pools",
+        "notes",
+        "grants",
+        "seen_ns",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -168,8 +179,14 @@ class MatcherPolicy:
             if finished is not None:
                 # to the shard that dispatched it (it holds the requests) and, if the
                 # model has moved since, to its owner too (it refits the profile)
-                note = (event.batch_id, finished.model, int(finished.ok),
-                        finished.batch_size, finished.duration_ns, finished.late_ns)
+                note = (
+                    event.batch_id,
+                    finished.model,
+                    int(finished.ok),
+                    finished.batch_size,
+                    finished.duration_ns,
+                    finished.late_ns,
+                )
                 owner = self.owner(finished.model)
                 by = self.dispatched_by.pop(event.batch_id, owner)
                 self.shards[by].notes[1].append(note)
@@ -204,14 +221,24 @@ class MatcherPolicy:
     def snapshot(self) -> dict[str, Any]:
         m = self.matcher
         return {
-            "shards": [{"index": s.index, "address": s.address,
-                        "models": sorted(n for n in self.profiles if self.owner(n) == s.index),
-                        "queued": sum(v.get("queue", 0)
-                                      for v in s.stats.get("models", {}).values())}
-                       for s in self.shards],
-            "workers": {wid: {"alive": w.alive, "models": list(w.models),
-                              "free_at_ns": w.free_at, "inflight": len(w.timeline)}
-                        for wid, w in m.workers.items()},
+            "shards": [
+                {
+                    "index": s.index,
+                    "address": s.address,
+                    "models": sorted(n for n in self.profiles if self.owner(n) == s.index),
+                    "queued": sum(v.get("queue", 0) for v in s.stats.get("models", {}).values()),
+                }
+                for s in self.shards
+            ],
+            "workers": {
+                wid: {
+                    "alive": w.alive,
+                    "models": list(w.models),
+                    "free_at_ns": w.free_at,
+                    "inflight": len(w.timeline),
+                }
+                for wid, w in m.workers.items()
+            },
             "inflight_batches": m.inflight,
             "pending_grants": len(self.pending),
             "moves": self.moves,
@@ -259,9 +286,9 @@ class MatcherPolicy:
                 self.pending[step.batch_id] = step
                 self.granted_at[step.batch_id] = now
                 self.shard_of(step.model).grants.append(
-                    GrantBatch(step.model, step.batch_id, step.worker_id, step.earliest_ns))
-                self._pools(m.booked(step, Booked(step.batch_id, max(1, expected), margin),
-                                     now))
+                    GrantBatch(step.model, step.batch_id, step.worker_id, step.earliest_ns)
+                )
+                self._pools(m.booked(step, Booked(step.batch_id, max(1, expected), margin), now))
                 continue
             for msg in step:
                 if isinstance(msg, Wake):
@@ -300,7 +327,9 @@ class MatcherPolicy:
         # the new owner gets the views of the model's pools, which it had no need of
         self.shards[to].pools.extend(
             (st.models, st.free_at_ns, int(st.busy), st.size)
-            for st in self.matcher.pool_states() if model in st.models)
+            for st in self.matcher.pool_states()
+            if model in st.models
+        )
         return src
 
     def rebalance_plan(self, ratio: float) -> list[tuple[str, int]]:
@@ -335,8 +364,13 @@ class SplitScheduler:
     """The matcher process: the scheduler's parts with a ``MatcherPolicy`` and a table
     that adds the shard messages; see the module doc."""
 
-    def __init__(self, config: SchedulerConfig, *, clock: ClockLike = time.monotonic_ns,
-                 context: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        *,
+        clock: ClockLike = time.monotonic_ns,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
         if config.shard_processes < 2:
             raise ValueError("a split scheduler needs shard_processes >= 2")
         self.config = config
@@ -345,11 +379,11 @@ class SplitScheduler:
         self.policy = MatcherPolicy(config, config.shard_processes)
         self.accounting = Accounting(config.batch_log, self._clock())
         self.registry = Registry()
-        self.shell = Shell(config, self._time, context, self.accounting,
-                           on_timer=self.tick, end_turn=self._end_turn)
+        self.shell = Shell(
+            config, self._time, context, self.accounting, on_timer=self.tick, end_turn=self._end_turn
+        )
         self.dispatcher = Dispatcher(self.shell.send, self.registry, self.accounting)
-        self.control = Control(config, self, self.shell, self.registry, self.accounting,
-                               self.dispatcher)
+        self.control = Control(config, self, self.shell, self.registry, self.accounting, self.dispatcher)
         self.shell.table = self.table()
         self.shell.is_internal = self._internal
         self.counters = self.accounting.counters  # the same dict, for readers
@@ -372,21 +406,22 @@ class SplitScheduler:
             self.policy.shards[index].seen_ns = now
             self.shell.send(identity, HeartbeatAck(msg.sent_ns, self._clock(), 1))
 
-        def on_register_frontend(identity: bytes, msg: RegisterFrontend, nbytes: int,
-                                 now: int) -> None:
+        def on_register_frontend(identity: bytes, msg: RegisterFrontend, nbytes: int, now: int) -> None:
             register_frontend(identity, msg, nbytes, now)
             self.shell.send(identity, self.shard_directory())
 
-        table.update({
-            Heartbeat: on_heartbeat,
-            RegisterFrontend: on_register_frontend,
-            RegisterShard: self._on_register_shard,
-            Offers: self._shard_handler(self._on_offers),
-            Dispatched: self._shard_handler(self._on_dispatched),
-            ModelState: self._shard_handler(self._on_model_state),
-            Requeue: self._shard_handler(self._on_requeue),
-            ShardStats: self._shard_handler(self._on_shard_stats),
-        })
+        table.update(
+            {
+                Heartbeat: on_heartbeat,
+                RegisterFrontend: on_register_frontend,
+                RegisterShard: self._on_register_shard,
+                Offers: self._shard_handler(self._on_offers),
+                Dispatched: self._shard_handler(self._on_dispatched),
+                ModelState: self._shard_handler(self._on_model_state),
+                Requeue: self._shard_handler(self._on_requeue),
+                ShardStats: self._shard_handler(self._on_shard_stats),
+            }
+        )
         return table
 
     def _internal(self, identity: bytes, msg: Any) -> bool:
@@ -396,8 +431,12 @@ class SplitScheduler:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind, serve until ``stop`` is set, then close every socket."""
-        await self.shell.serve(stop, tasks=[self.liveness_loop, self._rebalance_loop],
-                               stats=self.stats, render=self.render_metrics)
+        await self.shell.serve(
+            stop,
+            tasks=[self.liveness_loop, self._rebalance_loop],
+            stats=self.stats,
+            render=self.render_metrics,
+        )
 
     def attach(self, sock: Any, timer: Any) -> None:
         """As ``Scheduler.attach``."""
@@ -437,22 +476,25 @@ class SplitScheduler:
         for action in self.policy.handle(event, now):
             carry_out(action, now)
 
-    def orphaned(self, proc: WorkerProc,
-                 batches: list[tuple[int, Dispatch, list[Request]]], now: int) -> None:
+    def orphaned(
+        self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int
+    ) -> None:
         """A lost worker's batches in flight go back to the shards holding their
         requests."""
         for bid, action, _ in batches:
             self.policy.give_back(bid, action.model)
         if batches:
             self.accounting.bump("redispatched_batches", len(batches))
-            log.warning("worker %s lost: %d in-flight batches given back to their shards",
-                        proc.name, len(batches))
+            log.warning(
+                "worker %s lost: %d in-flight batches given back to their shards", proc.name, len(batches)
+            )
 
     # ------------------------------------------------------------ shard messages
 
     def _shard_handler(self, handle: Callable[[bytes, Any, int, int], None]) -> Handler:
         """A handler for a message only a registered shard may send: ``handle(identity,
         msg, shard index, now)``."""
+
         def on_message(identity: bytes, msg: Any, nbytes: int, now: int) -> None:
             index = self._shard_ids.get(identity)
             if index is None:
@@ -460,6 +502,7 @@ class SplitScheduler:
                 return
             self.policy.shards[index].seen_ns = now
             handle(identity, msg, index, now)
+
         return on_message
 
     def _on_offers(self, identity: bytes, msg: Offers, index: int, now: int) -> None:
@@ -485,12 +528,10 @@ class SplitScheduler:
     def _on_shard_stats(self, identity: bytes, msg: ShardStats, index: int, now: int) -> None:
         self.policy.shards[index].stats = json.loads(msg.json)
 
-    def _on_register_shard(self, identity: bytes, msg: RegisterShard, nbytes: int,
-                           now: int) -> None:
+    def _on_register_shard(self, identity: bytes, msg: RegisterShard, nbytes: int, now: int) -> None:
         policy, send = self.policy, self.shell.send
         if not 0 <= msg.index < len(policy.shards):
-            self.shell.refuse(identity, f"shard index {msg.index} out of range "
-                                        f"(0-{len(policy.shards) - 1})")
+            self.shell.refuse(identity, f"shard index {msg.index} out of range (0-{len(policy.shards) - 1})")
             return
         shard = policy.shards[msg.index]
         if shard.identity is not None and shard.identity != identity:
@@ -501,18 +542,17 @@ class SplitScheduler:
         self._shard_ids[identity] = msg.index
         if not again:  # a new incarnation: what the old one was granted, it never answers
             for g in [g for g in policy.pending.values() if policy.owner(g.model) == msg.index]:
-                policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0),
-                                now)
-        owned = tuple((name, *p) for name, p in sorted(policy.profiles.items())
-                      if policy.owner(name) == msg.index)
+                policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0), now)
+        owned = tuple(
+            (name, *p) for name, p in sorted(policy.profiles.items()) if policy.owner(name) == msg.index
+        )
         send(identity, self.shard_directory())  # first: it acknowledges
         if owned:
             send(identity, ShardModels(owned))
         mine = {name for name, *_ in owned}
         views = [v for v in policy.matcher.pool_states() if mine.intersection(v.models)]
         if views:
-            send(identity, PoolStates(tuple((s.models, s.free_at_ns, int(s.busy), s.size)
-                                            for s in views)))
+            send(identity, PoolStates(tuple((s.models, s.free_at_ns, int(s.busy), s.size) for s in views)))
         policy.directory_changed = True
         log.info("shard %d registered at %s", msg.index, msg.address)
 
@@ -522,9 +562,18 @@ class SplitScheduler:
             # lost (or draining) while the grant was on the wire: the requests go back
             self.policy.give_back(msg.batch_id, msg.model)
             return
-        self.dispatcher.execute(Dispatch(msg.batch_id, msg.model, msg.worker_id,
-                                         msg.request_ids, msg.earliest_ns, msg.latest_ns,
-                                         msg.expected_ns), now)
+        self.dispatcher.execute(
+            Dispatch(
+                msg.batch_id,
+                msg.model,
+                msg.worker_id,
+                msg.request_ids,
+                msg.earliest_ns,
+                msg.latest_ns,
+                msg.expected_ns,
+            ),
+            now,
+        )
 
     def _requeue(self, msg: Requeue, now: int) -> None:
         """Requests that reached a shard after their model moved (or this process,
@@ -539,10 +588,16 @@ class SplitScheduler:
             if target is None:
                 self.dispatcher.drop(Drop(ids, DropReason.NO_WORKER))
                 continue
-            self.shell.send(target, Requeue(
-                ids, tuple(msg.models[i] for i in rows),
-                tuple(msg.deadlines_ns[i] for i in rows),
-                tuple(msg.arrivals_ns[i] for i in rows), tuple(msg.sizes[i] for i in rows)))
+            self.shell.send(
+                target,
+                Requeue(
+                    ids,
+                    tuple(msg.models[i] for i in rows),
+                    tuple(msg.deadlines_ns[i] for i in rows),
+                    tuple(msg.arrivals_ns[i] for i in rows),
+                    tuple(msg.sizes[i] for i in rows),
+                ),
+            )
 
     def _forward(self, requests: list[Request], now: int) -> None:
         """Request metadata from a frontend that has no directory yet: to the owners."""
@@ -550,11 +605,16 @@ class SplitScheduler:
         for r in requests:
             pop(r.request_id, None)
         self.accounting.bump("forwarded", len(requests))
-        self._requeue(Requeue(tuple(r.request_id for r in requests),
-                              tuple(r.model for r in requests),
-                              tuple(r.deadline_ns for r in requests),
-                              tuple(r.arrival_ns for r in requests),
-                              tuple(r.size for r in requests)), now)
+        self._requeue(
+            Requeue(
+                tuple(r.request_id for r in requests),
+                tuple(r.model for r in requests),
+                tuple(r.deadline_ns for r in requests),
+                tuple(r.arrival_ns for r in requests),
+                tuple(r.size for r in requests),
+            ),
+            now,
+        )
 
     # ------------------------------------------------------------ turn's end
 
@@ -586,14 +646,14 @@ class SplitScheduler:
                     send(identity, PoolStates(tuple(shard.pools)))
                 wakes, finished, orphaned, lost = shard.notes
                 if wakes or finished or orphaned or lost:
-                    send(identity, ShardNotes(tuple(wakes), tuple(finished),
-                                              tuple(orphaned), tuple(lost)))
+                    send(identity, ShardNotes(tuple(wakes), tuple(finished), tuple(orphaned), tuple(lost)))
                 for grant in shard.grants:
                     send(identity, grant)
             elif shard.grants:  # not registered (yet): decline for it
                 for g in shard.grants:
-                    policy.answered(Dispatched(g.batch_id, g.model, g.worker_id, (),
-                                               0, 0, 0, 0), self._clock())
+                    policy.answered(
+                        Dispatched(g.batch_id, g.model, g.worker_id, (), 0, 0, 0, 0), self._clock()
+                    )
             shard.clear()
         self.shell.arm(policy.next_wakeup_ns())
 
@@ -602,7 +662,8 @@ class SplitScheduler:
         return ShardDirectory(
             policy.directory_version,
             tuple((s.index, s.address) for s in policy.shards),
-            tuple(sorted((name, policy.owner(name)) for name in policy.profiles)))
+            tuple(sorted((name, policy.owner(name)) for name in policy.profiles)),
+        )
 
     _shard_directory = shard_directory  # bench/capacity/hot_path.py reads it by this name
 
@@ -639,16 +700,23 @@ class SplitScheduler:
 
     def stats(self, with_batches: bool = False) -> dict[str, Any]:
         """``Scheduler.stats`` with the shards' counters added in, and theirs apart."""
-        out = scheduler_stats(self.accounting, self.registry, self.shell,
-                              self.policy.snapshot(), with_batches)
+        out = scheduler_stats(
+            self.accounting, self.registry, self.shell, self.policy.snapshot(), with_batches
+        )
         counters = out["counters"]
         shards = [s.stats for s in self.policy.shards]
         # counters of work done anywhere in the scheduler: the matcher's plus its shards'
         # (as of their last ShardStats, at most stats_interval old)
-        for key in ("messages_in", "bytes_in", "requests_in", "request_messages",
-                    "request_bytes_in", "dropped", "protocol_errors"):
-            counters[key] = counters.get(key, 0) + sum(
-                s.get("counters", {}).get(key, 0) for s in shards)
+        for key in (
+            "messages_in",
+            "bytes_in",
+            "requests_in",
+            "request_messages",
+            "request_bytes_in",
+            "dropped",
+            "protocol_errors",
+        ):
+            counters[key] = counters.get(key, 0) + sum(s.get("counters", {}).get(key, 0) for s in shards)
         for s in shards:
             for reason, n in s.get("drops_by_reason", {}).items():
                 out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
@@ -665,8 +733,8 @@ class SplitScheduler:
     def metric_families(self) -> list[Family]:
         """The scheduler's Prometheus families (docs/metrics.md lists each)."""
         return self.accounting.metric_families(
-            self._clock(), self.registry, self.policy.snapshot(), self.lateness,
-            self.config.busy_window_ns)
+            self._clock(), self.registry, self.policy.snapshot(), self.lateness, self.config.busy_window_ns
+        )
 
     def render_metrics(self) -> str:
         return render(self.metric_families())
@@ -675,9 +743,15 @@ class SplitScheduler:
 class ShardProcesses:
     """Start, watch and stop the K shard processes of a split scheduler (children)."""
 
-    def __init__(self, count: int, scheduler: str, args: list[str],
-                 log_dir: str | None = None, host: str = "127.0.0.1",
-                 clock: ClockLike | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        scheduler: str,
+        args: list[str],
+        log_dir: str | None = None,
+        host: str = "127.0.0.1",
+        clock: ClockLike | None = None,
+    ) -> None:
         self._time = as_clock(clock)  # the watch loop's pace
         self.count = count
         self.scheduler = scheduler
@@ -692,14 +766,26 @@ class ShardProcesses:
             self._spawn(i)
 
     def _spawn(self, index: int) -> None:
-        cmd = [sys.executable, "-m", "central.cli", "shard", "--index", str(index),
-               "--scheduler", self.scheduler, "--address", f"tcp://{self.host}:0", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "central.cli",
+            "shard",
+            "--index",
+            str(index),
+            "--scheduler",
+            self.scheduler,
+            "--address",
+            f"tcp://{self.host}:0",
+            *self.args,
+        ]
         out: Any = None
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
             out = open(os.path.join(self.log_dir, f"shard{index}.log"), "ab")
-        self.procs[index] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                             preexec_fn=_die_with_parent)
+        self.procs[index] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Restart a shard that exits while ``stop`` is not set."""
@@ -728,8 +814,6 @@ class ShardProcesses:
 
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the matcher exits, however it exits."""
-    try:
+    # OSError: not Linux, and the matcher's stop() is the only way they end
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the matcher's stop() is the only way they end
-        pass
-

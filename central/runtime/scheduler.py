@@ -83,14 +83,15 @@ class Scheduler:
         self.policy: Policy = (
             ShardedPolicy(config.policy_config, ShardOptions(config.inprocess_shards))
             if config.inprocess_shards
-            else make_policy(config.policy, config.policy_config, options=config.policy_options))
+            else make_policy(config.policy, config.policy_config, options=config.policy_options)
+        )
         self.accounting = Accounting(config.batch_log, self._clock())
         self.registry = Registry()
-        self.shell = Shell(config, self._time, context, self.accounting,
-                           on_timer=self.tick, end_turn=self._end_turn)
+        self.shell = Shell(
+            config, self._time, context, self.accounting, on_timer=self.tick, end_turn=self._end_turn
+        )
         self.dispatcher = Dispatcher(self.shell.send, self.registry, self.accounting)
-        self.control = Control(config, self, self.shell, self.registry, self.accounting,
-                               self.dispatcher)
+        self.control = Control(config, self, self.shell, self.registry, self.accounting, self.dispatcher)
         self.shell.table = self.control.table()
         self.counters = self.accounting.counters  # the same dict, for readers
         self.batches = self.accounting.batches
@@ -100,8 +101,7 @@ class Scheduler:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind, serve until ``stop`` is set, then close every socket."""
-        await self.shell.serve(stop, tasks=[self.liveness_loop], stats=self.stats,
-                               render=self.render_metrics)
+        await self.shell.serve(stop, tasks=[self.liveness_loop], stats=self.stats, render=self.render_metrics)
 
     def attach(self, sock: Any, timer: Any) -> None:
         """Drive this scheduler without a socket or loop: ``sock`` needs only
@@ -131,8 +131,9 @@ class Scheduler:
         for action in self.policy.handle(event, now):
             carry_out(action, now)
 
-    def orphaned(self, proc: WorkerProc,
-                 batches: list[tuple[int, Dispatch, list[Request]]], now: int) -> None:
+    def orphaned(
+        self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int
+    ) -> None:
         """A lost worker's batches in flight: their requests go back to the policy with
         their original deadlines. It re-dispatches those that can still make it (the
         frontend ships the payload again, and takes the answer only from the new
@@ -142,8 +143,12 @@ class Scheduler:
             self.accounting.bump("redispatched", len(again))
             self.dispatcher.arrivals.update((r.request_id, r) for r in again)
             self.feed(RequestsArrived(tuple(again)), now)
-            log.warning("worker %s lost: %d requests of %d in-flight batches given back",
-                        proc.name, len(again), len(batches))
+            log.warning(
+                "worker %s lost: %d requests of %d in-flight batches given back",
+                proc.name,
+                len(again),
+                len(batches),
+            )
 
     def _end_turn(self, now: int) -> None:
         turn = self.control.take_turn()
@@ -173,8 +178,9 @@ class Scheduler:
 
     def stats(self, with_batches: bool = False) -> dict[str, Any]:
         """A JSON-able snapshot: counters, drops, batch sizes, policy state, lateness."""
-        return scheduler_stats(self.accounting, self.registry, self.shell,
-                               snapshot_dict(self.policy.snapshot()), with_batches)
+        return scheduler_stats(
+            self.accounting, self.registry, self.shell, snapshot_dict(self.policy.snapshot()), with_batches
+        )
 
     def recent_batches(self, count: int) -> list[list[Any]]:
         """The last ``count`` batch records (fewer if the log holds fewer), oldest first."""
@@ -183,23 +189,27 @@ class Scheduler:
     def metric_families(self) -> list[Family]:
         """The scheduler's Prometheus families (docs/metrics.md lists each)."""
         return self.accounting.metric_families(
-            self._clock(), self.registry, snapshot_dict(self.policy.snapshot()),
-            self.lateness, self.config.busy_window_ns)
+            self._clock(),
+            self.registry,
+            snapshot_dict(self.policy.snapshot()),
+            self.lateness,
+            self.config.busy_window_ns,
+        )
 
     def render_metrics(self) -> str:
         """The Prometheus text (format 0.0.4) that ``GET /metrics`` returns."""
         return render(self.metric_families())
 
 
-def scheduler_stats(accounting: Accounting, registry: Registry, shell: Shell,
-                    policy: dict[str, Any], with_batches: bool) -> dict[str, Any]:
+def scheduler_stats(
+    accounting: Accounting, registry: Registry, shell: Shell, policy: dict[str, Any], with_batches: bool
+) -> dict[str, Any]:
     """The stats snapshot of a scheduler's parts (docs/protocol.md, StatsReply), with the
     policy's snapshot ``policy`` as plain data."""
     out = accounting.snapshot(shell.clock.reader())
     out["timer_lateness_us"] = percentiles_us(shell.lateness)
     out["workers"] = {
-        str(gid): {"process": proc.name, "gpu": index}
-        for gid, (proc, index) in registry.gpu.items()
+        str(gid): {"process": proc.name, "gpu": index} for gid, (proc, index) in registry.gpu.items()
     }
     out["frontends"] = len(registry.frontends)
     out["policy"] = policy

@@ -38,15 +38,19 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import zmq
 
+from central.plumbing.clock import ClockLike, LatenessLog, PreciseTimer, as_clock
+from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
+from central.plumbing.zmqio import Reader, close_all, configure, send_frames
 from central.policy import PolicyConfig
-from central.policy.shard import ModelShard
 from central.policy.exchange import Finished, Grant, Offer, PoolState, Withdraw
+from central.policy.shard import ModelShard
 from central.policy.types import Drop, DropReason, Profile, Request
 from central.protocol import (
     DEFAULT_LIMITS,
@@ -75,12 +79,9 @@ from central.protocol import (
     decode,
     encode,
 )
-
-from central.plumbing.clock import ClockLike, LatenessLog, PreciseTimer, as_clock
-from central.plumbing.security import PeerGate, load_keys, warn_if_exposed
 from central.protocol.conventions import FRONTEND_SHIFT, owner_of
+
 from .translate import drop_to_messages, requests_to_event
-from central.plumbing.zmqio import Reader, close_all, configure, send_frames
 
 __all__ = ["ShardConfig", "ShardServer"]
 
@@ -115,8 +116,13 @@ class ShardConfig:
 class ShardServer:
     """Serve until ``stop`` is set; see the module docstring."""
 
-    def __init__(self, config: ShardConfig, *, clock: ClockLike = time.monotonic_ns,
-                 context: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: ShardConfig,
+        *,
+        clock: ClockLike = time.monotonic_ns,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
         self.config = config
         self._time = as_clock(clock)  # reads and sleeps; ``_clock`` reads, on hot paths
         self._clock = self._time.reader
@@ -177,12 +183,12 @@ class ShardServer:
         else:
             gate = PeerGate(keys, _SHARD_KINDS)
             front_reader = Reader(
-                front, lambda b: self._on_front(gate.admit(b, self._unauthorized)), copy=False)
+                front, lambda b: self._on_front(gate.admit(b, self._unauthorized)), copy=False
+            )
         self._readers = [front_reader, Reader(up, self._on_up)]
         log.info("shard %d serving frontends on %s", cfg.index, self.address)
         self._register()
-        tasks = [asyncio.ensure_future(self._heartbeat_loop()),
-                 asyncio.ensure_future(self._stats_loop())]
+        tasks = [asyncio.ensure_future(self._heartbeat_loop()), asyncio.ensure_future(self._stats_loop())]
         try:
             await stop.wait()
         finally:
@@ -224,8 +230,7 @@ class ShardServer:
         forgotten, registration is (re)sent while not registered, then a Heartbeat."""
         cfg = self.config
         if self._registered and now - self._matcher_seen_ns > cfg.matcher_timeout_ns:
-            log.warning("matcher silent for %.1f s: registering again",
-                        (now - self._matcher_seen_ns) / 1e9)
+            log.warning("matcher silent for %.1f s: registering again", (now - self._matcher_seen_ns) / 1e9)
             self._registered = False
         if not self._registered:
             self._register()
@@ -278,8 +283,9 @@ class ShardServer:
         elif isinstance(msg, StatsQuery):
             self._send_front(identity, StatsReply(msg.tag, json.dumps(self.stats())))
         elif isinstance(msg, Heartbeat):
-            self._send_front(identity, HeartbeatAck(msg.sent_ns, self._clock(),
-                                                    int(identity in self._attached)))
+            self._send_front(
+                identity, HeartbeatAck(msg.sent_ns, self._clock(), int(identity in self._attached))
+            )
         else:
             raise ValueError(f"{type(msg).__name__} is not for a shard")
 
@@ -342,8 +348,9 @@ class ShardServer:
         elif isinstance(msg, ModelState):
             self._move_in(msg, now)
         elif isinstance(msg, Requeue):
-            self._accept(list(map(Request, msg.request_ids, msg.models, msg.deadlines_ns,
-                                  msg.arrivals_ns, msg.sizes)))
+            self._accept(
+                list(map(Request, msg.request_ids, msg.models, msg.deadlines_ns, msg.arrivals_ns, msg.sizes))
+            )
         elif isinstance(msg, HeartbeatAck):
             if not msg.registered and self._registered:
                 log.warning("the matcher does not know this shard: registering again")
@@ -364,17 +371,25 @@ class ShardServer:
             self.counters["declined"] += 1
             self._send_up(Dispatched(msg.batch_id, msg.model, msg.worker_id, (), *_DECLINED))
             return
-        dispatch, booked = shard.grant(
-            Grant(msg.model, msg.batch_id, msg.worker_id, msg.earliest_ns), now)
+        dispatch, booked = shard.grant(Grant(msg.model, msg.batch_id, msg.worker_id, msg.earliest_ns), now)
         self._inflight[msg.batch_id] = shard.granted
         model_of = self._model_of
         for rid in dispatch.request_ids:
             model_of.pop(rid, None)
         self.counters["batches"] += 1
         self.counters["batched_requests"] += len(dispatch.request_ids)
-        self._send_up(Dispatched(msg.batch_id, msg.model, msg.worker_id, dispatch.request_ids,
-                                 dispatch.earliest_ns, dispatch.latest_ns,
-                                 booked.expected_ns, booked.margin_ns))
+        self._send_up(
+            Dispatched(
+                msg.batch_id,
+                msg.model,
+                msg.worker_id,
+                dispatch.request_ids,
+                dispatch.earliest_ns,
+                dispatch.latest_ns,
+                booked.expected_ns,
+                booked.margin_ns,
+            )
+        )
 
     def _move_out(self, msg: MoveModel, now: int) -> None:
         """Hand ``msg.model`` with its queue to shard ``msg.to`` (through the matcher)."""
@@ -390,19 +405,26 @@ class ShardServer:
         prof = m.est.current() if m.est is not None else None
         profile = (prof.k_ns, prof.c_ns, prof.max_batch) if prof is not None else (0, 0, 0)
         self.counters["moved_out"] += 1
-        self._send_up(ModelState(
-            m.name, msg.to, profile, tuple(r.request_id for r in requests),
-            tuple(r.deadline_ns for r in requests), tuple(r.arrival_ns for r in requests),
-            tuple(r.size for r in requests)))
-        log.info("model %s moved to shard %d with %d queued requests", m.name, msg.to,
-                 len(requests))
+        self._send_up(
+            ModelState(
+                m.name,
+                msg.to,
+                profile,
+                tuple(r.request_id for r in requests),
+                tuple(r.deadline_ns for r in requests),
+                tuple(r.arrival_ns for r in requests),
+                tuple(r.size for r in requests),
+            )
+        )
+        log.info("model %s moved to shard %d with %d queued requests", m.name, msg.to, len(requests))
 
     def _move_in(self, msg: ModelState, now: int) -> None:
         k, c, max_batch = msg.profile
         self._owners[msg.model] = self.config.index
         self.shard.add_model(msg.model, Profile(k, c, max_batch) if k or c else None)
-        self._arrived.extend(map(Request, msg.request_ids, repeat(msg.model), msg.deadlines_ns,
-                                 msg.arrivals_ns, msg.sizes))
+        self._arrived.extend(
+            map(Request, msg.request_ids, repeat(msg.model), msg.deadlines_ns, msg.arrivals_ns, msg.sizes)
+        )
         self.counters["moved_in"] += 1
 
     # -------------------------------------------------------------- the turn's end
@@ -424,9 +446,15 @@ class ShardServer:
         if self._forward:
             fw, self._forward = self._forward, []
             self.counters["forwarded"] += len(fw)
-            self._send_up(Requeue(tuple(r.request_id for r in fw), tuple(r.model for r in fw),
-                                  tuple(r.deadline_ns for r in fw),
-                                  tuple(r.arrival_ns for r in fw), tuple(r.size for r in fw)))
+            self._send_up(
+                Requeue(
+                    tuple(r.request_id for r in fw),
+                    tuple(r.model for r in fw),
+                    tuple(r.deadline_ns for r in fw),
+                    tuple(r.arrival_ns for r in fw),
+                    tuple(r.size for r in fw),
+                )
+            )
         drops = shard.take_drops()
         if drops:
             self._send_drops(drops)
@@ -442,8 +470,9 @@ class ShardServer:
     def _offers(self, out: list[Offer | Withdraw]) -> None:
         for msg in out:
             if type(msg) is Offer:
-                self._pending_offers.append((msg.model, msg.version, msg.latest_ns,
-                                             msg.expected_ns, msg.margin_ns))
+                self._pending_offers.append(
+                    (msg.model, msg.version, msg.latest_ns, msg.expected_ns, msg.margin_ns)
+                )
             else:
                 self._pending_withdrawals.append(msg.model)
 
@@ -461,8 +490,9 @@ class ShardServer:
                 if identity is not None:
                     self._send_front(identity, drop)
                 else:
-                    log.error("%d requests of frontend %d dropped, but it never attached",
-                              len(drop.request_ids), fe)
+                    log.error(
+                        "%d requests of frontend %d dropped, but it never attached", len(drop.request_ids), fe
+                    )
 
     # ---------------------------------------------------------------- plumbing
 
@@ -495,14 +525,22 @@ class ShardServer:
             "drops_by_reason": dict(self.drops_by_reason),
             "model_requests": dict(self.model_requests),
             "model_drops": [[m, r, n] for (m, r), n in self.model_drops.items()],
-            "models": {name: {"queue": len(m.queue), "ready": m.ready, "batch": m.batch,
-                              "rate_rps": m.load.rate_per_ns(now) * 1e9}
-                       for name, m in shard.models.items()},
-            "pools": [[list(v.models), v.free_at_ns - now, v.busy, v.size]
-                      for v in shard._views.values()],  # free_at relative to now
+            "models": {
+                name: {
+                    "queue": len(m.queue),
+                    "ready": m.ready,
+                    "batch": m.batch,
+                    "rate_rps": m.load.rate_per_ns(now) * 1e9,
+                }
+                for name, m in shard.models.items()
+            },
+            "pools": [
+                [list(v.models), v.free_at_ns - now, v.busy, v.size] for v in shard._views.values()
+            ],  # free_at relative to now
             "inflight_batches": len(self._inflight),
             "frontends": len(self._frontends),
-            "timer_lateness_us": {"p50": self.lateness.percentile(0.5) / 1e3,
-                                  "p99": self.lateness.percentile(0.99) / 1e3},
+            "timer_lateness_us": {
+                "p50": self.lateness.percentile(0.5) / 1e3,
+                "p99": self.lateness.percentile(0.99) / 1e3,
+            },
         }
-

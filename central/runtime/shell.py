@@ -64,9 +64,16 @@ def _anyone(identity: bytes, msg: Any) -> bool:
 class Shell:
     """Sockets, the loop turn and the dispatch table of a scheduler process."""
 
-    def __init__(self, config: SchedulerConfig, clock: Clock, context: zmq.Context[Any] | None,
-                 accounting: Accounting, *, on_timer: Callable[[], None],
-                 end_turn: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        clock: Clock,
+        context: zmq.Context[Any] | None,
+        accounting: Accounting,
+        *,
+        on_timer: Callable[[], None],
+        end_turn: Callable[[int], None],
+    ) -> None:
         self.config = config
         self.clock = clock
         self.accounting = accounting
@@ -86,8 +93,14 @@ class Shell:
 
     # ------------------------------------------------------------------ serving
 
-    async def serve(self, stop: asyncio.Event, *, tasks: Sequence[Callable[[], Awaitable[None]]],
-                    stats: Callable[[], dict[str, Any]], render: Callable[[], str]) -> None:
+    async def serve(
+        self,
+        stop: asyncio.Event,
+        *,
+        tasks: Sequence[Callable[[], Awaitable[None]]],
+        stats: Callable[[], dict[str, Any]],
+        render: Callable[[], str],
+    ) -> None:
         """Bind, serve until ``stop`` is set, then close every socket."""
         cfg = self.config
         keys = load_keys(cfg.keys_dir, "scheduler") if cfg.keys_dir else None
@@ -110,8 +123,8 @@ class Shell:
         else:  # authorize on the sender's CURVE key before anything else sees the message
             gate = PeerGate(keys)
             reader = Reader(
-                sock, lambda batch: self.receive(gate.admit(batch, self.unauthorized)),
-                copy=False)
+                sock, lambda batch: self.receive(gate.admit(batch, self.unauthorized)), copy=False
+            )
         self._reader = reader
         running = [asyncio.ensure_future(task()) for task in tasks]
         pub: zmq.Socket[Any] | None = None
@@ -126,8 +139,7 @@ class Shell:
             if cfg.metrics_port is not None:
                 self._metrics_server = MetricsServer(cfg.metrics_host, cfg.metrics_port, render)
                 await self._metrics_server.start()
-                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host,
-                         self._metrics_server.port)
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self._metrics_server.port)
             await stop.wait()
         finally:
             for t in running:

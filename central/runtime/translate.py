@@ -18,7 +18,6 @@ from central.policy.types import (
     BatchStatus,
     Dispatch,
     Drop,
-    DropReason,
     Profile,
     Request,
     RequestsArrived,
@@ -36,7 +35,6 @@ __all__ = [
 ]
 
 
-
 def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsArrived:
     """Metadata message -> event; budgets become absolute scheduler-clock deadlines.
 
@@ -46,9 +44,9 @@ def requests_to_event(msg: Requests, now_ns: int, one_way_ns: int) -> RequestsAr
     """
     base = now_ns - one_way_ns
     deadlines = [base + budget for budget in msg.budgets_ns]
-    return RequestsArrived(tuple(map(
-        Request, msg.request_ids, msg.models, deadlines, repeat(now_ns, len(deadlines)),
-        msg.sizes)))
+    return RequestsArrived(
+        tuple(map(Request, msg.request_ids, msg.models, deadlines, repeat(now_ns, len(deadlines)), msg.sizes))
+    )
 
 
 def done_to_event(msg: Done, worker_id: int) -> BatchDone:
@@ -82,14 +80,12 @@ def dispatch_to_messages(
     )
     ids = action.request_ids
     if ids and min(ids) >> FRONTEND_SHIFT == max(ids) >> FRONTEND_SHIFT:  # one frontend
-        return execute, {ids[0] >> FRONTEND_SHIFT: Route(action.batch_id, process_id,
-                                                          gpu_index, ids)}
+        return execute, {ids[0] >> FRONTEND_SHIFT: Route(action.batch_id, process_id, gpu_index, ids)}
     by_frontend: dict[int, list[int]] = defaultdict(list)
     for rid in ids:
         by_frontend[rid >> FRONTEND_SHIFT].append(rid)
     routes = {
-        fe: Route(action.batch_id, process_id, gpu_index, tuple(ids))
-        for fe, ids in by_frontend.items()
+        fe: Route(action.batch_id, process_id, gpu_index, tuple(ids)) for fe, ids in by_frontend.items()
     }
     return execute, routes
 
@@ -102,10 +98,7 @@ def drop_to_messages(action: Drop) -> dict[int, DropRequests]:
     by_frontend: dict[int, list[int]] = defaultdict(list)
     for rid in ids:
         by_frontend[rid >> FRONTEND_SHIFT].append(rid)
-    return {
-        fe: DropRequests(tuple(ids), int(action.reason), detail)
-        for fe, ids in by_frontend.items()
-    }
+    return {fe: DropRequests(tuple(ids), int(action.reason), detail) for fe, ids in by_frontend.items()}
 
 
 def gpu_profiles(spec: GpuSpec) -> tuple[tuple[str, Profile], ...]:

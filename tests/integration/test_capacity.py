@@ -11,6 +11,7 @@ The hot-path tests run on virtual time and are held to the simulator's figures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_capacity_run_reports_consistent_steps(tmp_path: Path) -> None:
     out = tmp_path / "capacity.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.capacity", "--quick", "--shards", "1", "2",
-         "--json", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "bench.capacity", "--quick", "--shards", "1", "2", "--json", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -46,10 +49,9 @@ def test_quick_capacity_run_reports_consistent_steps(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert _session(proc.pid) == []
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the session: the run and all it started
-        except ProcessLookupError:
-            pass  # everything already exited
+        # the session: the run and all it started (ProcessLookupError: all already exited)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -65,10 +67,15 @@ def _check(text: str, returncode: int, out: Path) -> None:
     if unsustained:
         # _check_result has shown that the scheduler served the first step and was not
         # what starved the machine; what remains is co-tenant load, reported, not hidden
-        pytest.skip("no step sustained, the machine was the limit: " + "; ".join(
-            f"shards {r['shards']}: {r['steps'][0]['verdict']} (load avg "
-            f"{r['steps'][0]['loadavg_1m']:.1f}, scheduler "
-            f"{r['steps'][0]['sched_cpu_fraction']:.2f} of a core)" for r in unsustained))
+        pytest.skip(
+            "no step sustained, the machine was the limit: "
+            + "; ".join(
+                f"shards {r['shards']}: {r['steps'][0]['verdict']} (load avg "
+                f"{r['steps'][0]['loadavg_1m']:.1f}, scheduler "
+                f"{r['steps'][0]['sched_cpu_fraction']:.2f} of a core)"
+                for r in unsustained
+            )
+        )
 
 
 # The quick run's first step offers 1,000 req/s for 1 s. The hot path below costs ~100 us
@@ -120,7 +127,8 @@ def _check_result(result: dict) -> None:
         # nothing sustained: only a busy machine may explain it; a lost request, a
         # refusal-free drop or an unknown model would be the scheduler's fault
         assert first["verdict"].startswith(_MACHINE_VERDICTS) or (
-            first["other_drops"] == first["refused"] and first["lag_p99_ms"] > 1.0), first
+            first["other_drops"] == first["refused"] and first["lag_p99_ms"] > 1.0
+        ), first
     else:  # the highest passing step met every criterion
         assert best["verdict"] == "ok" and best["lag_p99_ms"] <= 1.0
         assert best["input_lag_p99_ms"] <= 5.0 and best["feeder_late_fraction"] <= 0.05
@@ -143,12 +151,13 @@ def _simulated_mean_batch(setup: Setup, rate_rps: float) -> float:
 
     prof = Profile(setup.k_ns, setup.c_ns, setup.max_batch)
     names = tuple(setup.model_names())
-    cluster = Cluster(dict.fromkeys(names, prof), dict.fromkeys(names, setup.slo_ns),
-                      tuple(setup.gpu_models()))
-    config = SimConfig(dispatch_delay_ns=setup.dispatch_cost_ns,
-                       reply_cost_ns=setup.reply_cost_ns, seed=1)
-    res = simulate_policy("symphony", poisson(rate_rps, 1.0, 1, model=names), cluster,
-                          config, setup.policy_config())
+    cluster = Cluster(
+        dict.fromkeys(names, prof), dict.fromkeys(names, setup.slo_ns), tuple(setup.gpu_models())
+    )
+    config = SimConfig(dispatch_delay_ns=setup.dispatch_cost_ns, reply_cost_ns=setup.reply_cost_ns, seed=1)
+    res = simulate_policy(
+        "symphony", poisson(rate_rps, 1.0, 1, model=names), cluster, config, setup.policy_config()
+    )
     assert res.attainment == 1.0
     sizes = res.batch_size[res.ran]
     return float(sizes.sum() / sizes.size)

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -47,8 +47,12 @@ LOAD = 0.3  # of the 4-GPU bound: the 2 GPUs that survive a worker loss still ca
 
 
 def run_ledger(
-    address: str, rate: float, duration_s: float, slo_ms: float,
-    events: list[tuple[float, Callable[[], None]]], seed: int = 1,
+    address: str,
+    rate: float,
+    duration_s: float,
+    slo_ms: float,
+    events: list[tuple[float, Callable[[], None]]],
+    seed: int = 1,
 ) -> tuple[LedgerRun, int]:
     """Open-loop Poisson load on the wire ledger with fault ``events`` at their offsets;
     returns the ledger and its start time (ns). It keeps listening ``LISTEN_S`` after the
@@ -56,8 +60,15 @@ def run_ledger(
     rng = np.random.default_rng(seed)
     offsets = np.cumsum(rng.exponential(1.0 / rate, int(rate * duration_s * 1.3) + 10))
     offsets = offsets[offsets < duration_s]
-    run = play(address, (offsets * 1e9).astype(np.int64), "symphony", slo_ms,
-               events=events, grace_s=GRACE_S, listen_s=LISTEN_S)
+    run = play(
+        address,
+        (offsets * 1e9).astype(np.int64),
+        "symphony",
+        slo_ms,
+        events=events,
+        grace_s=GRACE_S,
+        listen_s=LISTEN_S,
+    )
     return run, run.start_ns
 
 
@@ -80,8 +91,7 @@ def recovery(ledger: LedgerRun, start: int, after_s: float, slo_ms: float, until
     out = []
     t = after_s
     while t + WINDOW_S <= until_s:
-        idx = [i for i, s in enumerate(ledger.sent_ns)
-               if t * 1e9 <= s - start < (t + WINDOW_S) * 1e9]
+        idx = [i for i, s in enumerate(ledger.sent_ns) if t * 1e9 <= s - start < (t + WINDOW_S) * 1e9]
         ok = sum(1 for i in idx if _ok_within_slo(ledger, i, slo_ms))
         out.append(ok / len(idx) if idx else 1.0)
         t += WINDOW_S
@@ -90,7 +100,10 @@ def recovery(ledger: LedgerRun, start: int, after_s: float, slo_ms: float, until
 
 def _config(workers: int) -> ClusterConfig:
     base = ClusterConfig(
-        f"tcp://127.0.0.1:{free_port()}", "symphony", f"tcp://127.0.0.1:{free_port()}", 25.0,
+        f"tcp://127.0.0.1:{free_port()}",
+        "symphony",
+        f"tcp://127.0.0.1:{free_port()}",
+        25.0,
         (ModelSpec("symphony", 25.0, 1.082, 5.204),),
         tuple(WorkerSpec("emulated", ("symphony",), gpus=4 // workers, seed=i) for i in range(workers)),
     )
@@ -126,7 +139,8 @@ def _assert_recovers(ledger: LedgerRun, start: int, fault_s: float, slo_ms: floa
     whole = recovery_span(ledger, start, after, slo_ms, until_s)
     assert windows and whole >= TARGET and min(windows) >= WINDOW_FLOOR, (
         f"goodput not back {RECOVERY_S} s after the fault: {whole:.3f} overall, "
-        f"per-{WINDOW_S}s attainment {windows}")
+        f"per-{WINDOW_S}s attainment {windows}"
+    )
 
 
 def recovery_span(ledger: LedgerRun, start: int, from_s: float, slo_ms: float, until_s: float) -> float:
@@ -156,8 +170,10 @@ def test_sigkill_a_worker_mid_batch_then_restart_it(cluster: Cluster) -> None:
 
 def test_sigstop_a_worker_fences_it_then_it_rejoins(cluster: Cluster) -> None:
     rate, slo = _rate(cluster)
-    events = [(2.0, _kill(cluster, "worker0", signal.SIGSTOP)),
-              (4.0, _kill(cluster, "worker0", signal.SIGCONT))]
+    events = [
+        (2.0, _kill(cluster, "worker0", signal.SIGSTOP)),
+        (4.0, _kill(cluster, "worker0", signal.SIGCONT)),
+    ]
     ledger, start = run_ledger(cluster.config.frontend_address, rate, 10.0, slo, events)
     check_ledger(ledger, slo)  # no duplicates: the stopped worker's late results are fenced
     _assert_recovers(ledger, start, 2.0, slo, 10.0)
@@ -182,9 +198,23 @@ def test_sigkill_one_of_two_frontends_disturbs_nothing_else(cluster: Cluster, tm
     other = f"tcp://127.0.0.1:{free_port()}"
     log = open(tmp_path / "frontend2.log", "wb")
     second = subprocess.Popen(
-        [sys.executable, "-m", "central.cli", "frontend", "--scheduler",
-         cluster.config.scheduler_address, "--address", other, "--name", "second",
-         "--slo", f"symphony={slo}"], stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "central.cli",
+            "frontend",
+            "--scheduler",
+            cluster.config.scheduler_address,
+            "--address",
+            other,
+            "--name",
+            "second",
+            "--slo",
+            f"symphony={slo}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         from central.client import Client
 
@@ -202,7 +232,7 @@ def test_sigkill_one_of_two_frontends_disturbs_nothing_else(cluster: Cluster, tm
         # half the load through the frontend that dies, half through the one that stays
         victim = threading.Thread(target=run_ledger, args=(other, rate / 2, 2.5, slo, []), daemon=True)
         victim.start()
-        ledger, start = run_ledger(cluster.config.frontend_address, rate / 2, 6.0, slo, events)
+        ledger, _start = run_ledger(cluster.config.frontend_address, rate / 2, 6.0, slo, events)
         victim.join(timeout=30)
         statuses = check_ledger(ledger, slo)
         # nothing failed or went unavailable because the other frontend died
@@ -220,8 +250,9 @@ def test_sigterm_drains_the_frontend(cluster: Cluster) -> None:
     rate, slo = _rate(cluster)
     fe = cluster.process("frontend")
     exited: list[int] = []
-    waiter = threading.Thread(target=lambda: (fe.wait(timeout=20), exited.append(time.monotonic_ns())),
-                              daemon=True)
+    waiter = threading.Thread(
+        target=lambda: (fe.wait(timeout=20), exited.append(time.monotonic_ns())), daemon=True
+    )
 
     def sigterm() -> None:
         os.kill(fe.pid, signal.SIGTERM)
@@ -232,8 +263,9 @@ def test_sigterm_drains_the_frontend(cluster: Cluster) -> None:
     # away, and the drain waits for them. So every request sent reached a frontend that
     # was still reading its socket, and each must get exactly one answer.
     signal_s, send_after_s = 1.5, 0.1
-    ledger, start = run_ledger(cluster.config.frontend_address, rate, signal_s + send_after_s,
-                               slo, [(signal_s, sigterm)])
+    ledger, start = run_ledger(
+        cluster.config.frontend_address, rate, signal_s + send_after_s, slo, [(signal_s, sigterm)]
+    )
     waiter.join(timeout=20)
     assert fe.returncode == 0
     assert exited and exited[0] > ledger.sent_ns.max(), "the drain ended before the last send"
@@ -252,7 +284,7 @@ def test_sigterm_drains_a_worker(cluster: Cluster) -> None:
     rate, slo = _rate(cluster)
     worker = cluster.process("worker0")
     events = [(2.0, lambda: os.kill(worker.pid, signal.SIGTERM))]
-    ledger, start = run_ledger(cluster.config.frontend_address, rate, 6.0, slo, events)
+    ledger, _start = run_ledger(cluster.config.frontend_address, rate, 6.0, slo, events)
     assert worker.wait(timeout=15) == 0
     statuses = check_ledger(ledger, slo)
     # its batches in flight finished; the scheduler planned nothing more on it

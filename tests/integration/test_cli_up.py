@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,8 +42,12 @@ kind = "emulated"
 gpus = 2
 models = ["tiny"]
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "central.cli", "up", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "central.cli", "up", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     children: list[int] = []
     try:
         assert proc.stdout is not None
@@ -72,10 +77,8 @@ models = ["tiny"]
             proc.kill()
             proc.wait()
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _is_zombie(pid: int) -> bool:
@@ -88,7 +91,8 @@ def _is_zombie(pid: int) -> bool:
 def test_up_refuses_a_bad_config_with_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[[workers]]\nkind = "emulated"\nmodels = ["ghost"]\n')
-    out = subprocess.run([sys.executable, "-m", "central.cli", "up", str(cfg)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "central.cli", "up", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert "ghost" in out.stderr and "[[models]]" in out.stderr

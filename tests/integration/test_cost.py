@@ -33,6 +33,10 @@ def test_cost_reports_every_role_beside_its_floor_and_where_time_goes(tmp_path: 
 
 
 def test_top_functions_counts_self_samples_by_function() -> None:
-    raw = ["<module> (a.py:1);f (a.py:5) 30", "<module> (a.py:1);g (b.py:9);f (a.py:6) 10",
-           "<module> (a.py:1);g (b.py:9) 60", "garbage"]
+    raw = [
+        "<module> (a.py:1);f (a.py:5) 30",
+        "<module> (a.py:1);g (b.py:9);f (a.py:6) 10",
+        "<module> (a.py:1);g (b.py:9) 60",
+        "garbage",
+    ]
     assert cost.top_functions(raw) == [("g (b.py)", 0.6), ("f (a.py)", 0.4)]

@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,10 @@ TMUX = shutil.which("tmux")
 def _has_stats_pub() -> bool:
     out = subprocess.run(
         [sys.executable, "-m", "central.cli", "scheduler", "--help"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     return "--stats-pub" in out.stdout
 
@@ -116,8 +120,10 @@ def test_headless_app_shows_model_and_worker_rows(loaded_cluster: Running, mode:
 
     if mode == "pub":
         assert loaded_cluster.stats_pub, "the scheduler must offer --stats-pub"
-    inner = loaded_cluster.source() if mode == "pub" else PollSource(
-        loaded_cluster.cluster.config.scheduler_address
+    inner = (
+        loaded_cluster.source()
+        if mode == "pub"
+        else PollSource(loaded_cluster.cluster.config.scheduler_address)
     )
     source = FrontendLatency(inner, loaded_cluster.cluster.config.frontend_address, interval_s=0.25)
 
@@ -158,14 +164,17 @@ def test_top_in_a_real_80x24_terminal(loaded_cluster: Running) -> None:
     try:
         subprocess.run(
             [TMUX, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-c", str(ROOT), cmd],
-            check=True, timeout=30,
+            check=True,
+            timeout=30,
         )
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             time.sleep(0.5)
             pane = subprocess.run(
                 [TMUX, "capture-pane", "-p", "-t", session],
-                capture_output=True, text=True, timeout=10,
+                capture_output=True,
+                text=True,
+                timeout=10,
             ).stdout
             if _busy(pane.splitlines()):
                 break

@@ -61,7 +61,11 @@ def test_health_and_metadata(kserve_cluster: Cluster, make) -> None:  # type: ig
     assert [(o["name"], o["datatype"], [int(d) for d in o["shape"]]) for o in mm["outputs"]] == [
         ("embedding", "FP32", [384])
     ]
-    cfg = c.get_model_config("symphony") if make is _http else c.get_model_config("symphony", as_json=True)["config"]
+    cfg = (
+        c.get_model_config("symphony")
+        if make is _http
+        else c.get_model_config("symphony", as_json=True)["config"]
+    )
     assert cfg["name"] == "symphony"
     assert int(cfg.get("max_batch_size", 0)) == 0  # Baton batches across requests itself
     assert cfg["input"][0]["data_type"] == "TYPE_FP32"

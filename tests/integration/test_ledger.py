@@ -14,8 +14,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -42,9 +42,20 @@ def _frontend(cluster: Cluster, log_dir: Path, fault: str | None) -> Iterator[st
     """A second frontend process on the cluster's scheduler; yields its address once it
     has registered and knows a worker; stopped by PID whatever happens."""
     address = f"tcp://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "central.cli", "frontend", "--scheduler",
-           cluster.config.scheduler_address, "--address", address,
-           "--name", f"ledger-{fault or 'healthy'}", "--slo", f"symphony={_slo_ms(cluster)}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "central.cli",
+        "frontend",
+        "--scheduler",
+        cluster.config.scheduler_address,
+        "--address",
+        address,
+        "--name",
+        f"ledger-{fault or 'healthy'}",
+        "--slo",
+        f"symphony={_slo_ms(cluster)}",
+    ]
     if fault:
         cmd += ["--test-fault", fault]
     log = open(log_dir / f"frontend-{fault or 'healthy'}.log", "wb")
@@ -88,8 +99,7 @@ def doubling(emulated_cluster: Cluster, tmp_path: Path) -> Iterator[str]:
 
 
 def _run(address: str, slo_ms: float) -> LedgerRun:
-    return play(address, np.arange(N, dtype=np.int64) * GAP_NS, "symphony", slo_ms,
-                grace_s=2.0, listen_s=1.0)
+    return play(address, np.arange(N, dtype=np.int64) * GAP_NS, "symphony", slo_ms, grace_s=2.0, listen_s=1.0)
 
 
 def test_a_healthy_frontend_gives_a_clean_ledger(emulated_cluster: Cluster, healthy: str) -> None:
@@ -119,15 +129,15 @@ def test_the_ledger_catches_a_doubled_answer(emulated_cluster: Cluster, doubling
     assert "1 answered more than once" in run.report()
 
 
-def test_run_load_reports_both_faults(emulated_cluster: Cluster, dropping: str,
-                                      doubling: str) -> None:
+def test_run_load_reports_both_faults(emulated_cluster: Cluster, dropping: str, doubling: str) -> None:
     """``run_load``'s default wire sender (what the serving, split and replay checks use)
     surfaces the lost and the doubled answer in ``summarize``."""
     slo = _slo_ms(emulated_cluster)
     offsets = np.arange(N, dtype=np.int64) * GAP_NS
     for address, lost, twice in ((dropping, 1, 0), (doubling, 0, 1)):
-        rec = run_load(LoadSpec(address, "symphony", 1.0, 1.0, slo, grace_s=2.0, listen_s=1.0),
-                       offsets=offsets)
+        rec = run_load(
+            LoadSpec(address, "symphony", 1.0, 1.0, slo, grace_s=2.0, listen_s=1.0), offsets=offsets
+        )
         s = summarize(rec, slo, 1.0)
         assert (s["never_answered"], s["answered_twice"]) == (lost, twice), s
 

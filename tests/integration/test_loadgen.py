@@ -25,8 +25,20 @@ def _result(out: Path) -> dict:
 def test_low_qps_on_its_own_cluster_is_valid(tmp_path: Path) -> None:
     out = tmp_path / "valid"
     # 80 QPS for 7 s: ~560 queries, enough for LoadGen's early-stopping rule at p99
-    code = main(["--qps", "80", "--duration-s", "7", "--min-queries", "400",
-                 "--dilation", str(DILATION), "--out", str(out)])
+    code = main(
+        [
+            "--qps",
+            "80",
+            "--duration-s",
+            "7",
+            "--min-queries",
+            "400",
+            "--dilation",
+            str(DILATION),
+            "--out",
+            str(out),
+        ]
+    )
     res = _result(out)
     assert code == 0, res
     assert res["result"] == "VALID" and res["errors"] == {}
@@ -41,9 +53,24 @@ def test_an_impossible_latency_bound_is_invalid(emulated_cluster: Cluster, tmp_p
     m = emulated_cluster.config.model("symphony")
     assert m.c_ms is not None and m.slo_ms is not None
     # a bound below l(1) = k + c cannot be met by any request
-    code = main(["--address", emulated_cluster.config.frontend_address, "--qps", "40",
-                 "--latency-ms", str(m.c_ms / 2), "--slo-ms", str(m.slo_ms),
-                 "--duration-s", "3", "--min-queries", "50", "--out", str(tmp_path)])
+    code = main(
+        [
+            "--address",
+            emulated_cluster.config.frontend_address,
+            "--qps",
+            "40",
+            "--latency-ms",
+            str(m.c_ms / 2),
+            "--slo-ms",
+            str(m.slo_ms),
+            "--duration-s",
+            "3",
+            "--min-queries",
+            "50",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     res = _result(tmp_path)
     assert code == 1
     assert res["result"] == "INVALID" and res["performance_constraints_satisfied"] == "NO"

@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,16 +35,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     config = dilate(load_config(None), DILATION, "symphony")
     config = dataclasses.replace(
         config,
-        workers=tuple(dataclasses.replace(w, gpus=2) for w in config.workers
-                      if w.kind == "emulated"),
+        workers=tuple(dataclasses.replace(w, gpus=2) for w in config.workers if w.kind == "emulated"),
     )
     ports: list[int] = []
     while len(ports) < 5:  # free_port may hand out the same port twice in a row
         if (p := free_port()) not in ports:
             ports.append(p)
     config = config.with_ports(
-        ports[0], ports[1], scheduler_metrics_port=ports[2],
-        frontend_metrics_port=ports[3], stats_pub_port=ports[4],
+        ports[0],
+        ports[1],
+        scheduler_metrics_port=ports[2],
+        frontend_metrics_port=ports[3],
+        stats_pub_port=ports[4],
     )
     c = Cluster(config, log_dir=str(tmp_path_factory.mktemp("metrics")))
     c.start()
@@ -86,33 +89,43 @@ def test_metrics_agree_with_the_sdk(cluster: Cluster) -> None:
         for _ in range(n_unknown):
             with pytest.raises(BatonError, match="unknown model"):
                 client.infer("nope", {"x": np.zeros(4, np.float32)})
-    status_of = {"OK": "OK", "DeadlineExceeded": "DEADLINE_EXCEEDED",
-                 "Unavailable": "UNAVAILABLE", "InferenceFailed": "FAILED",
-                 "Rejected": "REJECTED", "BadRequest": "BAD_REQUEST"}
+    status_of = {
+        "OK": "OK",
+        "DeadlineExceeded": "DEADLINE_EXCEEDED",
+        "Unavailable": "UNAVAILABLE",
+        "InferenceFailed": "FAILED",
+        "Rejected": "REJECTED",
+        "BadRequest": "BAD_REQUEST",
+    }
     assert outcomes["OK"] >= 0.9 * n_good, outcomes
 
     fe = _scrape(c.frontend_metrics_port)
     d = lambda name, **kw: _get(fe, name, **kw) - _get(fe0, name, **kw)  # noqa: E731
     assert d("baton_frontend_requests_accepted_total", model="symphony") == n_good
     for exc_name, n in outcomes.items():
-        assert d("baton_frontend_replies_total", model="symphony",
-                 status=status_of[exc_name]) == n, (exc_name, outcomes)
+        assert d("baton_frontend_replies_total", model="symphony", status=status_of[exc_name]) == n, (
+            exc_name,
+            outcomes,
+        )
     assert d("baton_frontend_replies_total", model=UNKNOWN, status="REJECTED") == n_unknown
     assert _get(fe, "baton_frontend_requests_accepted_total", model="nope") == 0
-    assert d("baton_frontend_request_latency_seconds_count", model="symphony",
-             status="OK") == outcomes["OK"]
+    assert d("baton_frontend_request_latency_seconds_count", model="symphony", status="OK") == outcomes["OK"]
     assert _get(fe, "baton_frontend_requests_pending") == 0
 
     def total(name: str) -> float:  # summed over every label set of the model
-        return sum(v - _get(sch0, k[0], **dict(k[1])) for k, v in sch.items()
-                   if k[0] == name and dict(k[1]).get("model") == "symphony")
+        return sum(
+            v - _get(sch0, k[0], **dict(k[1]))
+            for k, v in sch.items()
+            if k[0] == name and dict(k[1]).get("model") == "symphony"
+        )
 
     # the scheduler: every request either ran in a batch or was dropped; a worker's Done
     # may trail its results by a moment, so poll briefly until every batch has one
     deadline = time.monotonic() + 2.0
     while True:
         sch = _scrape(c.scheduler_metrics_port)
-        s = lambda name, **kw: _get(sch, name, **kw) - _get(sch0, name, **kw)  # noqa: E731
+        # used within this iteration only
+        s = lambda name, **kw: _get(sch, name, **kw) - _get(sch0, name, **kw)  # noqa: E731, B023
         batches = s("baton_scheduler_batches_total", model="symphony")
         done = total("baton_scheduler_batches_done_total")
         if done >= batches or time.monotonic() > deadline:
@@ -130,8 +143,7 @@ def test_metrics_agree_with_the_sdk(cluster: Cluster) -> None:
     assert s("baton_scheduler_batch_size_count", model="symphony") == batches
     assert s("baton_scheduler_batch_size_sum", model="symphony") == batched
     assert s("baton_scheduler_queue_seconds_count", model="symphony") == batched
-    ran = sum(s("baton_scheduler_batches_done_total", model="symphony", status=st)
-              for st in ("OK", "FAILED"))
+    ran = sum(s("baton_scheduler_batches_done_total", model="symphony", status=st) for st in ("OK", "FAILED"))
     assert s("baton_scheduler_execution_seconds_count", model="symphony") == ran
     assert _get(sch, "baton_scheduler_workers") == 2
     # one request at a time makes batches of one size only, from which the online refit
@@ -156,9 +168,7 @@ def test_counters_never_go_down_between_scrapes(cluster: Cluster) -> None:
 
 def test_other_paths_get_404(cluster: Cluster) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(
-            f"http://127.0.0.1:{cluster.config.frontend_metrics_port}/", timeout=5
-        )
+        urllib.request.urlopen(f"http://127.0.0.1:{cluster.config.frontend_metrics_port}/", timeout=5)
     assert info.value.code == 404
 
 
@@ -174,8 +184,16 @@ def test_stats_pub_sends_snapshots_with_recent_batches(cluster: Cluster) -> None
         topic, body = sub.recv_multipart()
         assert topic == b"stats"
         snap = json.loads(body)
-        for key in ("uptime_s", "counters", "drops_by_reason", "batch_sizes", "busy_ns",
-                    "workers", "policy", "recent_batches"):
+        for key in (
+            "uptime_s",
+            "counters",
+            "drops_by_reason",
+            "batch_sizes",
+            "busy_ns",
+            "workers",
+            "policy",
+            "recent_batches",
+        ):
             assert key in snap, key
         assert "batches" not in snap
         # a request now shows up as a 10-field batch record in a later message

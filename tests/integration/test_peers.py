@@ -39,8 +39,10 @@ SECOND_S = 2.5  # the replay after the drain, on the same server (63 requests)
 # Ray forms a batch when its wait times out, busy replica or not, so it needs a wait long
 # enough to batch at this rate (30% of the SLO, its best in docs/peers.md); Triton's
 # batcher only waits while an instance is free.
-KNOBS = {"ray": Knobs(max_batch=6, queue_delay_us=int(0.3 * SLO_MS * 1000)),
-         "triton": Knobs(max_batch=6, queue_delay_us=int(0.05 * SLO_MS * 1000))}
+KNOBS = {
+    "ray": Knobs(max_batch=6, queue_delay_us=int(0.3 * SLO_MS * 1000)),
+    "triton": Knobs(max_batch=6, queue_delay_us=int(0.05 * SLO_MS * 1000)),
+}
 
 
 def require_peer(peer: str, python: str | None = None) -> None:
@@ -50,8 +52,9 @@ def require_peer(peer: str, python: str | None = None) -> None:
         return
     what = f"{reason} (`make peers` installs it)"
     if os.environ.get("BATON_REQUIRE_PEERS") == "1":
-        pytest.fail(f"BATON_REQUIRE_PEERS=1 (`make test`, CI) requires the {peer} peer: {what}",
-                    pytrace=False)
+        pytest.fail(
+            f"BATON_REQUIRE_PEERS=1 (`make test`, CI) requires the {peer} peer: {what}", pytrace=False
+        )
     pytest.skip(what)
 
 
@@ -59,8 +62,10 @@ def check_replay(peer: str, run: dict[str, Any], arrivals: np.ndarray) -> None:
     """The invariants of one replay on a healthy peer well below its capacity."""
     summary = run["summary"]
     # a str, so that pytest shows it whole
-    brief = (f"outcomes {summary['outcomes']}, HTTP {summary['http_status']}, "
-             f"mean batch {summary['mean_batch_size']:.2f}, latency {summary['latency_ms']}")
+    brief = (
+        f"outcomes {summary['outcomes']}, HTTP {summary['http_status']}, "
+        f"mean batch {summary['mean_batch_size']:.2f}, latency {summary['latency_ms']}"
+    )
     # exactly one terminal outcome per trace arrival, none unanswered
     outcome = run["outcome"]
     assert len(outcome) == len(arrivals) == len(run["finish_ns"]) == len(run["deadline_ns"])
@@ -89,14 +94,16 @@ def check_replay(peer: str, run: dict[str, Any], arrivals: np.ndarray) -> None:
     # every batch of b held b requests of this replay (nothing else was in flight), so the
     # requests reporting b come in whole batches; the summary counts each batch once
     sizes, counts = np.unique(b, return_counts=True)
-    assert all(c % s == 0 for s, c in zip(sizes.tolist(), counts.tolist())), \
+    assert all(c % s == 0 for s, c in zip(sizes.tolist(), counts.tolist())), (
         f"requests per reported batch size {dict(zip(sizes.tolist(), counts.tolist()))}"
+    )
     assert summary["mean_batch_size"] == pytest.approx(b.size / np.sum(counts / sizes))
     # most requests meet a generous SLO (3x); the peers are not expected to meet the tight one
     generous = met_slo(run["finish_ns"], run["arrival_ns"] + 3 * SLO_NS)
     assert generous.mean() >= 0.9, brief
     assert summary["slo_attainment"] == pytest.approx(
-        float(np.mean(served & met_slo(run["finish_ns"], run["deadline_ns"]))))
+        float(np.mean(served & met_slo(run["finish_ns"], run["deadline_ns"])))
+    )
 
 
 @pytest.mark.parametrize("peer", ["ray", "triton"])
@@ -133,10 +140,10 @@ def test_unknown_peer_is_an_error() -> None:
         available("nope")
 
 
-@pytest.mark.parametrize(("peer", "package"),
-                         [("ray", "ray[serve]"), ("triton", "nvidia-pytriton")])
+@pytest.mark.parametrize(("peer", "package"), [("ray", "ray[serve]"), ("triton", "nvidia-pytriton")])
 def test_a_missing_peer_skips_by_hand_and_fails_under_make_test(
-        peer: str, package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    peer: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("BATON_REQUIRE_PEERS", raising=False)
     with pytest.raises(pytest.skip.Exception, match="make peers") as skipped:
         require_peer(peer, python="/nonexistent/python")

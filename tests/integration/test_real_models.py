@@ -19,8 +19,11 @@ pytestmark = pytest.mark.integration
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 # the worker's label list, read here as text (its loader would import torch into the test)
-LABELS = (Path(__file__).resolve().parents[2] / "workers" / "models" / "data"
-          / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
+LABELS = (
+    (Path(__file__).resolve().parents[2] / "workers" / "models" / "data" / "imagenet_classes.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+)
 
 
 def _jpeg(array: np.ndarray) -> bytes:
@@ -76,17 +79,32 @@ def test_cli_infer_image_and_sentence(default_cluster: Cluster, tmp_path: Path) 
     photo.write_bytes(_jpeg(data.chelsea()))
     addr = default_cluster.config.frontend_address
     run = [sys.executable, "-m", "central.cli", "infer", "--address", addr]
-    out = subprocess.run([*run, "mobilenet_v2", "--image", str(photo)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*run, "mobilenet_v2", "--image", str(photo)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert "cat" in out.stdout.splitlines()[0].lower()
-    out = subprocess.run([*run, "minilm", "--text", "A dog runs in the park.",
-                          "--compare", "A puppy is running on the grass."],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            *run,
+            "minilm",
+            "--text",
+            "A dog runs in the park.",
+            "--compare",
+            "A puppy is running on the grass.",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     sim = float(out.stdout.strip().splitlines()[-1].split(":")[1])
     # in-process 0.478 for this pair (unrelated pairs score near 0); float rounding only
     assert sim == pytest.approx(0.478, abs=0.03)
-    out = subprocess.run([*run, "mobilenet_v2", "--image", str(tmp_path / "missing.jpg")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*run, "mobilenet_v2", "--image", str(tmp_path / "missing.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "missing.jpg" in out.stderr

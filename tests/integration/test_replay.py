@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DILATION
 
 from bench import replay
-
-from conftest import DILATION
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +19,9 @@ def test_quick_replay_reports_both_baton_policies(tmp_path: Path) -> None:
     # trace; at the replay's own default for 2 cores (x8) a stalled minute cost Baton 4.7
     # points against the simulator's 100% in a clean-clone CI run (sender late p99 11.5
     # ms), which is the VM, not the harness. N = 8 keeps ~450 requests per system.
-    code = replay.main(["--quick", "-n", "8", "--load", "0.4", "--dilation", str(DILATION),
-                        "--out", str(tmp_path)])
+    code = replay.main(
+        ["--quick", "-n", "8", "--load", "0.4", "--dilation", str(DILATION), "--out", str(tmp_path)]
+    )
     assert code == 0
     doc = json.loads((tmp_path / "replay.json").read_text())
     results = doc["results"]
@@ -63,8 +63,22 @@ def test_replay_refuses_a_replay_trace_without_a_file(capsys: pytest.CaptureFixt
 def test_ab_runs_both_flag_sets_on_live_clusters(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import ab
 
-    code = ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64", "--seeds", "1",
-                    "--duration", "2", "-n", "2", "--load", "0.4"])
+    code = ab.main(
+        [
+            "--a",
+            "--stall-window 256",
+            "--b",
+            "--stall-window 64",
+            "--seeds",
+            "1",
+            "--duration",
+            "2",
+            "-n",
+            "2",
+            "--load",
+            "0.4",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("seed ")]
@@ -80,22 +94,28 @@ def test_ab_runs_both_flag_sets_on_live_clusters(capsys: pytest.CaptureFixture[s
 
 
 def test_ab_alternates_the_order_and_passes_each_setting_its_flags(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bench import ab
 
     calls = []
 
     def fake_run(setup, load, flags, log_dir):  # type: ignore[no-untyped-def]
         calls.append((setup.seed, tuple(flags)))
-        return {"attainment": 0.99 if "64" in flags else 0.98, "goodput_rps": 1.0,
-                "outcome_codes": {}, "mean_batch": 1.0, "start_late_p99_ms": 0.0,
-                "timer_late_p99_ms": 0.0, "never_answered": 0,
-                "answered_twice": 1 if (setup.seed, "64") == (3, flags[-1]) else 0}
+        return {
+            "attainment": 0.99 if "64" in flags else 0.98,
+            "goodput_rps": 1.0,
+            "outcome_codes": {},
+            "mean_batch": 1.0,
+            "start_late_p99_ms": 0.0,
+            "timer_late_p99_ms": 0.0,
+            "never_answered": 0,
+            "answered_twice": 1 if (setup.seed, "64") == (3, flags[-1]) else 0,
+        }
 
     monkeypatch.setattr(ab, "run_one", fake_run)
     # one request answered twice in one run: the comparison is printed, and ab fails
-    assert ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64",
-                    "--seeds", "1", "2", "3"]) == 1
+    assert ab.main(["--a", "--stall-window 256", "--b", "--stall-window 64", "--seeds", "1", "2", "3"]) == 1
     captured = capsys.readouterr()
     assert "1 requests never answered or answered twice" in captured.err
     a, b = ("--stall-window", "256"), ("--stall-window", "64")

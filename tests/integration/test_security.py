@@ -10,9 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -33,9 +33,15 @@ X = {"x": np.ones(3, np.float32)}
 
 def _config(**security: str) -> ClusterConfig:
     return ClusterConfig(
-        f"tcp://127.0.0.1:{free_port()}", "symphony", f"tcp://127.0.0.1:{free_port()}", 500.0,
-        (ModelSpec("tiny", 500.0, 1.0, 4.0),), (WorkerSpec("emulated", ("tiny",), gpus=2),),
-        http_port=free_port(), grpc_port=free_port(), **security,
+        f"tcp://127.0.0.1:{free_port()}",
+        "symphony",
+        f"tcp://127.0.0.1:{free_port()}",
+        500.0,
+        (ModelSpec("tiny", 500.0, 1.0, 4.0),),
+        (WorkerSpec("emulated", ("tiny",), gpus=2),),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        **security,
     )
 
 
@@ -137,9 +143,7 @@ def test_curve_refuses_clients_without_keys_or_with_foreign_keys(
     assert cluster.alive() == [r for r, _ in cluster.procs]
 
 
-def test_scheduler_authorizes_on_the_key_role_not_the_routing_id(
-    keyed_cluster: tuple[Cluster, Path]
-) -> None:
+def test_scheduler_authorizes_on_the_key_role_not_the_routing_id(keyed_cluster: tuple[Cluster, Path]) -> None:
     import zmq
     from zmq.auth import load_certificate
 
@@ -213,10 +217,24 @@ def _solo_workers(cluster: Cluster, keys: Path, **keyrings: Path) -> Iterator[No
     procs = []
     try:
         for name, keyring in keyrings.items():
-            cmd = [sys.executable, "-m", "central.cli", "worker",
-                   "--scheduler", cluster.config.scheduler_address,
-                   "--data-address", "tcp://127.0.0.1:0", "--name", name,
-                   "--emulate", "1", "--model", "solo:1.0:4.0:4", "--keys", str(keyring)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "central.cli",
+                "worker",
+                "--scheduler",
+                cluster.config.scheduler_address,
+                "--data-address",
+                "tcp://127.0.0.1:0",
+                "--name",
+                name,
+                "--emulate",
+                "1",
+                "--model",
+                "solo:1.0:4.0:4",
+                "--keys",
+                str(keyring),
+            ]
             with open(keys.parent / f"{name}.log", "ab") as out:
                 procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
         yield
@@ -237,8 +255,11 @@ def _solo_workers(cluster: Cluster, keys: Path, **keyrings: Path) -> Iterator[No
 def _wait_serving_solo(cluster: Cluster, keys: Path, name: str, timeout_s: float = 20.0) -> None:
     """Until worker ``name`` is registered and the frontend knows its model ``solo``."""
     deadline = time.monotonic() + timeout_s
-    while not (name in _worker_names(cluster, keys) and "solo" in query_stats(
-            cluster.config.frontend_address, keys=str(keys), server="frontend")["models"]):
+    while not (
+        name in _worker_names(cluster, keys)
+        and "solo"
+        in query_stats(cluster.config.frontend_address, keys=str(keys), server="frontend")["models"]
+    ):
         if time.monotonic() > deadline:
             pytest.fail(f"worker {name} never registered")
         time.sleep(0.2)
@@ -285,7 +306,8 @@ def test_curve_allow_list_refuses_a_worker_key_not_listed(
     # refused its RegisterWorker (an unknown key), counted it and answered it.
     assert stats["counters"].get("unauthorized", 0) == before.get("unauthorized", 0)
     assert public not in (keys.parent / "scheduler.log").read_text().replace(
-        f"CURVE handshake from public key {public}", "")
+        f"CURVE handshake from public key {public}", ""
+    )
     assert "scheduler refused a message" not in (keys.parent / "outsider_worker.log").read_text()
 
 
@@ -299,10 +321,17 @@ def test_peer_gate_refuses_a_worker_holding_the_frontend_key(
     listed = _keyring(keys, tmp_path / "listed", "worker", keys / "worker.key_secret")
     with _solo_workers(cluster, keys, frontend_keyed_worker=impostor, worker_keyed_worker=listed):
         # the handshake passes (the frontend's key is listed); RegisterWorker does not
-        line = _log_line(keys.parent / "scheduler.log", "the scheduler refused a message",
-                         frontend_public, "a frontend key may not send message kind 1")
-        _log_line(keys.parent / "frontend_keyed_worker.log", "scheduler refused a message",
-                  "a frontend key may not send message kind 1")
+        line = _log_line(
+            keys.parent / "scheduler.log",
+            "the scheduler refused a message",
+            frontend_public,
+            "a frontend key may not send message kind 1",
+        )
+        _log_line(
+            keys.parent / "frontend_keyed_worker.log",
+            "scheduler refused a message",
+            "a frontend key may not send message kind 1",
+        )
         _wait_serving_solo(cluster, keys, "worker_keyed_worker")
         with Client(cluster.config.frontend_address, keys=str(keys)) as c:
             assert c.infer("solo", X)["sum"][0] == 3.0

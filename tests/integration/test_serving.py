@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import attainment_with_stalls, simulate_same_arrivals
 
 from central.client import BadRequest, Client, Rejected, query_stats
 from central.client.canary import StallCanary
@@ -13,9 +14,6 @@ from central.client.load import LoadSpec, poisson_times, run_load, summarize
 from central.cluster import Cluster
 from central.policy.bound import analytic_bound
 from central.protocol.records import BatchRecord
-
-from conftest import attainment_with_stalls, simulate_same_arrivals
-
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +52,13 @@ def test_poisson_load_at_60_percent_of_bound_meets_slo(serving_cluster: Cluster)
     # 99% within the SLO, unless the machine stalled: then what the simulator attains on
     # the same arrivals with the same stalls (the canary's) is the bar, no lower.
     sent = np.concatenate([warm_rec[:, 1], rec[:, 1]])
-    plain, stalled = attainment_with_stalls(serving_cluster, "symphony", sent,
-                                            slice(len(warm_rec), None), canary.stalls)
-    print(f"live {s['slo_attainment']:.4f}; simulated {plain:.4f}, with the "
-          f"{len(canary.stalls)} stalls the canary saw ({canary.stalled_ms():.0f} ms) {stalled:.4f}")
+    plain, stalled = attainment_with_stalls(
+        serving_cluster, "symphony", sent, slice(len(warm_rec), None), canary.stalls
+    )
+    print(
+        f"live {s['slo_attainment']:.4f}; simulated {plain:.4f}, with the "
+        f"{len(canary.stalls)} stalls the canary saw ({canary.stalled_ms():.0f} ms) {stalled:.4f}"
+    )
     assert plain >= 0.99
     assert s["slo_attainment"] >= min(0.99, stalled), (s, plain, stalled, canary.stalls)
     fe = query_stats(serving_cluster.config.frontend_address)
@@ -76,13 +77,14 @@ def test_poisson_load_at_60_percent_of_bound_meets_slo(serving_cluster: Cluster)
     count = sched["counters"]["batches"] - batches_before
     sizes = np.array([BatchRecord.of(b).size for b in sched["batches"][-count:]])
     sim = simulate_same_arrivals(serving_cluster, "symphony", sent - sent.min())
-    rows = np.unique(sim.batch_of[len(warm_rec):])
+    rows = np.unique(sim.batch_of[len(warm_rec) :])
     sim_sizes = sim.batch_size[rows[rows >= 0]]
-    print(f"live batches {count}, mean {sizes.mean():.2f}, max {sizes.max()}; "
-          f"simulated {len(sim_sizes)}, mean {sim_sizes.mean():.2f}, max {sim_sizes.max()}; "
-          f"b* {bound.batch}")
-    assert abs(sizes.mean() - sim_sizes.mean()) <= 0.15 * sim_sizes.mean(), (
-        sizes.mean(), sim_sizes.mean())
+    print(
+        f"live batches {count}, mean {sizes.mean():.2f}, max {sizes.max()}; "
+        f"simulated {len(sim_sizes)}, mean {sim_sizes.mean():.2f}, max {sim_sizes.max()}; "
+        f"b* {bound.batch}"
+    )
+    assert abs(sizes.mean() - sim_sizes.mean()) <= 0.15 * sim_sizes.mean(), (sizes.mean(), sim_sizes.mean())
     assert sizes.max() <= sim_sizes.max() + 1, (np.bincount(sizes), np.bincount(sim_sizes))
 
 

@@ -14,11 +14,12 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import zmq
+from conftest import DILATION, SPLIT_POLICY_ARGS, attainment_with_stalls
 
 from central.client import Client, query_stats
 from central.client.canary import StallCanary
@@ -27,8 +28,6 @@ from central.cluster import Cluster, ClusterConfig, ModelSpec, WorkerSpec, free_
 from central.policy.bound import analytic_bound
 from central.protocol import Error, decode
 from central.protocol.conventions import owner_of
-
-from conftest import DILATION, SPLIT_POLICY_ARGS, attainment_with_stalls
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +39,12 @@ SLO_MS = 25 * DILATION
 @pytest.fixture(scope="module")
 def split_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert len({owner_of(m, {}, 2) for m in MODELS}) == 1  # the premise of the move test
-    models = tuple(ModelSpec(m, slo_ms=SLO_MS, k_ms=1.082 * DILATION, c_ms=5.204 * DILATION)
-                   for m in MODELS)
-    workers = tuple(WorkerSpec("emulated", (m,), gpus=GPUS, seed=i)
-                    for i, m in enumerate(MODELS))
-    config = ClusterConfig(models=models, workers=workers, default_slo_ms=SLO_MS,
-                           shards=2).with_ports(free_port(), free_port())
-    cluster = Cluster(config, log_dir=str(tmp_path_factory.mktemp("split")),
-                      policy_args=SPLIT_POLICY_ARGS)
+    models = tuple(ModelSpec(m, slo_ms=SLO_MS, k_ms=1.082 * DILATION, c_ms=5.204 * DILATION) for m in MODELS)
+    workers = tuple(WorkerSpec("emulated", (m,), gpus=GPUS, seed=i) for i, m in enumerate(MODELS))
+    config = ClusterConfig(models=models, workers=workers, default_slo_ms=SLO_MS, shards=2).with_ports(
+        free_port(), free_port()
+    )
+    cluster = Cluster(config, log_dir=str(tmp_path_factory.mktemp("split")), policy_args=SPLIT_POLICY_ARGS)
     cluster.start()
     try:
         yield cluster
@@ -75,8 +72,7 @@ def _load(address: str, rate: float, duration: float, seed: int) -> dict[str, np
     return out
 
 
-def _load_through(fault: Callable[[], None], address: str, rate: float, duration: float,
-                  seed: int) -> None:
+def _load_through(fault: Callable[[], None], address: str, rate: float, duration: float, seed: int) -> None:
     """Both models' load while ``fault`` runs beside it: every request gets exactly one
     terminal answer, as the wire ledger (``run_load``'s sender) saw it."""
     thread = threading.Thread(target=fault)
@@ -121,10 +117,13 @@ def test_two_shards_serve_two_models_within_slo_and_move_one(split_cluster: Clus
         # 99% within the SLO, unless the machine stalled: then what the simulator attains
         # on this model's arrivals with the canary's stalls is the bar, no lower.
         sent = np.concatenate([warm[model][:, 1], rec[:, 1]])
-        plain, stalled = attainment_with_stalls(split_cluster, model, sent,
-                                                slice(len(warm[model]), None), canary.stalls)
-        print(f"{model}: live {s['slo_attainment']:.4f}; simulated {plain:.4f}, with the "
-              f"canary's stalls ({canary.stalled_ms():.0f} ms) {stalled:.4f}")
+        plain, stalled = attainment_with_stalls(
+            split_cluster, model, sent, slice(len(warm[model]), None), canary.stalls
+        )
+        print(
+            f"{model}: live {s['slo_attainment']:.4f}; simulated {plain:.4f}, with the "
+            f"canary's stalls ({canary.stalled_ms():.0f} ms) {stalled:.4f}"
+        )
         assert plain >= 0.99
         assert s["slo_attainment"] >= min(0.99, stalled), (model, s["outcomes"], s, stalled)
     after = [s["counters"].get("requests_in", 0) for s in _shard_stats(split_cluster)]
@@ -221,10 +220,7 @@ def _wait_served(cluster: Cluster, model: str, timeout_s: float = 15.0) -> None:
     raise AssertionError(f"{model} not served again within {timeout_s} s: {last!r}")
 
 
-
-
-def test_sigkill_the_matcher_its_shards_follow_and_a_restart_serves_again(
-        split_cluster: Cluster) -> None:
+def test_sigkill_the_matcher_its_shards_follow_and_a_restart_serves_again(split_cluster: Cluster) -> None:
     """The shards die with their matcher (none is left holding a port or stale queues),
     every request gets one answer meanwhile, and a restarted split scheduler serves."""
     config = split_cluster.config

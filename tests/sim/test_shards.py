@@ -36,31 +36,44 @@ from central.policy.sharded import ShardedPolicy, ShardOptions
 
 PROFILE = Profile(1_082_000, 5_204_000, 64)
 MODELS = tuple(f"m{i}" for i in range(8))
-COLUMNS = ("outcome", "drop_reason", "finish_ns", "batch_of", "batch_worker", "batch_model",
-           "batch_size", "batch_decided_ns", "batch_earliest_ns", "batch_latest_ns")
+COLUMNS = (
+    "outcome",
+    "drop_reason",
+    "finish_ns",
+    "batch_of",
+    "batch_worker",
+    "batch_model",
+    "batch_size",
+    "batch_decided_ns",
+    "batch_earliest_ns",
+    "batch_latest_ns",
+)
 
 
 def _pools_cluster() -> Cluster:
     """8 models in 4 pools of 2 models on 4 workers each."""
     workers = tuple((MODELS[2 * p], MODELS[2 * p + 1]) for p in range(4) for _ in range(4))
-    return Cluster({m: PROFILE for m in MODELS}, {m: 25_000_000 for m in MODELS}, workers)
+    return Cluster(dict.fromkeys(MODELS, PROFILE), dict.fromkeys(MODELS, 25000000), workers)
 
 
 def _shared_cluster() -> Cluster:
     """8 models, each worker serving all of them; SLOs differ per model."""
     slo = {m: 25_000_000 + 5_000_000 * i for i, m in enumerate(MODELS)}
-    return Cluster({m: PROFILE for m in MODELS}, slo, tuple(MODELS for _ in range(8)))
+    return Cluster(dict.fromkeys(MODELS, PROFILE), slo, tuple(MODELS for _ in range(8)))
 
 
 SCENARIOS: dict[str, Any] = {
     "pools, Poisson, noisy durations": (
-        _pools_cluster, lambda: poisson(16 * 560, 1.5, 1, model=MODELS),
-        SimConfig(noise=Noise(cv=0.1), seed=1)),
+        _pools_cluster,
+        lambda: poisson(16 * 560, 1.5, 1, model=MODELS),
+        SimConfig(noise=Noise(cv=0.1), seed=1),
+    ),
     "shared workers, bursty, late timers": (
-        _shared_cluster, lambda: gamma(8 * 500, 3.0, 1.5, 2, model=MODELS),
-        SimConfig(noise=Noise(cv=0.05, outlier_prob=0.01), tick_lateness_ns=300_000, seed=2)),
-    "overload": (
-        _pools_cluster, lambda: poisson(16 * 900, 1.0, 3, model=MODELS), SimConfig(seed=3)),
+        _shared_cluster,
+        lambda: gamma(8 * 500, 3.0, 1.5, 2, model=MODELS),
+        SimConfig(noise=Noise(cv=0.05, outlier_prob=0.01), tick_lateness_ns=300_000, seed=2),
+    ),
+    "overload": (_pools_cluster, lambda: poisson(16 * 900, 1.0, 3, model=MODELS), SimConfig(seed=3)),
 }
 
 
@@ -114,7 +127,7 @@ def _normal(actions: list[Any]) -> list[Any]:
 
 def test_churn_gives_the_same_decisions_with_1_and_k_shards() -> None:
     """Workers lost and re-joining with other models, driven in lockstep."""
-    cfg = PolicyConfig(profiles={m: PROFILE for m in MODELS})
+    cfg = PolicyConfig(profiles=dict.fromkeys(MODELS, PROFILE))
     policies = [ShardedPolicy(cfg, ShardOptions(k)) for k in (1, 3, 5)]
     rng = random.Random(7)
     now, rid = 0, 0
@@ -132,9 +145,13 @@ def test_churn_gives_the_same_decisions_with_1_and_k_shards() -> None:
                 ok = BatchStatus.OK if rng.random() > 0.05 else BatchStatus.TOO_LATE
                 end = d.earliest_ns + (d.expected_ns if ok == BatchStatus.OK else 0)
                 end += rng.randrange(0, 400_000)
-                done.append((end, d.batch_id, BatchDone(d.batch_id, d.worker_id, ok,
-                                                         d.earliest_ns, end,
-                                                         len(d.request_ids))))
+                done.append(
+                    (
+                        end,
+                        d.batch_id,
+                        BatchDone(d.batch_id, d.worker_id, ok, d.earliest_ns, end, len(d.request_ids)),
+                    )
+                )
             else:
                 dropped += len(rest[1])
 
@@ -211,15 +228,16 @@ def test_models_move_between_shards_without_losing_a_request() -> None:
 
 
 def test_rebalance_evens_out_the_shards_arrival_rates() -> None:
-    cfg = PolicyConfig(profiles={m: PROFILE for m in MODELS})
+    cfg = PolicyConfig(profiles=dict.fromkeys(MODELS, PROFILE))
     placement = tuple((m, 0) for m in MODELS)  # everything on shard 0 of 2
     policy = ShardedPolicy(cfg, ShardOptions(2, placement))
     policy.handle(WorkerJoined(0, MODELS), 0)
     rid, now = 0, 0
     for step in range(200):  # m0..m3 four times as busy as m4..m7
         now = step * 1_000_000
-        reqs = [Request(rid + i, MODELS[i % 8] if i < 8 else MODELS[i % 4], now + 10**9, now)
-                for i in range(24)]
+        reqs = [
+            Request(rid + i, MODELS[i % 8] if i < 8 else MODELS[i % 4], now + 10**9, now) for i in range(24)
+        ]
         rid += len(reqs)
         policy.handle(RequestsArrived(tuple(reqs)), now)
     moves = policy.rebalance(now)

@@ -70,11 +70,19 @@ class Scripted:
         return self.wakeups[0] if self.wakeups else None
 
     def snapshot(self) -> PolicySnapshot:
-        return PolicySnapshot(now_ns=None, models={}, workers={}, inflight_batches=0,
-                              next_wakeup_ns=self.next_wakeup_ns())
+        return PolicySnapshot(
+            now_ns=None, models={}, workers={}, inflight_batches=0, next_wakeup_ns=self.next_wakeup_ns()
+        )
 
-    def dispatch(self, now: int, ids: tuple[int, ...], *, worker: int = 0,
-                 earliest: int | None = None, latest: int | None = None) -> Dispatch:
+    def dispatch(
+        self,
+        now: int,
+        ids: tuple[int, ...],
+        *,
+        worker: int = 0,
+        earliest: int | None = None,
+        latest: int | None = None,
+    ) -> Dispatch:
         bid = self.next_batch
         self.next_batch += 1
         earliest = now + 500_000 if earliest is None else earliest
@@ -87,6 +95,7 @@ def serve_at_once(policy: Scripted) -> Any:
         if isinstance(event, RequestsArrived):
             return [policy.dispatch(now, tuple(r.request_id for r in event.requests))]
         return []
+
     return react
 
 
@@ -106,8 +115,7 @@ def test_arrivals_at_one_instant_are_coalesced() -> None:
     p = Scripted()
     p.react = serve_at_once(p)
     res = simulate(p, trace_at(0, 3, 3, 3, 9), one_worker(), SimConfig())
-    arrived = [(t, [r.request_id for r in e.requests]) for t, e in p.events
-               if isinstance(e, RequestsArrived)]
+    arrived = [(t, [r.request_id for r in e.requests]) for t, e in p.events if isinstance(e, RequestsArrived)]
     assert arrived == [(0, [0]), (3, [1, 2, 3]), (9, [4])]
     r = next(e for _, e in p.events if isinstance(e, RequestsArrived) and len(e.requests) == 3)
     assert r.requests[0].deadline_ns == 3 + SLO and r.requests[0].arrival_ns == 3
@@ -126,8 +134,9 @@ def test_a_batch_runs_from_max_of_earliest_free_and_payload_arrival() -> None:
         return []
 
     p.react = react
-    res = simulate(p, trace_at(0, 1000, 1000), one_worker(), SimConfig(dispatch_delay_ns=500_000,
-                                                                       reply_cost_ns=300_000))
+    res = simulate(
+        p, trace_at(0, 1000, 1000), one_worker(), SimConfig(dispatch_delay_ns=500_000, reply_cost_ns=300_000)
+    )
     first_end = 500_000 + PROF.latency_ns(1)
     assert res.batch_start_ns.tolist() == [500_000, first_end]  # the second waits for the first
     assert res.batch_end_ns.tolist() == [first_end, first_end + PROF.latency_ns(2)]
@@ -146,8 +155,10 @@ def test_a_worker_refuses_a_batch_it_cannot_start_by_latest() -> None:
 
     def react(event: Event, now: int) -> list[Action]:
         if isinstance(event, RequestsArrived):
-            return [p.dispatch(now, (0, 1)),
-                    p.dispatch(now, (2,), latest=now + 2 * MS)]  # behind a 7.4 ms batch
+            return [
+                p.dispatch(now, (0, 1)),
+                p.dispatch(now, (2,), latest=now + 2 * MS),
+            ]  # behind a 7.4 ms batch
         return []
 
     p.react = react
@@ -168,8 +179,10 @@ def test_late_results_are_late_and_drops_carry_their_reason() -> None:
 
     def react(event: Event, now: int) -> list[Action]:
         if isinstance(event, RequestsArrived):
-            return [Drop((1,), DropReason.SHED),
-                    p.dispatch(now, (0,), earliest=now + 30 * MS, latest=now + 30 * MS)]
+            return [
+                Drop((1,), DropReason.SHED),
+                p.dispatch(now, (0,), earliest=now + 30 * MS, latest=now + 30 * MS),
+            ]
         return []
 
     p.react = react
@@ -240,16 +253,13 @@ def test_events_at_one_instant_go_done_then_arrivals_then_tick() -> None:
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
-        (lambda p, now: [p.dispatch(now, (0,), earliest=now - 2, latest=now - 1)],
-         "dispatch_after_latest"),
+        (lambda p, now: [p.dispatch(now, (0,), earliest=now - 2, latest=now - 1)], "dispatch_after_latest"),
         (lambda p, now: [p.dispatch(now, (0,), earliest=now + 5, latest=now + 4)], "empty_window"),
         (lambda p, now: [p.dispatch(now, (0,), worker=7)], "wrong_worker"),
         (lambda p, now: [p.dispatch(now, (0,)), p.dispatch(now, (0,))], "not_queued"),
-        (lambda p, now: [Drop((0,), DropReason.DEADLINE), Drop((0,), DropReason.DEADLINE)],
-         "not_queued"),
+        (lambda p, now: [Drop((0,), DropReason.DEADLINE), Drop((0,), DropReason.DEADLINE)], "not_queued"),
         (lambda p, now: [Drop((0, 99), DropReason.DEADLINE)], "not_queued"),
-        (lambda p, now: [Drop((), DropReason.DEADLINE), Drop((0,), DropReason.DEADLINE)],
-         "empty_drop"),
+        (lambda p, now: [Drop((), DropReason.DEADLINE), Drop((0,), DropReason.DEADLINE)], "empty_drop"),
         (lambda p, now: [p.dispatch(now, (1, 0))], "head_not_first"),
         (lambda p, now: [], "unfinished"),
     ],
@@ -263,11 +273,15 @@ def test_breaches_are_caught(make: Any, kind: str) -> None:
         state = {"done": False}
 
         def react(event: Event, now: int) -> list[Action]:
-            if isinstance(event, RequestsArrived) and event.requests[-1].request_id == 1 \
-                    and not state["done"]:
+            if (
+                isinstance(event, RequestsArrived)
+                and event.requests[-1].request_id == 1
+                and not state["done"]
+            ):
                 state["done"] = True
                 return make(p, now)
             return []
+
         p.react = react
         return p
 
@@ -332,28 +346,42 @@ def test_noise_has_its_cv_and_outliers() -> None:
     assert normal.std() / normal.mean() == pytest.approx(0.1, rel=0.1)
     q = Scripted()
     q.react = serve_at_once(q)
-    jitter = simulate(q, tr.until(2_000 * 20 * MS), one_worker(),
-                      SimConfig(noise=Noise(jitter_ns=100_000), seed=2))
+    jitter = simulate(
+        q, tr.until(2_000 * 20 * MS), one_worker(), SimConfig(noise=Noise(jitter_ns=100_000), seed=2)
+    )
     extra = (jitter.batch_end_ns - jitter.batch_start_ns) - PROF.latency_ns(1)
     assert extra.min() >= 0 and extra.max() <= 100_000 and extra.mean() == pytest.approx(50_000, rel=0.1)
 
 
-COLUMNS = ("finish_ns", "outcome", "drop_reason", "batch_of", "batch_id", "batch_worker",
-           "batch_size", "batch_decided_ns", "batch_start_ns", "batch_end_ns", "batch_status")
+COLUMNS = (
+    "finish_ns",
+    "outcome",
+    "drop_reason",
+    "batch_of",
+    "batch_id",
+    "batch_worker",
+    "batch_size",
+    "batch_decided_ns",
+    "batch_start_ns",
+    "batch_end_ns",
+    "batch_status",
+)
 
 
 def test_same_seed_same_result_and_another_seed_differs() -> None:
     tr = gamma(4_000, 3.0, 1.0, seed=11)
     cluster = one_worker(8)
-    cfg = SimConfig(noise=Noise(cv=0.05, jitter_ns=50_000, outlier_prob=0.005),
-                    tick_lateness_ns=200_000, seed=5)
+    cfg = SimConfig(
+        noise=Noise(cv=0.05, jitter_ns=50_000, outlier_prob=0.005), tick_lateness_ns=200_000, seed=5
+    )
     one = simulate_policy("symphony", tr, cluster, cfg)
     two = simulate_policy("symphony", tr, cluster, cfg)
     for col in COLUMNS:
         assert np.array_equal(getattr(one, col), getattr(two, col)), col
     assert one.violations == {} == two.violations
-    three = simulate_policy("symphony", tr, cluster, SimConfig(
-        noise=cfg.noise, tick_lateness_ns=cfg.tick_lateness_ns, seed=6))
+    three = simulate_policy(
+        "symphony", tr, cluster, SimConfig(noise=cfg.noise, tick_lateness_ns=cfg.tick_lateness_ns, seed=6)
+    )
     assert not np.array_equal(one.batch_end_ns, three.batch_end_ns)
 
 
@@ -373,8 +401,9 @@ def test_symphony_at_60_percent_of_the_bound() -> None:
     # the policy's rule l(b) + max(l(b)/N, b/rate) <= SLO - overheads gives 13 at this
     # rate (seeds 1-4 average 13.12-13.20); each worker then runs rate/N/b batches a
     # second of l(b) each: 0.62 busy at b = 13.1 (seeds 1-4: 0.619-0.633)
-    target = target_batch(PROF, rate_per_ns=0.6 * bound.goodput_rps / 1e9, n_workers=8,
-                          budget_ns=SLO - 800_000)
+    target = target_batch(
+        PROF, rate_per_ns=0.6 * bound.goodput_rps / 1e9, n_workers=8, budget_ns=SLO - 800_000
+    )
     assert target == 13 and abs(s["mean_batch_size"] - target) <= 1.0
     mean_b = s["mean_batch_size"]
     busy = 0.6 * bound.goodput_rps / 8 / mean_b * (PROF.k_ns * mean_b + PROF.c_ns) / 1e9
@@ -416,8 +445,9 @@ def test_a_pause_holds_arrivals_ticks_batch_ends_and_replies_until_it_ends() -> 
 
     p = Scripted()
     p.react = serve_at_once(p)
-    cfg = SimConfig(dispatch_delay_ns=500_000, reply_cost_ns=300_000,
-                    pauses=((2 * MS, 4 * MS), (9 * MS, 12 * MS)))
+    cfg = SimConfig(
+        dispatch_delay_ns=500_000, reply_cost_ns=300_000, pauses=((2 * MS, 4 * MS), (9 * MS, 12 * MS))
+    )
     res = simulate(p, trace_at(2 * MS + 10, 5 * MS), one_worker(), cfg)
     arrived = [t for t, e in p.events if isinstance(e, RequestsArrived)]
     assert arrived == [4 * MS, 5 * MS]  # the first was seen when the pause ended
@@ -434,11 +464,13 @@ def test_a_long_pause_makes_requests_late_and_pauses_elsewhere_change_nothing() 
     bound = analytic_bound(8, PROF.k_ns, PROF.c_ns, SLO)
     tr = poisson(0.6 * bound.goodput_rps, 1.0, seed=1)
     plain = simulate_policy("symphony", tr, one_worker(8), SimConfig(strict=False))
-    far = simulate_policy("symphony", tr, one_worker(8),
-                          SimConfig(strict=False, pauses=((5_000 * MS, 5_040 * MS),)))
+    far = simulate_policy(
+        "symphony", tr, one_worker(8), SimConfig(strict=False, pauses=((5_000 * MS, 5_040 * MS),))
+    )
     assert np.array_equal(plain.outcome, far.outcome)
     assert np.array_equal(plain.finish_ns, far.finish_ns)
-    stalled = simulate_policy("symphony", tr, one_worker(8),
-                              SimConfig(strict=False, pauses=((400 * MS, 440 * MS),)))
+    stalled = simulate_policy(
+        "symphony", tr, one_worker(8), SimConfig(strict=False, pauses=((400 * MS, 440 * MS),))
+    )
     assert plain.attainment >= 0.999
     assert stalled.attainment < plain.attainment - 0.02  # a 40 ms stop costs a 25 ms SLO

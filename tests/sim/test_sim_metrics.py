@@ -29,7 +29,12 @@ def test_slo_metrics_on_hand_made_arrays() -> None:
 def test_outcomes_and_drop_reasons_are_counted_by_name() -> None:
     outcome = [Outcome.OK, Outcome.OK, Outcome.LATE, Outcome.DROPPED, Outcome.DROPPED, -1]
     assert metrics.outcome_counts(outcome) == {
-        "UNFINISHED": 1, "OK": 2, "LATE": 1, "REFUSED": 0, "DROPPED": 2}
+        "UNFINISHED": 1,
+        "OK": 2,
+        "LATE": 1,
+        "REFUSED": 0,
+        "DROPPED": 2,
+    }
     reasons = [-1, -1, -1, DropReason.SHED, DropReason.DEADLINE, 42]
     assert metrics.drops_by_reason(reasons) == {"DEADLINE": 1, "SHED": 1, "REASON_42": 1}
     assert metrics.drops_by_reason([-1, -1]) == {}
@@ -54,10 +59,18 @@ def test_latency_percentiles_skip_unfinished() -> None:
 
 def test_summarize_is_plain_data() -> None:
     s = metrics.summarize(
-        arrival_ns=[0, 0, 0], deadline_ns=[10, 10, 10], finish_ns=[5, 20, -1],
-        outcome=[Outcome.OK, Outcome.LATE, Outcome.DROPPED], drop_reason=[-1, -1, 0],
-        batch_size=[2, 1], batch_worker=[0, 1], batch_start_ns=[0, 7], batch_end_ns=[4, 7],
-        batch_status=[BatchStatus.OK, BatchStatus.TOO_LATE], n_workers=2, span_ns=10,
+        arrival_ns=[0, 0, 0],
+        deadline_ns=[10, 10, 10],
+        finish_ns=[5, 20, -1],
+        outcome=[Outcome.OK, Outcome.LATE, Outcome.DROPPED],
+        drop_reason=[-1, -1, 0],
+        batch_size=[2, 1],
+        batch_worker=[0, 1],
+        batch_start_ns=[0, 7],
+        batch_end_ns=[4, 7],
+        batch_status=[BatchStatus.OK, BatchStatus.TOO_LATE],
+        n_workers=2,
+        span_ns=10,
     )
     json.dumps(s)
     assert s["slo_attainment"] == pytest.approx(1 / 3)

@@ -51,18 +51,22 @@ def setups(draw: st.DrawFn) -> dict[str, Any]:
         tuple(draw(st.lists(st.sampled_from(models), min_size=1, max_size=n_models, unique=True)))
         for _ in range(n_workers)
     )
-    arrivals = draw(st.lists(
-        st.tuples(
-            st.one_of(st.just(0), st.integers(0, MS // 5), st.integers(0, 4 * MS)),
-            st.integers(0, n_models),  # n_models: "ghost", which nobody serves
-        ),
-        max_size=150,
-    ))
+    arrivals = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(st.just(0), st.integers(0, MS // 5), st.integers(0, 4 * MS)),
+                st.integers(0, n_models),  # n_models: "ghost", which nobody serves
+            ),
+            max_size=150,
+        )
+    )
     config = SimConfig(
         dispatch_delay_ns=draw(st.integers(0, 2 * MS)),
         reply_cost_ns=draw(st.integers(0, MS)),
         tick_lateness_ns=draw(st.sampled_from([0, 100_000, 500_000])),
-        noise=Noise() if exact else Noise(
+        noise=Noise()
+        if exact
+        else Noise(
             cv=draw(st.sampled_from([0.0, 0.05, 0.3])),
             jitter_ns=draw(st.sampled_from([0, 200_000])),
             outlier_prob=draw(st.sampled_from([0.0, 0.05])),
@@ -74,8 +78,15 @@ def setups(draw: st.DrawFn) -> dict[str, Any]:
         "refit": draw(st.booleans()),
         "shed_fraction": draw(st.sampled_from([0.0, 0.95])),
     }
-    return {"profiles": profiles, "slo": slo, "workers": workers, "arrivals": arrivals,
-            "config": config, "knobs": knobs, "exact": exact}
+    return {
+        "profiles": profiles,
+        "slo": slo,
+        "workers": workers,
+        "arrivals": arrivals,
+        "config": config,
+        "knobs": knobs,
+        "exact": exact,
+    }
 
 
 def build(s: dict[str, Any]) -> tuple[Trace, Cluster]:

@@ -46,8 +46,7 @@ def test_poisson_goodput_sits_just_below_the_bound() -> None:
 def test_bursty_arrivals_cost_goodput() -> None:
     cluster = Cluster.shared({"m": PROF}, 25 * MS, 4)
     poisson = search_goodput("symphony", cluster, requests=6_000, rel_tol=0.05)
-    bursty = search_goodput("symphony", cluster, trace="gamma", cv=3.0, requests=6_000,
-                            rel_tol=0.05)
+    bursty = search_goodput("symphony", cluster, trace="gamma", cv=3.0, requests=6_000, rel_tol=0.05)
     bound = analytic_bound(4, PROF.k_ns, PROF.c_ns, 25 * MS).goodput_rps
     # rel_tol 0.05: steps of 1/32 of the bound (0.031). Seeds 1-6: Poisson 0.813-0.875 of
     # the bound (seed 1: 0.875), Gamma CV 3 0.469-0.594 (seed 1: 0.484), bursty over
@@ -61,8 +60,10 @@ def test_bursty_arrivals_cost_goodput() -> None:
 def test_multi_model_bracket_and_kinds(azure_trace: Path) -> None:
     a, b = Profile(2 * MS, 3 * MS, 32), Profile(MS, 6 * MS, 32)
     cluster = Cluster({"a": a, "b": b}, {"a": 30 * MS, "b": 40 * MS}, (("a",), ("a", "b"), ("b",)))
-    expected = (analytic_bound(2, a.k_ns, a.c_ns, 30 * MS, max_batch=32).goodput_rps
-                + analytic_bound(2, b.k_ns, b.c_ns, 40 * MS, max_batch=32).goodput_rps)
+    expected = (
+        analytic_bound(2, a.k_ns, a.c_ns, 30 * MS, max_batch=32).goodput_rps
+        + analytic_bound(2, b.k_ns, b.c_ns, 40 * MS, max_batch=32).goodput_rps
+    )
     assert bound_rps(cluster) == pytest.approx(expected)
     make = trace_maker("piecewise", ("a", "b"), bursts=2)
     tr = make(1_000.0, 4.0, 1)

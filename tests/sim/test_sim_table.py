@@ -9,14 +9,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # noqa: F401  (installed by the bench extra; a missing one is a failure)
 import pytest
 
 from bench import sim_table
 from central.policy import Profile, analytic_bound
 from central.policy.base import DEFAULT_POLICY
 from central.policy.bound import target_batch
-
-import matplotlib  # noqa: F401,E402  (installed by the bench extra; a missing one is a failure)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000
@@ -28,10 +27,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("sim")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        rc = sim_table.main(["--quick", "--out", str(out / "grid.json"),
-                             "--plots", str(out / "plots")])
-    return {"rc": rc, "dir": out, "stdout": printed.getvalue(),
-            "doc": json.loads((out / "grid.json").read_text())}
+        rc = sim_table.main(["--quick", "--out", str(out / "grid.json"), "--plots", str(out / "plots")])
+    return {
+        "rc": rc,
+        "dir": out,
+        "stdout": printed.getvalue(),
+        "doc": json.loads((out / "grid.json").read_text()),
+    }
 
 
 def test_quick_grid_rows_and_fields(quick_run: dict[str, Any]) -> None:
@@ -40,17 +42,31 @@ def test_quick_grid_rows_and_fields(quick_run: dict[str, Any]) -> None:
     rows = doc["rows"]
     pols = [DEFAULT_POLICY, sim_table.BASELINE]
     assert [(r["policy"], r["trace"], r["n"], r["slo_ms"]) for r in rows] == [
-        (p, "poisson", n, 25.0) for n in (1, 8) for p in pols]
+        (p, "poisson", n, 25.0) for n in (1, 8) for p in pols
+    ]
     for r in rows:
-        for key in ("goodput_rps", "rate_rps", "attainment", "coord_rps",
-                    "coord_overhead_rps", "uncoord_rps", "uncoord_sim_rps", "ratio_coord",
-                    "ratio_coord_overhead", "ratio_uncoord_sim", "ratio_uncoord_bound",
-                    "probes", "requests", "seed", "wall_s"):
+        for key in (
+            "goodput_rps",
+            "rate_rps",
+            "attainment",
+            "coord_rps",
+            "coord_overhead_rps",
+            "uncoord_rps",
+            "uncoord_sim_rps",
+            "ratio_coord",
+            "ratio_coord_overhead",
+            "ratio_uncoord_sim",
+            "ratio_uncoord_bound",
+            "probes",
+            "requests",
+            "seed",
+            "wall_s",
+        ):
             assert key in r, key
         assert r["requests"] == 3000
         assert r["probes"] and all(
-            set(p) == {"rate_rps", "attainment", "goodput_rps", "requests", "passed"}
-            for p in r["probes"])
+            set(p) == {"rate_rps", "attainment", "goodput_rps", "requests", "passed"} for p in r["probes"]
+        )
         assert r["attainment"] >= 0.99
         # goodput is the passing rate less its misses (<= 1%), counted over the trace's
         # window: a 3,000-request Poisson count is +-1.8% (1 sd) off rate x window, and
@@ -59,8 +75,7 @@ def test_quick_grid_rows_and_fields(quick_run: dict[str, Any]) -> None:
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["machine"]
     assert doc["args"]["quick"] is True and doc["args"]["jobs"] == 2
     runs = doc["point"]["runs"]
-    assert {(q["policy"], q["load"]) for q in runs} == {
-        (p, x) for p in pols for x in (0.6, 0.8, 1.0)}
+    assert {(q["policy"], q["load"]) for q in runs} == {(p, x) for p in pols for x in (0.6, 0.8, 1.0)}
     assert all("gantt" in q for q in runs if q["load"] == 0.8)
 
 
@@ -70,10 +85,8 @@ def test_ratios_are_goodput_over_bound(quick_run: dict[str, Any]) -> None:
     for r in rows:
         k, c, slo = 1_082_000, 5_204_000, 25 * MS
         coord = analytic_bound(r["n"], k, c, slo, max_batch=64).goodput_rps
-        coord_oh = analytic_bound(r["n"], k, c, slo, overhead_ns=800_000,
-                                  max_batch=64).goodput_rps
-        uncoord = analytic_bound(r["n"], k, c, slo, coordinated=False,
-                                 max_batch=64).goodput_rps
+        coord_oh = analytic_bound(r["n"], k, c, slo, overhead_ns=800_000, max_batch=64).goodput_rps
+        uncoord = analytic_bound(r["n"], k, c, slo, coordinated=False, max_batch=64).goodput_rps
         assert r["coord_rps"] == coord
         assert r["coord_overhead_rps"] == coord_oh
         assert r["uncoord_rps"] == uncoord
@@ -126,8 +139,9 @@ def test_goodputs_match_the_bounds_and_the_table(quick_run: dict[str, Any]) -> N
         # the defaults are a point of the tuning grid: tuning keeps or beats them
         assert base["goodput_rps"] >= base["pinned_goodput_rps"]
         # the grid's max batches are the uncoordinated b* = 6 times 1, 4/3, 5/3 and 2
-        b_un = analytic_bound(n, 1_082_000, 5_204_000, 25 * MS, coordinated=False,
-                              overhead_ns=1_000_000, max_batch=64).batch
+        b_un = analytic_bound(
+            n, 1_082_000, 5_204_000, 25 * MS, coordinated=False, overhead_ns=1_000_000, max_batch=64
+        ).batch
         assert b_un == 6 and base["knobs"]["max_batch"] in {6, 8, 10, 12}
     # coordination pays where there is something to coordinate: seeds 1-6 give 1.32-1.37
     # at N = 8 against the tuned baseline (1.37-1.47 against its defaults; docs 1.39;
@@ -163,8 +177,9 @@ def test_load_runs_match_the_bounds(quick_run: dict[str, Any]) -> None:
     # average above b* = 15 of the bound
     profile = Profile(k, c, 64)
     for load in (0.6, 0.8):
-        target = target_batch(profile, rate_per_ns=load * coord.goodput_rps / 1e9,
-                              n_workers=n, budget_ns=slo - overhead)
+        target = target_batch(
+            profile, rate_per_ns=load * coord.goodput_rps / 1e9, n_workers=n, budget_ns=slo - overhead
+        )
         assert abs(sym[load]["mean_batch_size"] - target) <= 1.0, (load, target)
     assert all(q["mean_batch_size"] <= coord.batch for q in sym.values())
     # the baseline runs with the knobs tuned at this point; its capacity is 0.67-0.70 of
@@ -191,15 +206,13 @@ def test_pngs_are_valid(quick_run: dict[str, Any]) -> None:
         pixels = image.imread(path)
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 200
         assert pixels.std() > 0.01  # not a blank canvas
-    assert sorted(Path(p).name for p in quick_run["doc"]["plots"]) == sorted(
-        sim_table.PLOT_FILES.values())
+    assert sorted(Path(p).name for p in quick_run["doc"]["plots"]) == sorted(sim_table.PLOT_FILES.values())
 
 
 def test_replot_from_results(quick_run: dict[str, Any], tmp_path: Path) -> None:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        rc = sim_table.main(["--replot", str(quick_run["dir"] / "grid.json"),
-                             "--plots", str(tmp_path)])
+        rc = sim_table.main(["--replot", str(quick_run["dir"] / "grid.json"), "--plots", str(tmp_path)])
     assert rc == 0
     for name in sim_table.PLOT_FILES.values():
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE, name
@@ -208,17 +221,33 @@ def test_replot_from_results(quick_run: dict[str, Any], tmp_path: Path) -> None:
 def test_table_printed(quick_run: dict[str, Any]) -> None:
     out = quick_run["stdout"]
     assert "/coord+oh" in out and "/uncoord bound" in out
-    table = [ln for ln in out.splitlines() if ln.split()[:2] in (
-        [DEFAULT_POLICY, "poisson"], [sim_table.BASELINE, "poisson"])]
+    table = [
+        ln
+        for ln in out.splitlines()
+        if ln.split()[:2] in ([DEFAULT_POLICY, "poisson"], [sim_table.BASELINE, "poisson"])
+    ]
     assert len(table) == 4
     assert "[  4/4]" in out  # progress, one line per search
     assert "total wall time" in out
 
 
 def test_no_plots_single_job(tmp_path: Path) -> None:
-    rc = sim_table.main(["--quick", "--jobs", "1", "--no-plots", "-n", "2", "--policy",
-                         sim_table.BASELINE, "--out", str(tmp_path / "g.json"),
-                         "--plots", str(tmp_path / "p")])
+    rc = sim_table.main(
+        [
+            "--quick",
+            "--jobs",
+            "1",
+            "--no-plots",
+            "-n",
+            "2",
+            "--policy",
+            sim_table.BASELINE,
+            "--out",
+            str(tmp_path / "g.json"),
+            "--plots",
+            str(tmp_path / "p"),
+        ]
+    )
     assert rc == 0
     doc = json.loads((tmp_path / "g.json").read_text())
     assert [(r["policy"], r["n"]) for r in doc["rows"]] == [(sim_table.BASELINE, 2)]

@@ -114,8 +114,10 @@ def test_piecewise_follows_its_segments_and_bursts() -> None:
     segments = [(2.0, 1_000.0), (2.0, 4_000.0), (1.0, 0.0)]
     tr = piecewise(segments, seed=5, bursts=[(1.0, 0.1, 20_000.0)])
     t = tr.times_ns
+
     def count(a: float, b: float) -> int:
         return int(np.searchsorted(t, b * S) - np.searchsorted(t, a * S))
+
     assert count(0, 1) == pytest.approx(1_000, rel=0.1)
     assert count(1.0, 1.1) == pytest.approx(100 + 2_000, rel=0.1)  # the burst on top
     assert count(2, 4) == pytest.approx(8_000, rel=0.05)
@@ -206,8 +208,13 @@ def test_replay_of_the_azure_trace_keeps_its_shape(azure_trace: Path) -> None:
 def test_file_round_trips(tmp_path: Path) -> None:
     cases = [
         poisson(2_000, 1, seed=1, model=("a", "b")),
-        Trace(np.array([0, 0, 7]), np.array([1, 1, 1]), ("idle", "busy"),
-              sizes=np.array([1, 9, 3]), duration_ns=100),
+        Trace(
+            np.array([0, 0, 7]),
+            np.array([1, 1, 1]),
+            ("idle", "busy"),
+            sizes=np.array([1, 9, 3]),
+            duration_ns=100,
+        ),
         Trace(np.array([], dtype=np.int64), np.array([], dtype=np.int32), ("none",)),
     ]
     for i, tr in enumerate(cases):

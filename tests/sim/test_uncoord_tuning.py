@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 
 from bench import sim_table
-from bench.search import (TunedSearch, knobs_text, search_goodput, trace_maker,
-                          tune_uncoordinated, uncoordinated_grid)
+from bench.search import (
+    TunedSearch,
+    knobs_text,
+    search_goodput,
+    trace_maker,
+    tune_uncoordinated,
+    uncoordinated_grid,
+)
 from bench.sim import Cluster, SimConfig, simulate
 from bench.sim.engine import policy_config_for
 from central.policy import Profile, make_policy
@@ -51,12 +57,12 @@ def test_grid_starts_at_the_defaults_and_reaches_above_them() -> None:
 
 
 def test_pinned_is_the_search_with_the_defaults(tuned: TunedSearch) -> None:
-    plain = search_goodput("uncoordinated", CLUSTER, requests=REQUESTS, rel_tol=0.02,
-                           config=CONFIG)
+    plain = search_goodput("uncoordinated", CLUSTER, requests=REQUESTS, rel_tol=0.02, config=CONFIG)
     assert tuned.pinned == plain
     assert tuned.searched[0] == (tuned.pinned_knobs, plain.goodput_rps)
-    fixed = search_goodput("uncoordinated", CLUSTER, requests=REQUESTS, rel_tol=0.02,
-                           config=CONFIG, options=tuned.pinned_knobs)
+    fixed = search_goodput(
+        "uncoordinated", CLUSTER, requests=REQUESTS, rel_tol=0.02, config=CONFIG, options=tuned.pinned_knobs
+    )
     assert fixed.probes == plain.probes  # the defaults as fixed knobs change nothing
 
 
@@ -76,20 +82,21 @@ def test_each_round_picks_the_best_setting_of_its_run(tuned: TunedSearch) -> Non
     rates = list(dict.fromkeys(t.rate_rps for t in tuned.trials))
     assert 1 <= len(rates) <= 2 and len(tuned.trials) == len(rates) * len(grid)
     # the first round runs just above the defaults' capacity: their lowest failing probe
-    assert rates[0] == min(p.rate_rps for p in tuned.pinned.probes
-                           if not p.passed and p.rate_rps > tuned.pinned.rate_rps)
+    assert rates[0] == min(
+        p.rate_rps for p in tuned.pinned.probes if not p.passed and p.rate_rps > tuned.pinned.rate_rps
+    )
     for i, rate in enumerate(rates):
         trials = [t for t in tuned.trials if t.rate_rps == rate]
         assert [(t.max_batch, t.max_queue_delay_ns) for t in trials] == [
-            (k.max_batch, k.max_queue_delay_ns) for k in grid]
+            (k.max_batch, k.max_queue_delay_ns) for k in grid
+        ]
         # recompute every setting's attainment independently of the tuner
         scores = {k: _attainment(k, rate) for k in grid}
         assert [scores[k] for k in grid] == [t.attainment for t in trials]
         assert max(scores.values()) > min(scores.values())  # the run discriminates
         best = max(scores.values())
         picked = [k for k in grid if scores[k] == best]
-        chosen = min(picked, key=lambda k: (-_goodput(trials, k), k.max_batch,
-                                            k.max_queue_delay_ns))
+        chosen = min(picked, key=lambda k: (-_goodput(trials, k), k.max_batch, k.max_queue_delay_ns))
         # the round's choice is searched next (or, already searched, ends the tuning)
         searched = [k for k, _ in tuned.searched]
         if i + 1 < len(tuned.searched):
@@ -102,8 +109,11 @@ def test_each_round_picks_the_best_setting_of_its_run(tuned: TunedSearch) -> Non
 
 
 def _goodput(trials: list[Any], k: UncoordinatedConfig) -> float:
-    return next(t.goodput_rps for t in trials
-                if (t.max_batch, t.max_queue_delay_ns) == (k.max_batch, k.max_queue_delay_ns))
+    return next(
+        t.goodput_rps
+        for t in trials
+        if (t.max_batch, t.max_queue_delay_ns) == (k.max_batch, k.max_queue_delay_ns)
+    )
 
 
 def test_tuning_repeats_exactly() -> None:
@@ -114,19 +124,43 @@ def test_tuning_repeats_exactly() -> None:
 
 
 def test_sim_table_task_reports_the_knobs() -> None:
-    task = {"policy": sim_table.BASELINE, "trace": "poisson", "n": 2, "slo_ms": 25.0,
-            "k_ms": 1.082, "c_ms": 5.204, "max_batch": 64, "requests": 1_000, "seed": 1,
-            "noise_cv": 0.0, "cv": 3.0, "csv": None, "target": 0.99, "rel_tol": 0.05,
-            "tune": True}
+    task = {
+        "policy": sim_table.BASELINE,
+        "trace": "poisson",
+        "n": 2,
+        "slo_ms": 25.0,
+        "k_ms": 1.082,
+        "c_ms": 5.204,
+        "max_batch": 64,
+        "requests": 1_000,
+        "seed": 1,
+        "noise_cv": 0.0,
+        "cv": 3.0,
+        "csv": None,
+        "target": 0.99,
+        "rel_tol": 0.05,
+        "tune": True,
+    }
     row = sim_table.run_search(task)
     knobs = UncoordinatedConfig(**row["knobs"])
     assert knobs_text(knobs).startswith(f"b {knobs.max_batch}, ")
     assert row["goodput_rps"] >= row["pinned_goodput_rps"] > 0
-    assert row["searched"][0]["knobs"] == asdict(uncoordinated_grid(
-        Cluster.shared({"m": PROF}, 25 * MS, 2),
-        policy_config_for(Cluster.shared({"m": PROF}, 25 * MS, 2), SimConfig()))[0])
+    assert row["searched"][0]["knobs"] == asdict(
+        uncoordinated_grid(
+            Cluster.shared({"m": PROF}, 25 * MS, 2),
+            policy_config_for(Cluster.shared({"m": PROF}, 25 * MS, 2), SimConfig()),
+        )[0]
+    )
     pinned = sim_table.run_search({**task, "tune": False})
     assert pinned["knobs"] is None and pinned["goodput_rps"] == row["pinned_goodput_rps"]
     assert "b " in sim_table.format_table(
-        [{**row, "ratio_coord": 0.5, "ratio_coord_overhead": 0.5, "ratio_uncoord_sim": 1.0,
-          "ratio_uncoord_bound": 0.6}])
+        [
+            {
+                **row,
+                "ratio_coord": 0.5,
+                "ratio_coord_overhead": 0.5,
+                "ratio_uncoord_sim": 1.0,
+                "ratio_uncoord_bound": 0.6,
+            }
+        ]
+    )

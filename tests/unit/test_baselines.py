@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import heapq
+import itertools
 import json
 import pathlib
 import random
@@ -133,9 +134,10 @@ class Sim:
         raise AssertionError("the policy did not settle")
 
     def step(self, t: int, event: Event) -> list[Action]:
-        if isinstance(event, BatchDone):
-            if self._pending.pop(event.batch_id) != self._epoch.get(event.worker_id, 0):
-                return []  # the worker was lost meanwhile: its reports never come
+        if isinstance(event, BatchDone) and self._pending.pop(event.batch_id) != self._epoch.get(
+            event.worker_id, 0
+        ):
+            return []  # the worker was lost meanwhile: its reports never come
         self.now = t
         if isinstance(event, WorkerJoined):
             self.serves[event.worker_id] = event.models
@@ -210,7 +212,7 @@ def make_sim(
     options: Any = None,
     **config: Any,
 ) -> Sim:
-    profiles = {m: profile for m in models}
+    profiles = dict.fromkeys(models, profile)
     sim = Sim(build(name, profiles, options, **config), dict(profiles))
     for w in range(n_workers):
         sim.step(0, WorkerJoined(w, models))
@@ -271,8 +273,7 @@ def test_idle_and_time_rules(name: str) -> None:
         policy.handle("tick", 11)  # type: ignore[arg-type]
 
 
-COMMON_MODEL = ["queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps",
-                "budget_ns"]
+COMMON_MODEL = ["queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps", "budget_ns"]
 COMMON_WORKER = ["alive", "models", "free_at_ns", "busy", "inflight"]
 OWN_KEYS = {  # (top level, per model, per worker): what each adds to the JSON
     "uncoordinated": (["routing"], ["max_batch_used", "max_queue_delay_ns"], ["queued"]),
@@ -293,8 +294,7 @@ def test_the_snapshot_is_typed_and_its_json_keeps_each_baselines_keys(name: str)
     assert isinstance(snap.workers[0], WorkerStats) and snap.workers[0].models == ("m",)
     top, model, worker = OWN_KEYS[name]
     plain = snap.as_dict()
-    assert list(plain) == ["now_ns", "models", "workers", "inflight_batches",
-                           "next_wakeup_ns", *top]
+    assert list(plain) == ["now_ns", "models", "workers", "inflight_batches", "next_wakeup_ns", *top]
     assert list(plain["models"]["m"]) == COMMON_MODEL + model
     assert list(plain["workers"][1]) == COMMON_WORKER + worker
     assert plain["workers"][0]["models"] == ["m"]
@@ -534,7 +534,7 @@ def test_nexus_batches_at_its_planned_size_and_duty_cycle() -> None:
     steady = [(s, size) for s, _, size, _ in sim.starts if 2100 * MS < s < 2990 * MS]
     assert len(steady) > 50
     assert sum(1 for _, size in steady if size == batch) >= 0.9 * len(steady)
-    assert {b[0] - a[0] for a, b in zip(steady, steady[1:])} == {duty}
+    assert {b[0] - a[0] for a, b in itertools.pairwise(steady)} == {duty}
     assert sim.attainment() > 0.99
 
 
@@ -627,8 +627,7 @@ def test_attainment_side_by_side() -> None:
     table: dict[float, dict[str, float]] = {}
     for frac in (0.6, 0.85, 0.95):
         table[frac] = {
-            name: poisson_run(name, frac, seed=1).attainment()
-            for name in ("symphony", *BASELINES)
+            name: poisson_run(name, frac, seed=1).attainment() for name in ("symphony", *BASELINES)
         }
     print()
     for frac, row in table.items():
@@ -682,9 +681,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             max_size=100,
         )
     )
-    churn = draw(
-        st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3)
-    )
+    churn = draw(st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3))
     moves = draw(  # a live worker re-joins serving another set of models
         st.lists(
             st.tuples(

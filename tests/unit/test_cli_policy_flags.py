@@ -12,8 +12,16 @@ def _args(*extra: str):  # type: ignore[no-untyped-def]
 
 
 def test_margin_flags_reach_the_policy_config_and_the_shards() -> None:
-    args = _args("--margin-percentile", "0.95", "--refit-window", "128", "--stall-window", "32",
-                 "--dispatch-cost-us", "1500")
+    args = _args(
+        "--margin-percentile",
+        "0.95",
+        "--refit-window",
+        "128",
+        "--stall-window",
+        "32",
+        "--dispatch-cost-us",
+        "1500",
+    )
     cfg = cli._policy_config(args)
     assert (cfg.margin_percentile, cfg.refit_window, cfg.stall_window) == (0.95, 128, 32)
     assert cfg.dispatch_cost_ns == 1_500_000
@@ -34,8 +42,7 @@ def test_uncoordinated_knobs_reach_the_baseline_and_are_refused_elsewhere() -> N
     from central.policy import make_policy
     from central.policy.baselines.uncoordinated import UncoordinatedConfig
 
-    args = _args("--policy", "uncoordinated", "--uncoord-max-batch", "10",
-                 "--uncoord-queue-delay-us", "1000")
+    args = _args("--policy", "uncoordinated", "--uncoord-max-batch", "10", "--uncoord-queue-delay-us", "1000")
     options = cli._policy_options(args)
     assert options == UncoordinatedConfig(max_batch=10, max_queue_delay_ns=1_000_000)
     make_policy("uncoordinated", cli._policy_config(args), options=options)  # it builds

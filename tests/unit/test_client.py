@@ -66,8 +66,9 @@ def test_error_for_unknown_status_is_a_failure(status: int) -> None:
 # ---------------------------------------------------------------- request build
 
 
-def built(model: str = "m", inputs: dict | None = None, slo_ms: float | None = None,
-          tag: int = 7) -> tuple[Infer, dict[str, np.ndarray]]:
+def built(
+    model: str = "m", inputs: dict | None = None, slo_ms: float | None = None, tag: int = 7
+) -> tuple[Infer, dict[str, np.ndarray]]:
     inputs = {"x": np.arange(4, dtype=np.float32)} if inputs is None else inputs
     msg, buffers = decode(_build(tag, model, inputs, slo_ms))
     assert isinstance(msg, Infer)
@@ -175,8 +176,8 @@ def test_image_file_reads_the_file(tmp_path: Path) -> None:
 def test_text_is_one_utf8_bytes_element() -> None:
     arr = text("héllo wörld")["text"]
     assert arr.dtype == object and arr.shape == (1,)
-    assert arr[0] == "héllo wörld".encode("utf-8")
-    msg, arrays = built(inputs=text("hi"))
+    assert arr[0] == "héllo wörld".encode()
+    msg, _arrays = built(inputs=text("hi"))
     assert msg.tensors == (("text", "BYTES", (1,)),)
 
 
@@ -246,8 +247,14 @@ def test_summarize_counts_outcomes_and_slo_attainment() -> None:
     s = summarize(rec, slo_ms=20.0, duration_s=2.0)
     assert s["requests"] == 8
     assert s["outcomes"] == {
-        "ok": 3, "rejected": 1, "deadline_exceeded": 1, "unavailable": 1,
-        "bad_request": 0, "failed": 1, "unauthorized": 0, "no_answer": 1,
+        "ok": 3,
+        "rejected": 1,
+        "deadline_exceeded": 1,
+        "unavailable": 1,
+        "bad_request": 0,
+        "failed": 1,
+        "unauthorized": 0,
+        "no_answer": 1,
     }
     assert s["slo_attainment"] == pytest.approx(2 / 8)
     assert s["goodput_rps"] == pytest.approx(2 / 2.0)
@@ -304,8 +311,7 @@ def test_a_client_side_timeout_is_not_the_servers_unavailable() -> None:
 
 def test_summarize_counts_never_answered_and_answered_twice() -> None:
     ok, dx = int(Status.OK), int(Status.DEADLINE_EXCEEDED)
-    rec = np.array([[0, 1, 5, ok, 1], [0, 2, 6, ok, 2], [0, 3, 0, -1, 0], [0, 4, 9, dx, 3]],
-                   dtype=np.int64)
+    rec = np.array([[0, 1, 5, ok, 1], [0, 2, 6, ok, 2], [0, 3, 0, -1, 0], [0, 4, 9, dx, 3]], dtype=np.int64)
     s = summarize(rec, 1e-6 * 10, 1.0)
     assert (s["never_answered"], s["answered_twice"]) == (1, 2)
     assert s["outcomes"]["no_answer"] == 1 and s["outcomes"]["ok"] == 2
@@ -315,8 +321,14 @@ def test_ledger_run_names_lost_and_doubled_answers() -> None:
     from central.client.ledger import LedgerRun
 
     ok, un = int(Status.OK), int(Status.UNAVAILABLE)
-    run = LedgerRun(["m", "m", "n", "m"], np.array([10, 20, 30, 40]), np.array([11, 21, 31, 0]),
-                    100.0, 0, [[(15, ok, "")], [(25, ok, ""), (27, un, "again")], [], []])
+    run = LedgerRun(
+        ["m", "m", "n", "m"],
+        np.array([10, 20, 30, 40]),
+        np.array([11, 21, 31, 0]),
+        100.0,
+        0,
+        [[(15, ok, "")], [(25, ok, ""), (27, un, "again")], [], []],
+    )
     # request 3 was never sent (the run was cut short): not counted as lost
     assert run.never_answered() == [2] and run.answered_twice() == [1]
     assert not run.one_answer_each()

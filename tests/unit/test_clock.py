@@ -114,7 +114,7 @@ def test_wakeups_fire_in_time_order_and_cancel_works() -> None:
     async def main() -> None:
         w = Wakeups(clock=clock, spin_ns=10**12)  # virtual: never wait on the loop timer
         assert not w.precise  # an injected clock cannot use the kernel timer
-        note = lambda name: (lambda: fired.append((name, clock.now)))  # noqa: E731
+        note = lambda name: lambda: fired.append((name, clock.now))  # noqa: E731
         w.call_at(3 * MS, note("c"))
         w.call_at(1 * MS, note("a"))
         dropped = w.call_at(int(1.5 * MS), note("cancelled"))

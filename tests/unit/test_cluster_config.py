@@ -81,7 +81,9 @@ def test_empty_document_gives_the_defaults() -> None:
 
 
 def test_worker_options_are_parsed() -> None:
-    c = cfg(EMULATED + """
+    c = cfg(
+        EMULATED
+        + """
         [[workers]]
         kind = "emulated"
         models = ["m"]
@@ -89,10 +91,10 @@ def test_worker_options_are_parsed() -> None:
         noise = 0.05
         seed = 7
         data_address = "tcp://127.0.0.1:7000"
-    """)
+    """
+    )
     assert c.workers == (
-        WorkerSpec("emulated", ("m",), gpus=3, noise=0.05, seed=7,
-                   data_address="tcp://127.0.0.1:7000"),
+        WorkerSpec("emulated", ("m",), gpus=3, noise=0.05, seed=7, data_address="tcp://127.0.0.1:7000"),
     )
 
 
@@ -118,8 +120,10 @@ def test_unknown_model_key_is_refused() -> None:
 
 @pytest.mark.parametrize("kind", ['"gpu"', '""'])
 def test_unknown_worker_kind_is_refused(kind: str) -> None:
-    refused(EMULATED + f"[[workers]]\nkind = {kind}\nmodels = ['m']\n",
-            r"workers\[0\]\.kind must be 'emulated' or 'torch'")
+    refused(
+        EMULATED + f"[[workers]]\nkind = {kind}\nmodels = ['m']\n",
+        r"workers\[0\]\.kind must be 'emulated' or 'torch'",
+    )
 
 
 def test_missing_worker_kind_is_refused() -> None:
@@ -127,8 +131,10 @@ def test_missing_worker_kind_is_refused() -> None:
 
 
 def test_unknown_worker_key_is_refused() -> None:
-    refused(EMULATED + "[[workers]]\nkind = 'emulated'\nmodels = ['m']\ngpu = 2\n",
-            r"workers\[0\]: unknown keys \['gpu'\]")
+    refused(
+        EMULATED + "[[workers]]\nkind = 'emulated'\nmodels = ['m']\ngpu = 2\n",
+        r"workers\[0\]: unknown keys \['gpu'\]",
+    )
 
 
 def test_worker_without_models_is_refused() -> None:
@@ -136,15 +142,18 @@ def test_worker_without_models_is_refused() -> None:
 
 
 def test_worker_serving_an_undefined_model_is_refused() -> None:
-    refused(EMULATED + "[[workers]]\nkind = 'emulated'\nmodels = ['m', 'ghost']\n",
-            r"workers\[0\] serves 'ghost', which \[\[models\]\] does not define")
+    refused(
+        EMULATED + "[[workers]]\nkind = 'emulated'\nmodels = ['m', 'ghost']\n",
+        r"workers\[0\] serves 'ghost', which \[\[models\]\] does not define",
+    )
 
 
 @pytest.mark.parametrize("missing", ["k_ms", "c_ms"])
 def test_emulated_model_without_profile_is_refused(missing: str) -> None:
     model = "[[models]]\nname = 'm'\nk_ms = 1.0\nc_ms = 2.0\n".replace(f"{missing} =", "#")
-    refused(model + "[[workers]]\nkind = 'emulated'\nmodels = ['m']\n",
-            "emulated model 'm' needs k_ms and c_ms")
+    refused(
+        model + "[[workers]]\nkind = 'emulated'\nmodels = ['m']\n", "emulated model 'm' needs k_ms and c_ms"
+    )
 
 
 def test_torch_model_needs_no_profile() -> None:
@@ -154,8 +163,10 @@ def test_torch_model_needs_no_profile() -> None:
 
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_torch_worker_with_other_than_one_gpu_is_refused(gpus: int) -> None:
-    refused(f"[[models]]\nname = 'minilm'\n[[workers]]\nkind = 'torch'\nmodels = ['minilm']\n"
-            f"gpus = {gpus}\n", r"workers\[0\](: a torch worker drives exactly one device|\.gpus must be an integer >= 1)")
+    refused(
+        f"[[models]]\nname = 'minilm'\n[[workers]]\nkind = 'torch'\nmodels = ['minilm']\ngpus = {gpus}\n",
+        r"workers\[0\](: a torch worker drives exactly one device|\.gpus must be an integer >= 1)",
+    )
 
 
 @pytest.mark.parametrize("section, key", [("scheduler", "adress"), ("frontend", "default_slo")])
@@ -200,17 +211,32 @@ def test_with_ports_changes_the_two_addresses_and_turns_metrics_off() -> None:
     assert moved.frontend_address == "tcp://127.0.0.1:41001"
     # the fixed metrics/stats ports of the original would collide: off unless given
     assert moved == dataclasses.replace(
-        c, scheduler_address="tcp://127.0.0.1:41000", frontend_address="tcp://127.0.0.1:41001",
-        scheduler_metrics_port=None, frontend_metrics_port=None, stats_pub=None,
-        http_port=None, grpc_port=None,
+        c,
+        scheduler_address="tcp://127.0.0.1:41000",
+        frontend_address="tcp://127.0.0.1:41001",
+        scheduler_metrics_port=None,
+        frontend_metrics_port=None,
+        stats_pub=None,
+        http_port=None,
+        grpc_port=None,
     )
     assert (c.http_port, c.grpc_port) == (8000, 8001)  # the embedded default serves KServe
-    given = c.with_ports(41000, 41001, scheduler_metrics_port=41002,
-                         frontend_metrics_port=41003, stats_pub_port=41004,
-                         http_port=41005, grpc_port=41006)
-    assert (given.scheduler_metrics_port, given.frontend_metrics_port, given.stats_pub,
-            given.http_port, given.grpc_port) == (41002, 41003, "tcp://127.0.0.1:41004",
-                                                  41005, 41006)
+    given = c.with_ports(
+        41000,
+        41001,
+        scheduler_metrics_port=41002,
+        frontend_metrics_port=41003,
+        stats_pub_port=41004,
+        http_port=41005,
+        grpc_port=41006,
+    )
+    assert (
+        given.scheduler_metrics_port,
+        given.frontend_metrics_port,
+        given.stats_pub,
+        given.http_port,
+        given.grpc_port,
+    ) == (41002, 41003, "tcp://127.0.0.1:41004", 41005, 41006)
     assert c.scheduler_address == "tcp://127.0.0.1:5550"  # the original is untouched
 
 

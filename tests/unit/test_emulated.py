@@ -115,7 +115,7 @@ def test_validate_accepts_numeric_inputs(dtype: type) -> None:
     inputs = {"x": np.zeros(3, dtype), "i": np.arange(2)}
     assert ex.validate("m", inputs) is None  # accepted: no error, nothing returned
     # and it did look at every input: one non-numeric tensor beside them is refused
-    with pytest.raises(ValueError, match="input 's'.*numeric"):
+    with pytest.raises(ValueError, match=r"input 's'.*numeric"):
         ex.validate("m", {**inputs, "s": np.array([b"text"], dtype=object)})
 
 

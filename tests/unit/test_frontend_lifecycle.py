@@ -28,8 +28,7 @@ def frontend() -> Frontend:
 
 
 def pending(phase: Phase = Phase.QUEUED) -> _Pending:
-    return _Pending(b"client-1", 7, "m", (("x", "float32", (2,)),), [b"\x00" * 8],
-                    1_000, 101_000, phase)
+    return _Pending(b"client-1", 7, "m", (("x", "float32", (2,)),), [b"\x00" * 8], 1_000, 101_000, phase)
 
 
 def test_table_covers_every_phase() -> None:
@@ -81,9 +80,7 @@ def test_a_queued_request_can_be_answered_directly(frontend: Frontend) -> None:
     sorted(set(itertools.product(Phase, Phase)) - LEGAL, key=lambda t: (t[0].value, t[1].value)),
     ids=lambda ph: ph.name,
 )
-def test_illegal_moves_raise_and_change_nothing(
-    frontend: Frontend, start: Phase, target: Phase
-) -> None:
+def test_illegal_moves_raise_and_change_nothing(frontend: Frontend, start: Phase, target: Phase) -> None:
     p = pending(start)
     with pytest.raises(RuntimeError, match=f"illegal request transition {start.name} -> {target.name}"):
         frontend._move(p, target)

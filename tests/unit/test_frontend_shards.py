@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,13 +25,20 @@ from central.client import AsyncClient
 from central.client.errors import DeadlineExceeded, Unavailable
 from central.cluster import free_port
 from central.frontend.server import Frontend, FrontendConfig
-from central.protocol.conventions import default_shard
 from central.policy.types import DropReason
 from central.protocol import (
-    AttachFrontend, DropRequests, FrontendRegistered, Heartbeat, HeartbeatAck,
-    RegisterFrontend, Requests, ShardDirectory, decode, encode,
+    AttachFrontend,
+    DropRequests,
+    FrontendRegistered,
+    Heartbeat,
+    HeartbeatAck,
+    RegisterFrontend,
+    Requests,
+    ShardDirectory,
+    decode,
+    encode,
 )
-from central.protocol.conventions import frontend_of
+from central.protocol.conventions import default_shard, frontend_of
 
 MODELS = ("a", "b", "c", "d")  # placed: a on shard 0, b on 1; c and d by the hash
 WAIT_S = 3.0
@@ -148,8 +156,7 @@ async def through(h: Harness, shard: Peer, model: str) -> list[Any]:
         deadline = time.monotonic() + WAIT_S
         while not watcher.done():
             call = h.infer(model)
-            await asyncio.wait([call, watcher], timeout=WAIT_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([call, watcher], timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
             if call.done():
                 assert "is unreachable" in str(call.exception())
             assert time.monotonic() < deadline, "timed out"
@@ -171,9 +178,13 @@ async def running(
 ) -> AsyncIterator[tuple[Harness, Frontend]]:
     actx, ctx = zmq.asyncio.Context(), zmq.Context()  # the frontend's sockets are plain
     h = Harness(actx, directory, late)
-    config = FrontendConfig(scheduler=h.sched.address, client_bind="tcp://127.0.0.1:*",
-                            heartbeat_interval_ns=round(heartbeat_s * 1e9),
-                            scheduler_timeout_ns=30_000_000_000, drain_timeout_ns=0)
+    config = FrontendConfig(
+        scheduler=h.sched.address,
+        client_bind="tcp://127.0.0.1:*",
+        heartbeat_interval_ns=round(heartbeat_s * 1e9),
+        scheduler_timeout_ns=30_000_000_000,
+        drain_timeout_ns=0,
+    )
     fe = Frontend(config, context=ctx)
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(h.matcher()), asyncio.ensure_future(fe.serve(stop))]
@@ -259,7 +270,7 @@ def test_a_drop_from_a_shard_is_the_terminal_answer() -> None:
     async def main() -> None:
         async with running() as (h, fe):
             call = h.infer("b")
-            (rid, _), = await h.shards[1].requests(1)
+            ((rid, _),) = await h.shards[1].requests(1)
             await h.shards[1].send(DropRequests((rid,), int(DropReason.DEADLINE), "late"))
             with pytest.raises(DeadlineExceeded):
                 await call
@@ -274,7 +285,7 @@ def test_a_newer_directory_moves_a_model_and_an_older_one_is_ignored() -> None:
             await h.sched.send(h.make_directory(5, a=1, b=1))
             await until(lambda: fe.stats()["shards"]["version"] == 5)
             first = h.infer("a")
-            (rid, _), = await h.shards[1].requests(1)
+            ((rid, _),) = await h.shards[1].requests(1)
             # an older directory, then a drop on the same socket: once the drop is
             # answered, the old directory has been read (and must have been ignored)
             await h.sched.send(h.make_directory(4, a=0))

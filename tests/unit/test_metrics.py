@@ -42,10 +42,12 @@ def test_label_values_are_escaped_and_round_trip() -> None:
 
 
 def test_help_and_type_lines_come_first_and_help_is_escaped() -> None:
-    text = render([
-        Family("baton_a_total", "counter", "line one\nback\\slash").add(1),
-        Family("baton_b", "gauge", "a gauge").add(0.5, worker="0"),
-    ])
+    text = render(
+        [
+            Family("baton_a_total", "counter", "line one\nback\\slash").add(1),
+            Family("baton_b", "gauge", "a gauge").add(0.5, worker="0"),
+        ]
+    )
     lines = text.splitlines()
     assert lines[0] == "# HELP baton_a_total line one\\nback\\\\slash"
     assert lines[1] == "# TYPE baton_a_total counter"
@@ -82,7 +84,7 @@ def test_special_values_render_in_the_format() -> None:
         Family("baton_count", "counter", "no _total"),
         Family("bad-name", "gauge", "x"),
         Family("baton_x", "summary", "unknown kind"),
-        Family("baton_g", "gauge", "bad label").add(1, **{"le": "1"}),
+        Family("baton_g", "gauge", "bad label").add(1, le="1"),
         Family("baton_h", "histogram", "not a histogram").add(1),
     ],
 )
@@ -117,8 +119,7 @@ def test_get_metrics_answers_200_with_the_text() -> None:
     assert headers["Connection"] == "close"
     assert body == b"baton_up 1\n"
     # a query string does not change the path
-    assert http_response(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", lambda: "").startswith(
-        b"HTTP/1.1 200 OK")
+    assert http_response(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", lambda: "").startswith(b"HTTP/1.1 200 OK")
 
 
 def test_other_paths_methods_and_garbage() -> None:
@@ -127,7 +128,9 @@ def test_other_paths_methods_and_garbage() -> None:
 
     assert _split(http_response(b"GET / HTTP/1.1\r\n\r\n", never))[0] == "HTTP/1.1 404 Not Found"
     assert _split(http_response(b"GET /metricsx HTTP/1.1\r\n\r\n", never))[0].endswith("404 Not Found")
-    assert _split(http_response(b"POST /metrics HTTP/1.1\r\n\r\n", never))[0].endswith("405 Method Not Allowed")
+    assert _split(http_response(b"POST /metrics HTTP/1.1\r\n\r\n", never))[0].endswith(
+        "405 Method Not Allowed"
+    )
     assert _split(http_response(b"\x00\xff nonsense\r\n\r\n", never))[0].endswith("400 Bad Request")
     head_only = http_response(b"HEAD /metrics HTTP/1.1\r\n\r\n", lambda: "abc")
     status, headers, body = _split(head_only)
@@ -139,13 +142,21 @@ def test_other_paths_methods_and_garbage() -> None:
 
 def test_fresh_scheduler_and_frontend_render_parseable_metrics() -> None:
     sched = _parse(Scheduler(SchedulerConfig()).render_metrics())
-    for name in ("baton_scheduler_requests", "baton_scheduler_batch_size",
-                 "baton_scheduler_queue_seconds", "baton_scheduler_worker_busy_ratio",
-                 "baton_scheduler_model_profile_k_seconds"):
+    for name in (
+        "baton_scheduler_requests",
+        "baton_scheduler_batch_size",
+        "baton_scheduler_queue_seconds",
+        "baton_scheduler_worker_busy_ratio",
+        "baton_scheduler_model_profile_k_seconds",
+    ):
         assert name in sched
     fe = _parse(Frontend(FrontendConfig()).render_metrics())
-    for name in ("baton_frontend_requests_accepted", "baton_frontend_replies",
-                 "baton_frontend_request_latency_seconds", "baton_frontend_requests_pending"):
+    for name in (
+        "baton_frontend_requests_accepted",
+        "baton_frontend_replies",
+        "baton_frontend_request_latency_seconds",
+        "baton_frontend_requests_pending",
+    ):
         assert name in fe
 
 
@@ -160,13 +171,12 @@ def test_embedded_default_turns_metrics_and_stats_on() -> None:
 
 
 def test_metrics_keys_are_parsed_and_checked() -> None:
-    c = parse_config('[scheduler]\nmetrics_port = 0\nstats_pub = "tcp://127.0.0.1:7"\n'
-                     "[frontend]\nmetrics_port = 1234\n")
-    assert (c.scheduler_metrics_port, c.stats_pub, c.frontend_metrics_port) == (
-        0, "tcp://127.0.0.1:7", 1234)
+    c = parse_config(
+        '[scheduler]\nmetrics_port = 0\nstats_pub = "tcp://127.0.0.1:7"\n[frontend]\nmetrics_port = 1234\n'
+    )
+    assert (c.scheduler_metrics_port, c.stats_pub, c.frontend_metrics_port) == (0, "tcp://127.0.0.1:7", 1234)
     off = parse_config("")
-    assert (off.scheduler_metrics_port, off.stats_pub, off.frontend_metrics_port) == (
-        None, None, None)
+    assert (off.scheduler_metrics_port, off.stats_pub, off.frontend_metrics_port) == (None, None, None)
     with pytest.raises(ValueError, match="metrics_port"):
         parse_config('[frontend]\nmetrics_port = "x"\n')
     with pytest.raises(ValueError, match="stats_pub"):

@@ -10,6 +10,7 @@ the invariants on every action. State is set up through public events only.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import random
 import statistics
@@ -108,7 +109,7 @@ class Sim:
             self._epoch[event.worker_id] = self._epoch.get(event.worker_id, 0) + 1
             self._gpus[event.worker_id] = EmulatedGpu(free_ns=t)
         elif isinstance(event, BatchDone):
-            dispatch, epoch = self._pending.pop(event.batch_id)
+            _dispatch, epoch = self._pending.pop(event.batch_id)
             if epoch != self._epoch.get(event.worker_id, 0):
                 return []  # the worker was lost meanwhile: its reports never come
         actions = self.policy.handle(event, t)
@@ -166,8 +167,8 @@ def make_sim(n_workers: int = 1, models: tuple[str, ...] = ("m",), **config: obj
     """A policy on ``n_workers`` workers. Deferral is always on (``defer_headroom`` 0)
     unless a test asks otherwise: most scenarios here probe the deferral mechanism."""
     config.setdefault("defer_headroom", 0.0)
-    cfg = PolicyConfig(profiles={m: PROF for m in models}, **config)  # type: ignore[arg-type]
-    sim = Sim(SymphonyPolicy(cfg), {m: PROF for m in models})
+    cfg = PolicyConfig(profiles=dict.fromkeys(models, PROF), **config)  # type: ignore[arg-type]
+    sim = Sim(SymphonyPolicy(cfg), dict.fromkeys(models, PROF))
     for w in range(n_workers):
         sim.step(0, WorkerJoined(w, models))
     return sim
@@ -293,9 +294,7 @@ def test_doomed_on_arrival_is_dropped_with_deadline() -> None:
     sim.arrive(MS, 1, "m", budget=alone - 1)
     sim.arrive(MS, 2, "m", budget=alone)
     sim.run(until=MS)
-    assert [(t, d.request_ids, d.reason) for t, d in sim.drops] == [
-        (MS, (1,), DropReason.DEADLINE)
-    ]
+    assert [(t, d.request_ids, d.reason) for t, d in sim.drops] == [(MS, (1,), DropReason.DEADLINE)]
     sim.run()
     assert sim.outcome == {1: "DEADLINE", 2: "ok"}
 
@@ -445,9 +444,7 @@ def test_worker_running_late_is_learnt() -> None:
 # ------------------------------------------------------------------ steady load
 
 
-def poisson_run(
-    frac: float, seed: int, seconds: float = 4.0, n_workers: int = 8, **config: object
-) -> Sim:
+def poisson_run(frac: float, seed: int, seconds: float = 4.0, n_workers: int = 8, **config: object) -> Sim:
     sim = make_sim(n_workers, ("m",), **config)
     rate = frac * analytic_bound(n_workers, PROF.k_ns, PROF.c_ns, SLO).goodput_rps
     rng = random.Random(seed)
@@ -464,7 +461,7 @@ def poisson_run(
 
 def close_together(starts: list[int], within_ns: int) -> float:
     """Fraction of consecutive batch starts (any workers) closer than ``within_ns``."""
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     return sum(1 for g in gaps if g < within_ns) / len(gaps)
 
 
@@ -487,7 +484,7 @@ def test_steady_poisson_load_at_60_percent() -> None:
     starts = sorted(start for start, _, _ in sim.starts)
     mean_gap = (starts[-1] - starts[0]) / (len(starts) - 1)
     assert close_together(starts, round(mean_gap / 4)) < 0.02
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert statistics.pstdev(gaps) / mean_gap < 0.35  # seeds 1-3: 0.231-0.237
     workers = {w for _, w, _ in sim.starts}
     assert workers == set(range(8))
@@ -545,8 +542,19 @@ def test_snapshot_is_typed_and_its_dict_is_plain_data() -> None:
     plain = snap.as_dict()
     assert list(plain) == ["now_ns", "models", "workers", "inflight_batches", "next_wakeup_ns"]
     assert list(plain["models"]["m"]) == [
-        "queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps", "budget_ns",
-        "target_batch", "candidate_batch", "ready", "waiting"]
+        "queue",
+        "workers",
+        "k_ns",
+        "c_ns",
+        "max_batch",
+        "margin_ns",
+        "rate_rps",
+        "budget_ns",
+        "target_batch",
+        "candidate_batch",
+        "ready",
+        "waiting",
+    ]
     assert list(plain["workers"][0]) == ["alive", "models", "free_at_ns", "busy", "inflight"]
     assert json.loads(json.dumps(plain))["models"] == plain["models"]
 
@@ -582,9 +590,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
             max_size=100,
         )
     )
-    churn = draw(
-        st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3)
-    )
+    churn = draw(st.lists(st.tuples(st.integers(0, 100 * MS), st.integers(0, n_workers - 1)), max_size=3))
     config = {
         "dispatch_cost_ns": draw(st.integers(0, 2 * MS)),
         "reply_cost_ns": draw(st.integers(0, MS)),
@@ -643,8 +649,7 @@ def test_overdue_worker_is_not_granted_while_another_is_nearly_free() -> None:
     policy.handle(WorkerJoined(1, ("m",)), 0)
     big = 1_000 * MS
     [a] = policy.handle(RequestsArrived(tuple(Request(i, "m", big, 0) for i in range(64))), 0)
-    [b] = policy.handle(
-        RequestsArrived(tuple(Request(100 + i, "m", big, MS) for i in range(64))), MS)
+    [b] = policy.handle(RequestsArrived(tuple(Request(100 + i, "m", big, MS) for i in range(64))), MS)
     assert isinstance(a, Dispatch) and a.worker_id == 0
     assert isinstance(b, Dispatch) and b.worker_id == 1
     now = a.earliest_ns + a.expected_ns + 100_000  # worker 0 overdue, no BatchDone
@@ -660,10 +665,13 @@ def test_overdue_worker_is_not_granted_while_another_is_nearly_free() -> None:
     assert granted[0].worker_id == 1
     # once worker 0 reports, it is offered again
     end = a.earliest_ns + a.expected_ns + 2 * MS
-    policy.handle(BatchDone(a.batch_id, 0, BatchStatus.OK, a.earliest_ns, max(end, now), 64),
-                  max(end, now))
+    policy.handle(BatchDone(a.batch_id, 0, BatchStatus.OK, a.earliest_ns, max(end, now), 64), max(end, now))
     later = max(end, now) + MS
-    [c] = [x for x in policy.handle(RequestsArrived(tuple(
-        Request(300 + i, "m", later + big, later) for i in range(64))), later)
-        if isinstance(x, Dispatch)]
+    [c] = [
+        x
+        for x in policy.handle(
+            RequestsArrived(tuple(Request(300 + i, "m", later + big, later) for i in range(64))), later
+        )
+        if isinstance(x, Dispatch)
+    ]
     assert c.worker_id == 0

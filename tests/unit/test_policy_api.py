@@ -152,7 +152,7 @@ def test_queue_compacts_its_dead_prefix() -> None:
         if len(taken) > 6000:
             break
     assert taken == sorted(taken)
-    assert len(q._items) < 3 * len(q) + 2048  # noqa: SLF001 (bounded memory)
+    assert len(q._items) < 3 * len(q) + 2048
 
 
 # ------------------------------------------------------------- package rules
@@ -176,7 +176,8 @@ def test_policy_imports_only_the_allowed_standard_library(path: pathlib.Path) ->
         if top == "central":
             # its own modules, and the wire conventions (stdlib only; test_architecture.py)
             assert name.startswith(("central.policy", "central.protocol.conventions")), (
-                f"{path.name} imports {name}")
+                f"{path.name} imports {name}"
+            )
             continue
         assert top in sys.stdlib_module_names or top == "__future__", f"{path.name}: {name}"
         assert name not in FORBIDDEN and top not in FORBIDDEN, f"{path.name} imports {name}"

@@ -43,8 +43,16 @@ def _run_until_idle(
         actions = []
         for end, d in due:
             actions += policy.handle(
-                BatchDone(d.batch_id, d.worker_id, BatchStatus.OK, end - d.expected_ns - overrun_ns,
-                          end, len(d.request_ids)), now)
+                BatchDone(
+                    d.batch_id,
+                    d.worker_id,
+                    BatchStatus.OK,
+                    end - d.expected_ns - overrun_ns,
+                    end,
+                    len(d.request_ids),
+                ),
+                now,
+            )
         actions += policy.handle(Tick(), now)
         for a in actions:
             if isinstance(a, Dispatch):
@@ -74,8 +82,7 @@ def test_an_inflated_margin_still_lets_batches_run_and_relearn() -> None:
     for _ in range(40):
         rid += 1
         first = policy.handle(RequestsArrived((Request(rid, "m", now + SLO, now),)), now)
-        now, dispatched, dropped = _run_until_idle(policy, now, now + 200 * MS, overrun_ns=0,
-                                                   first=first)
+        now, dispatched, _dropped = _run_until_idle(policy, now, now + 200 * MS, overrun_ns=0, first=first)
         served += sum(len(d.request_ids) for d in dispatched)
         now += 200 * MS
     assert served == 40
@@ -90,8 +97,7 @@ def test_a_head_only_the_margin_rules_out_goes_alone_instead_of_being_dropped() 
     for i in range(40):
         rid += 1
         first = policy.handle(RequestsArrived((Request(rid, "m", now + SLO, now),)), now)
-        now, _, _ = _run_until_idle(policy, now, now + 200 * MS, overrun_ns=(i % 6) * MS,
-                                    first=first)
+        now, _, _ = _run_until_idle(policy, now, now + 200 * MS, overrun_ns=(i % 6) * MS, first=first)
         now += 200 * MS
     learnt = policy.snapshot().models["m"]
     margin = learnt.margin_ns

@@ -67,10 +67,12 @@ def drops(actions: list[Action]) -> dict[DropReason, tuple[int, ...]]:
 
 def test_a_fresh_policy_has_an_empty_snapshot() -> None:
     snap = SymphonyPolicy().snapshot()
-    assert snap == PolicySnapshot(now_ns=None, models={}, workers={}, inflight_batches=0,
-                                  next_wakeup_ns=None)
+    assert snap == PolicySnapshot(now_ns=None, models={}, workers={}, inflight_batches=0, next_wakeup_ns=None)
     assert snap.as_dict() == {
-        "now_ns": None, "models": {}, "workers": {}, "inflight_batches": 0,
+        "now_ns": None,
+        "models": {},
+        "workers": {},
+        "inflight_batches": 0,
         "next_wakeup_ns": None,
     }
 
@@ -79,8 +81,16 @@ def test_snapshot_reports_every_model_and_worker() -> None:
     policy = make_policy(defer_headroom=0.0)
     policy.handle(WorkerJoined(0, ("m",)), 0)
     policy.handle(WorkerJoined(1, ("m", "n")), 0)  # "n" has no profile anywhere
-    idle = {"queue": 0, "margin_ns": 0, "rate_rps": 0.0, "budget_ns": None,
-            "target_batch": 0, "candidate_batch": 0, "ready": False, "waiting": False}
+    idle = {
+        "queue": 0,
+        "margin_ns": 0,
+        "rate_rps": 0.0,
+        "budget_ns": None,
+        "target_batch": 0,
+        "candidate_batch": 0,
+        "ready": False,
+        "waiting": False,
+    }
     no_profile = {"k_ns": None, "c_ns": None, "max_batch": None}
     # the JSON shape the scheduler's stats, the dashboard and docs/metrics.md know
     assert policy.snapshot().as_dict() == {
@@ -91,23 +101,32 @@ def test_snapshot_reports_every_model_and_worker() -> None:
         },
         "workers": {
             0: {"alive": True, "models": ["m"], "free_at_ns": 0, "busy": False, "inflight": 0},
-            1: {"alive": True, "models": ["m", "n"], "free_at_ns": 0, "busy": False,
-                "inflight": 0},
+            1: {"alive": True, "models": ["m", "n"], "free_at_ns": 0, "busy": False, "inflight": 0},
         },
         "inflight_batches": 0,
         "next_wakeup_ns": None,
     }
-    idle_m = ModelStats(queue=0, workers=2, k_ns=PROF.k_ns, c_ns=PROF.c_ns, max_batch=8,
-                        margin_ns=0, rate_rps=0.0, budget_ns=None, target_batch=0,
-                        candidate_batch=0, ready=False, waiting=False)
+    idle_m = ModelStats(
+        queue=0,
+        workers=2,
+        k_ns=PROF.k_ns,
+        c_ns=PROF.c_ns,
+        max_batch=8,
+        margin_ns=0,
+        rate_rps=0.0,
+        budget_ns=None,
+        target_batch=0,
+        candidate_batch=0,
+        ready=False,
+        waiting=False,
+    )
     assert policy.snapshot() == PolicySnapshot(
         now_ns=0,
-        models={"m": idle_m,
-                "n": replace(idle_m, workers=1, k_ns=None, c_ns=None, max_batch=None)},
-        workers={0: WorkerStats(alive=True, models=("m",), free_at_ns=0, busy=False,
-                                inflight=0),
-                 1: WorkerStats(alive=True, models=("m", "n"), free_at_ns=0, busy=False,
-                                inflight=0)},
+        models={"m": idle_m, "n": replace(idle_m, workers=1, k_ns=None, c_ns=None, max_batch=None)},
+        workers={
+            0: WorkerStats(alive=True, models=("m",), free_at_ns=0, busy=False, inflight=0),
+            1: WorkerStats(alive=True, models=("m", "n"), free_at_ns=0, busy=False, inflight=0),
+        },
         inflight_batches=0,
         next_wakeup_ns=None,
     )
@@ -119,31 +138,39 @@ def test_snapshot_reports_every_model_and_worker() -> None:
     snap = policy.snapshot()
     assert snap.now_ns == MS and snap.next_wakeup_ns == t_ready
     assert snap.models["m"] == replace(
-        idle_m, queue=1, candidate_batch=1, budget_ns=25 * MS,
+        idle_m,
+        queue=1,
+        candidate_batch=1,
+        budget_ns=25 * MS,
         rate_rps=load.rate_per_ns(MS) * 1e9,
-        target_batch=target_batch(PROF, rate_per_ns=load.rate_per_ns(MS), n_workers=2,
-                                  budget_ns=25 * MS - D - R - T),
+        target_batch=target_batch(
+            PROF, rate_per_ns=load.rate_per_ns(MS), n_workers=2, budget_ns=25 * MS - D - R - T
+        ),
     )
 
-    for i in range(8):
+    for _i in range(8):
         load.arrived(2 * MS, 28 * MS)
     [d] = dispatches(policy.handle(requests(10, 8, 30 * MS, 2 * MS), 2 * MS))
     assert (d.worker_id, len(d.request_ids), d.earliest_ns) == (0, 8, 2 * MS + D)
     snap = policy.snapshot()
     assert snap.inflight_batches == 1
-    assert snap.workers[0] == WorkerStats(alive=True, models=("m",), busy=True, inflight=1,
-                                          free_at_ns=d.earliest_ns + PROF.latency_ns(8))
+    assert snap.workers[0] == WorkerStats(
+        alive=True, models=("m",), busy=True, inflight=1, free_at_ns=d.earliest_ns + PROF.latency_ns(8)
+    )
     model = snap.models["m"]
     assert model.budget_ns == round(load.budget_ns)
     assert model.rate_rps == load.rate_per_ns(2 * MS) * 1e9
-    assert model.target_batch == target_batch(
-        PROF, rate_per_ns=load.rate_per_ns(2 * MS), n_workers=2,
-        budget_ns=load.budget_ns - D - R - T) > 1
+    assert (
+        model.target_batch
+        == target_batch(
+            PROF, rate_per_ns=load.rate_per_ns(2 * MS), n_workers=2, budget_ns=load.budget_ns - D - R - T
+        )
+        > 1
+    )
 
     policy.handle(WorkerLost(1), 3 * MS)
     snap = policy.snapshot()
-    assert snap.workers[1] == WorkerStats(alive=False, models=(), free_at_ns=0, busy=False,
-                                          inflight=0)
+    assert snap.workers[1] == WorkerStats(alive=False, models=(), free_at_ns=0, busy=False, inflight=0)
     assert (snap.models["m"].workers, snap.models["n"].workers) == (1, 0)
     assert snap.workers[0].busy
     policy.handle(Tick(), d.earliest_ns + PROF.latency_ns(8))  # its planned end: not busy
@@ -169,9 +196,14 @@ def learnt(policy: SymphonyPolicy) -> tuple[int, int, int]:
 
 def test_only_successful_reports_teach_the_profile() -> None:
     took = 2 * PROF.latency_ns(8)  # every batch takes twice its plan
-    cases = [(BatchStatus.FAILED, 8, took), (BatchStatus.TOO_LATE, 8, took),
-             (BatchStatus.TOO_EARLY, 8, took), (BatchStatus.OK, 0, took),
-             (BatchStatus.OK, 8, -1), (BatchStatus.OK, 8, took)]
+    cases = [
+        (BatchStatus.FAILED, 8, took),
+        (BatchStatus.TOO_LATE, 8, took),
+        (BatchStatus.TOO_EARLY, 8, took),
+        (BatchStatus.OK, 0, took),
+        (BatchStatus.OK, 8, -1),
+        (BatchStatus.OK, 8, took),
+    ]
     results = []
     for status, size, duration in cases:
         policy = make_policy()
@@ -180,8 +212,7 @@ def test_only_successful_reports_teach_the_profile() -> None:
         for i in range(10):
             d = full_batch(policy, 100 * i, now)
             end = d.earliest_ns + duration
-            policy.handle(BatchDone(d.batch_id, 0, status, d.earliest_ns, end, size),
-                          max(now, end))
+            policy.handle(BatchDone(d.batch_id, 0, status, d.earliest_ns, end, size), max(now, end))
             now = max(now, end) + MS
         results.append(learnt(policy))
     assert results[:-1] == [(PROF.k_ns, PROF.c_ns, 0)] * 5
@@ -208,8 +239,7 @@ def test_waiting_behind_an_overrun_is_not_a_stall() -> None:
     assert second.earliest_ns == first.earliest_ns + first.expected_ns
     # the first batch overruns by 2 ms and fails; the second starts right after it
     end = first.earliest_ns + first.expected_ns + 2 * MS
-    policy.handle(BatchDone(first.batch_id, 0, BatchStatus.FAILED, first.earliest_ns, end, 8),
-                  end)
+    policy.handle(BatchDone(first.batch_id, 0, BatchStatus.FAILED, first.earliest_ns, end, 8), end)
     done = end + second.expected_ns
     policy.handle(BatchDone(second.batch_id, 0, BatchStatus.OK, end, done, 8), done)
     assert learnt(policy)[2] == 0  # started 2 ms after its plan, but not stalled
@@ -275,8 +305,7 @@ def test_reports_of_unknown_batches_and_lost_workers_are_ignored() -> None:
     policy.handle(WorkerLost(0), second.earliest_ns)
     assert policy.snapshot().inflight_batches == 0
     end = second.earliest_ns + second.expected_ns
-    assert policy.handle(BatchDone(second.batch_id, 0, BatchStatus.OK, second.earliest_ns, end,
-                                   8), end) == []
+    assert policy.handle(BatchDone(second.batch_id, 0, BatchStatus.OK, second.earliest_ns, end, 8), end) == []
     assert policy.handle(WorkerLost(0), end) == []  # lost twice: nothing more happens
     assert policy.handle(WorkerLost(7), end) == []  # never known
 
@@ -336,8 +365,7 @@ def test_a_configured_profile_wins_over_a_workers_own() -> None:
 def test_a_degenerate_worker_profile_is_made_usable() -> None:
     # CPU CNNs can measure k <= 0; a worker may report max_batch 0
     policy = make_policy(profiles={})
-    policy.handle(WorkerJoined(0, ("m", "n"), (("m", Profile(0, 3 * MS, 0)),
-                                               ("n", Profile(-5, -MS, 4)))), 0)
+    policy.handle(WorkerJoined(0, ("m", "n"), (("m", Profile(0, 3 * MS, 0)), ("n", Profile(-5, -MS, 4)))), 0)
     assert profile_of(policy, "m") == (1, 3 * MS, 1)
     assert profile_of(policy, "n") == (1, -MS, 4)
     [d] = dispatches(policy.handle(requests(1, 2, 50 * MS, 0), 0))
@@ -387,8 +415,7 @@ def test_a_joining_worker_takes_a_waiting_batch_at_once() -> None:
     [d] = dispatches(policy.handle(WorkerJoined(1, ("m",)), 2 * MS))
     assert (d.worker_id, d.request_ids, d.earliest_ns) == (1, tuple(range(100, 108)), 2 * MS + D)
     model = policy.snapshot().models["m"]
-    assert (model.queue, model.candidate_batch, model.ready, model.waiting) == (
-        0, 0, False, False)
+    assert (model.queue, model.candidate_batch, model.ready, model.waiting) == (0, 0, False, False)
     assert policy.next_wakeup_ns() is None  # nothing waits: no grant to wake up for
 
 
@@ -396,8 +423,7 @@ def test_an_emptied_pool_serves_again_when_a_worker_rejoins_it() -> None:
     policy = make_policy(profiles={"m": PROF, "n": PROF})
     policy.handle(WorkerJoined(0, ("m",)), 0)
     policy.handle(WorkerJoined(0, ("n",)), MS)  # moves over: m's pool is empty
-    assert drops(policy.handle(requests(1, 1, FAR, 2 * MS), 2 * MS)) == {
-        DropReason.NO_WORKER: (1,)}
+    assert drops(policy.handle(requests(1, 1, FAR, 2 * MS), 2 * MS)) == {DropReason.NO_WORKER: (1,)}
     policy.handle(WorkerJoined(1, ("m",)), 3 * MS)  # the same pool again
     assert policy.snapshot().models["m"].workers == 1
     [d] = dispatches(policy.handle(requests(10, 8, 4 * MS + FAR, 4 * MS), 4 * MS))
@@ -407,8 +433,7 @@ def test_an_emptied_pool_serves_again_when_a_worker_rejoins_it() -> None:
 # ------------------------------------------------------------------ shedding
 
 
-def shed_scene(fresh: int, shed_fraction: float = 0.95,
-               doomed: bool = False) -> tuple[list[Action], int]:
+def shed_scene(fresh: int, shed_fraction: float = 0.95, doomed: bool = False) -> tuple[list[Action], int]:
     """One worker busy until 12.5 ms with a full batch; three requests from 1 ms that must
     end by 22 ms (only a batch of 5 or fewer still fits them) and, at 12 ms (12.3 ms),
     ``fresh`` ones with 25 ms to go. The load makes 7 the target batch, so 7 is the shed
@@ -461,8 +486,7 @@ def test_heads_are_shed_only_when_enough_requests_stand_behind_them() -> None:
 # ------------------------------------------------------------------ deferral
 
 
-def lone_request(*workers: tuple[str, ...], lose: int | None = None,
-                 headroom: float = 2.0) -> list[Action]:
+def lone_request(*workers: tuple[str, ...], lose: int | None = None, headroom: float = 2.0) -> list[Action]:
     """One request for "m" at 1 ms (the measured rate then is 64/s, a batch of 1 takes
     5 ms: twice that load fills 0.64 of one worker)."""
     policy = make_policy(profiles={"m": PROF, "n": PROF}, defer_headroom=headroom)
@@ -506,9 +530,13 @@ def test_a_profile_learnt_long_ago_is_forgotten_when_it_dooms_everything() -> No
     now = learn_slow_profile(policy) + 200 * MS + 1
     # 6 ms is enough for a batch of 1 as configured (l(1) = 5 ms), not as learnt, and
     # not for two; 5.7 ms is too little even as configured (D + l(1) + R = 5.8 ms)
-    arrivals = RequestsArrived((Request(5000, "m", now + 6 * MS, now),
-                                Request(5001, "m", now + 6 * MS, now),
-                                Request(5002, "m", now + 5_700_000, now)))
+    arrivals = RequestsArrived(
+        (
+            Request(5000, "m", now + 6 * MS, now),
+            Request(5001, "m", now + 6 * MS, now),
+            Request(5002, "m", now + 5_700_000, now),
+        )
+    )
     actions = policy.handle(arrivals, now)
     assert learnt(policy) == (PROF.k_ns, PROF.c_ns, 0)
     assert [d.request_ids for d in dispatches(actions)] == [(5000,)]
@@ -547,8 +575,9 @@ def test_the_target_batch_leaves_room_for_the_overheads_and_the_margin() -> None
     [d] = dispatches(policy.handle(requests(0, 8, 17 * MS, 0), 0))
     assert policy.snapshot().models["m"].target_batch == 4  # 16 ms: just fits
     start = d.earliest_ns + MS  # a 1 ms stall: a 1 ms margin
-    policy.handle(BatchDone(d.batch_id, 0, BatchStatus.OK, start, start + d.expected_ns, 8),
-                  start + d.expected_ns)
+    policy.handle(
+        BatchDone(d.batch_id, 0, BatchStatus.OK, start, start + d.expected_ns, 8), start + d.expected_ns
+    )
     assert learnt(policy)[2] == MS
     assert policy.snapshot().models["m"].target_batch == 3
 
@@ -595,8 +624,9 @@ def test_one_bad_request_does_not_hide_the_rest_of_its_message() -> None:
     policy = make_policy(profiles={"m": PROF, "gone": PROF}, defer_headroom=0.0)
     policy.handle(WorkerJoined(0, ("gone",)), 0)
     policy.handle(WorkerJoined(0, ("m",)), 0)  # "gone" has no worker any more
-    arrivals = RequestsArrived((Request(1, "nope", FAR, 0), Request(2, "gone", FAR, 0),
-                                Request(3, "m", FAR, 0)))
+    arrivals = RequestsArrived(
+        (Request(1, "nope", FAR, 0), Request(2, "gone", FAR, 0), Request(3, "m", FAR, 0))
+    )
     actions = policy.handle(arrivals, 0)
     assert drops(actions) == {DropReason.UNKNOWN_MODEL: (1,), DropReason.NO_WORKER: (2,)}
     assert policy.snapshot().models["m"].queue == 1
@@ -630,8 +660,7 @@ def test_two_waiters_of_one_pool_get_its_two_workers_at_the_same_tick() -> None:
     grant = first.earliest_ns + first.expected_ns - D
     assert policy.next_wakeup_ns() == grant
     sent = dispatches(policy.handle(Tick(), grant))
-    assert sorted((d.model, d.worker_id) for d in sent) in (
-        [("a", 0), ("b", 1)], [("a", 1), ("b", 0)])
+    assert sorted((d.model, d.worker_id) for d in sent) in ([("a", 0), ("b", 1)], [("a", 1), ("b", 0)])
 
 
 def test_two_requests_at_light_load_go_at_once() -> None:
@@ -771,7 +800,8 @@ def test_a_model_replanned_in_the_same_call_still_gets_its_other_pools_worker() 
     policy.handle(WorkerJoined(1, ("y",)), 0)
     arrivals = RequestsArrived(
         tuple(Request(i, "x", 16_900_000, 0) for i in range(8))
-        + tuple(Request(100 + i, "y", 17 * MS, 0) for i in range(8)))
+        + tuple(Request(100 + i, "y", 17 * MS, 0) for i in range(8))
+    )
     sent = dispatches(policy.handle(arrivals, 0))
     assert [(d.model, d.worker_id, d.earliest_ns) for d in sent] == [("x", 0, D), ("y", 1, D)]
 
@@ -782,8 +812,9 @@ def test_an_early_report_hands_the_worker_to_another_models_waiting_batch() -> N
     first = full_batch_of(policy, "a", 0, 0)  # planned to end at 12.5 ms
     assert policy.handle(requests(100, 8, MS + FAR, MS, "b"), MS) == []  # waits
     end = 10 * MS  # "a" ran 2.5 ms short: the worker is free now
-    [d] = dispatches(policy.handle(
-        BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), end))
+    [d] = dispatches(
+        policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), end)
+    )
     assert (d.model, d.worker_id, d.earliest_ns) == ("b", 0, end + D)
 
 
@@ -868,7 +899,8 @@ def test_a_waiting_batch_is_replanned_when_the_worker_is_taken_by_a_more_urgent_
     # request still makes 36 ms with the margin on both ends: "m" waits with a batch of 1
     arrivals = RequestsArrived(
         tuple(Request(100 + i, "n", 32 * MS, 16 * MS) for i in range(8))
-        + tuple(Request(200 + i, "m", 36 * MS, 16 * MS) for i in range(8)))
+        + tuple(Request(200 + i, "m", 36 * MS, 16 * MS) for i in range(8))
+    )
     [d] = dispatches(policy.handle(arrivals, 16 * MS))
     assert d.model == "n"
     model = policy.snapshot().models["m"]
@@ -883,7 +915,8 @@ def test_a_waiting_request_is_dropped_as_soon_as_a_dispatch_dooms_it() -> None:
     policy.handle(WorkerJoined(0, ("m", "n")), 0)
     arrivals = RequestsArrived(
         tuple(Request(100 + i, "n", 18 * MS, MS) for i in range(8))
-        + tuple(Request(200 + i, "m", 18_500_000, MS) for i in range(8)))
+        + tuple(Request(200 + i, "m", 18_500_000, MS) for i in range(8))
+    )
     actions = policy.handle(arrivals, MS)
     assert drops(actions) == {DropReason.DEADLINE: tuple(range(200, 208))}
     [d] = dispatches(actions)
@@ -909,8 +942,7 @@ def test_a_long_wait_does_not_lose_the_replan_when_the_worker_is_pushed_out() ->
     # the first batch ends 2 ms late: the worker is busy until 26.5 ms, and 26.5 + l(1)
     # + R = 31.8 ms is past the head's deadline
     end = 14_500_000
-    actions = policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns,
-                                      end, 8), end)
+    actions = policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), end)
     assert actions == [Drop((1000,), DropReason.DEADLINE)]
 
 
@@ -930,14 +962,14 @@ def test_the_shed_floor_follows_a_refit_at_once() -> None:
     assert [(d.worker_id, d.expected_ns) for d in sent] == [(0, 4 * MS), (1, 4 * MS)]
     end = base + D + 6 * MS
     for d in sent:
-        policy.handle(BatchDone(d.batch_id, d.worker_id, BatchStatus.OK, d.earliest_ns, end, 8),
-                      end)
+        policy.handle(BatchDone(d.batch_id, d.worker_id, BatchStatus.OK, d.earliest_ns, end, 8), end)
     assert profile_of(policy, "m") == (500_000, 2 * MS, 8)
     now = base + 7 * MS
     # three heads that only a batch of 5 still gets in time, and eight with room
     arrivals = RequestsArrived(
         tuple(Request(100 + i, "m", now + 5 * MS, now) for i in range(3))
-        + tuple(Request(200 + i, "m", now + FAR, now) for i in range(8)))
+        + tuple(Request(200 + i, "m", now + FAR, now) for i in range(8))
+    )
     actions = policy.handle(arrivals, now)
     assert policy.snapshot().models["m"].target_batch == 8  # its floor: 7
     assert drops(actions) == {DropReason.SHED: (100, 101, 102)}
@@ -976,8 +1008,9 @@ def test_a_late_report_that_frees_the_worker_just_in_time_still_grants_it() -> N
     assert second.earliest_ns + second.expected_ns == 24_500_000
     assert policy.handle(requests(100, 8, 13 * MS + FAR, 13 * MS, "b"), 13 * MS) == []
     now, end = 24_200_000, 12_700_000
-    [d] = dispatches(policy.handle(
-        BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), now))
+    [d] = dispatches(
+        policy.handle(BatchDone(first.batch_id, 0, BatchStatus.OK, first.earliest_ns, end, 8), now)
+    )
     assert (d.model, d.worker_id, d.earliest_ns) == ("b", 0, now + D)
 
 
@@ -1035,9 +1068,13 @@ def test_a_profile_is_not_stale_at_exactly_its_age_limit() -> None:
         now = end + MS
     before = learnt(policy)
     now = last + 200 * MS
-    arrivals = RequestsArrived((Request(5000, "m", now + 6 * MS, now),
-                                Request(5001, "m", now + 6 * MS, now),
-                                Request(5002, "m", now + 5_700_000, now)))
+    arrivals = RequestsArrived(
+        (
+            Request(5000, "m", now + 6 * MS, now),
+            Request(5001, "m", now + 6 * MS, now),
+            Request(5002, "m", now + 5_700_000, now),
+        )
+    )
     actions = policy.handle(arrivals, now)
     assert learnt(policy)[:2] == before[:2]
     assert dispatches(actions) == []
@@ -1108,7 +1145,6 @@ def test_a_tick_at_a_lost_workers_grant_time_changes_nothing() -> None:
     assert policy.handle(Tick(), a.earliest_ns + a.expected_ns - D) == []
     assert policy.snapshot().models["b"].waiting is True
     assert policy.next_wakeup_ns() == b.earliest_ns + b.expected_ns - D
-
 
 
 # ------------------------------------------------------------------ exact re-plans and refreshes
@@ -1184,8 +1220,9 @@ def test_a_rate_window_under_256_ns_refreshes_the_floor_every_nanosecond() -> No
         policy.handle(WorkerJoined(0, ("m",)), 0)
         assert len(dispatches(policy.handle(requests(200, 8, 20 * MS, 0), 0))) == 1
         assert policy.snapshot().models["m"].target_batch == 5
-        arrivals = RequestsArrived(requests(0, 3, 22 * MS, 1).requests
-                                   + requests(100, 10, 1 + 25 * MS, 1).requests)
+        arrivals = RequestsArrived(
+            requests(0, 3, 22 * MS, 1).requests + requests(100, 10, 1 + 25 * MS, 1).requests
+        )
         actions = policy.handle(arrivals, 1)
         assert policy.snapshot().models["m"].target_batch == 6
         assert drops(actions) == shed and dispatches(actions) == []

@@ -24,7 +24,8 @@ seconds of virtual time takes milliseconds:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,8 +127,9 @@ def test_a_worker_whose_heartbeats_stop_is_lost_after_the_timeout_not_before(
     # strictly more than the timeout after 3.0 s (3.9 s for 900 ms is exactly the
     # timeout: still alive), never earlier, and the other worker, still beating, never
     clock = VirtualClock()
-    config = SchedulerConfig(heartbeat_interval_ns=200 * MS, worker_timeout_ns=timeout_ms * MS,
-                             liveness_check_ns=100 * MS)
+    config = SchedulerConfig(
+        heartbeat_interval_ns=200 * MS, worker_timeout_ns=timeout_ms * MS, liveness_check_ns=100 * MS
+    )
     sched = Scheduler(config, clock=clock)
     out = Sent(clock, routed=True)
     sched.attach(out, NoTimer())
@@ -177,8 +179,7 @@ def test_the_liveness_rule_is_strict_at_the_boundary() -> None:
 def make_frontend(clock: VirtualClock, **config: Any) -> tuple[Frontend, Sent]:
     """A frontend registered (index 1, model "m") at the current virtual time, with a
     fake scheduler socket and no other socket; answers go to in-process clients."""
-    fe = Frontend(FrontendConfig(name="fe", **config), clock=clock,
-                  context=object())  # type: ignore[arg-type]
+    fe = Frontend(FrontendConfig(name="fe", **config), clock=clock, context=object())  # type: ignore[arg-type]
     sched = Sent(clock)
     fe._sched = sched  # type: ignore[assignment]
     fe._on_sched([frames(FrontendRegistered(1, ("m",)))])
@@ -193,8 +194,13 @@ class Answers:
         self.got: list[tuple[int, Reply]] = []
 
     def submit(self, fe: Frontend, slo_ns: int) -> None:
-        fe.submit("m", X_METAS, list(X_BUFFERS), slo_ns,
-                  lambda reply, _: self.got.append((self.clock.now_ns(), reply)))
+        fe.submit(
+            "m",
+            X_METAS,
+            list(X_BUFFERS),
+            slo_ns,
+            lambda reply, _: self.got.append((self.clock.now_ns(), reply)),
+        )
 
     def statuses(self) -> list[tuple[int, str]]:
         return [(t, Status(r.status).name) for t, r in self.got]
@@ -210,8 +216,7 @@ def ship(fe: Frontend, rid: int, worker: int = 7) -> Sent:
 
 
 def result(fe: Frontend, rid: int, worker: int = 7) -> None:
-    fe._on_results(worker, [[Frame(f) for f in encode(
-        Results(1, (rid,), (int(Status.OK),), ("",), ((),)))]])
+    fe._on_results(worker, [[Frame(f) for f in encode(Results(1, (rid,), (int(Status.OK),), ("",), ((),)))]])
 
 
 def test_a_draining_frontend_answers_what_it_holds_then_stops_at_the_deadline() -> None:
@@ -224,7 +229,7 @@ def test_a_draining_frontend_answers_what_it_holds_then_stops_at_the_deadline() 
         for _ in range(3):
             answers.submit(fe, slo_ns=60 * S)  # long SLOs: the sweep plays no part
         await asyncio.sleep(0)
-        first, second, third = list(fe._pending)
+        first, second, _third = list(fe._pending)
         ship(fe, first)
         ship(fe, second)
         drain = asyncio.ensure_future(fe._drain())
@@ -238,8 +243,12 @@ def test_a_draining_frontend_answers_what_it_holds_then_stops_at_the_deadline() 
 
     clock.run(main())
     assert ended == [5 * S]  # at the drain deadline, not before, not a poll later
-    assert answers.statuses() == [(1 * S, "UNAVAILABLE"), (1 * S, "OK"), (4_990 * MS, "OK"),
-                                  (5 * S, "UNAVAILABLE")]
+    assert answers.statuses() == [
+        (1 * S, "UNAVAILABLE"),
+        (1 * S, "OK"),
+        (4_990 * MS, "OK"),
+        (5 * S, "UNAVAILABLE"),
+    ]
     assert "shutting down" in answers.got[-1][1].error
     assert not fe._pending
 
@@ -277,7 +286,7 @@ def test_the_sweep_fails_requests_unanswered_at_deadline_plus_grace_naming_who()
         for _ in range(3):
             answers.submit(fe, slo_ns=300 * MS)
         await asyncio.sleep(0)
-        at_scheduler, at_worker, answered = list(fe._pending)
+        _at_scheduler, at_worker, answered = list(fe._pending)
         ship(fe, at_worker)
         ship(fe, answered)
         await clock.sleep_until(2 * S)
@@ -317,11 +326,9 @@ def test_a_frontend_whose_scheduler_falls_silent_re_registers_after_the_timeout(
     def scheduler(msg: Any) -> None:
         now = clock.now_ns()
         if isinstance(msg, Heartbeat) and now <= 1 * S:
-            asyncio.get_running_loop().call_soon(
-                fe._on_sched, [frames(HeartbeatAck(msg.sent_ns, now, 1))])
+            asyncio.get_running_loop().call_soon(fe._on_sched, [frames(HeartbeatAck(msg.sent_ns, now, 1))])
         elif isinstance(msg, RegisterFrontend) and now >= 5 * S:
-            asyncio.get_running_loop().call_soon(
-                fe._on_sched, [frames(FrontendRegistered(2, ("m",)))])
+            asyncio.get_running_loop().call_soon(fe._on_sched, [frames(FrontendRegistered(2, ("m",)))])
 
     sched.on_send = scheduler
 
@@ -347,8 +354,9 @@ def test_a_frontend_whose_scheduler_falls_silent_re_registers_after_the_timeout(
 
 
 def make_worker(clock: VirtualClock, **config: Any) -> tuple[Worker, Sent]:
-    worker = Worker(WorkerConfig(name="w", **config), EmulatedExecutor(1, [MODEL]),
-                    clock=clock, context=object())  # type: ignore[arg-type]
+    worker = Worker(
+        WorkerConfig(name="w", **config), EmulatedExecutor(1, [MODEL]), clock=clock, context=object()
+    )  # type: ignore[arg-type]
     ctrl = Sent(clock)
     worker._ctrl = ctrl  # type: ignore[assignment]
     worker._registered = asyncio.Event()
@@ -411,8 +419,9 @@ def test_a_shard_whose_matcher_falls_silent_registers_again() -> None:
     # heartbeats every 200 ms; the matcher answers until 1.0 s; timeout 2 s: at 3.0 s
     # silent exactly 2 s, at 3.2 s silent too long: RegisterShard again
     clock = VirtualClock()
-    shard = ShardServer(ShardConfig(index=0, heartbeat_interval_ns=200 * MS,
-                                    matcher_timeout_ns=2 * S), clock=clock)
+    shard = ShardServer(
+        ShardConfig(index=0, heartbeat_interval_ns=200 * MS, matcher_timeout_ns=2 * S), clock=clock
+    )
     up = Sent(clock)
     shard.attach(Sent(clock, routed=True), up, NoTimer())
 
@@ -420,10 +429,10 @@ def test_a_shard_whose_matcher_falls_silent_registers_again() -> None:
         now = clock.now_ns()
         if isinstance(msg, RegisterShard) and now == 0:
             asyncio.get_running_loop().call_soon(
-                shard._on_up, [frames(ShardDirectory(1, ((0, "inproc://shard"),), ()))])
+                shard._on_up, [frames(ShardDirectory(1, ((0, "inproc://shard"),), ()))]
+            )
         elif isinstance(msg, Heartbeat) and now <= 1 * S:
-            asyncio.get_running_loop().call_soon(
-                shard._on_up, [frames(HeartbeatAck(msg.sent_ns, now, 1))])
+            asyncio.get_running_loop().call_soon(shard._on_up, [frames(HeartbeatAck(msg.sent_ns, now, 1))])
 
     up.on_send = matcher
 

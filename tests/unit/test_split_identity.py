@@ -41,8 +41,12 @@ from central.policy import (
 from central.policy.sharded import ShardedPolicy, ShardOptions
 
 MS = 1_000_000
-PROFILES = {"a": Profile(1_082_000, 5_204_000, 64), "b": Profile(700_000, 3_000_000, 32),
-            "c": Profile(2_000_000, 4_000_000, 16), "d": Profile(500_000, 8_000_000, 64)}
+PROFILES = {
+    "a": Profile(1_082_000, 5_204_000, 64),
+    "b": Profile(700_000, 3_000_000, 32),
+    "c": Profile(2_000_000, 4_000_000, 16),
+    "d": Profile(500_000, 8_000_000, 64),
+}
 SLO = {"a": 25 * MS, "b": 20 * MS, "c": 40 * MS, "d": 30 * MS}
 WORKERS = {0: ("a", "b"), 1: ("a", "b"), 2: ("c",), 3: ("c", "d"), 4: ("a", "b", "c", "d")}
 LATE_JOIN = (300 * MS, 5, ("d",))  # worker 5 joins later
@@ -61,8 +65,18 @@ def _normal(actions: list[Action]) -> list[Any]:
             drops.setdefault(int(a.reason), []).extend(a.request_ids)
         else:
             assert isinstance(a, Dispatch), a
-            out.append(("Dispatch", a.batch_id, a.model, a.worker_id, a.request_ids,
-                        a.earliest_ns, a.latest_ns, a.expected_ns))
+            out.append(
+                (
+                    "Dispatch",
+                    a.batch_id,
+                    a.model,
+                    a.worker_id,
+                    a.request_ids,
+                    a.earliest_ns,
+                    a.latest_ns,
+                    a.expected_ns,
+                )
+            )
     return [("Drop", r, tuple(sorted(ids))) for r, ids in sorted(drops.items())] + out
 
 
@@ -72,8 +86,7 @@ def _events(seed: int) -> list[tuple[int, int, Any]]:
     seq = 0
     for wid, models in WORKERS.items():
         seq += 1
-        events.append((0, seq, WorkerJoined(wid, models, tuple((m, PROFILES[m])
-                                                              for m in models))))
+        events.append((0, seq, WorkerJoined(wid, models, tuple((m, PROFILES[m]) for m in models))))
     t, rid = MS, 0
     while t < 700 * MS:
         batch = []
@@ -91,16 +104,23 @@ def _events(seed: int) -> list[tuple[int, int, Any]]:
     return events
 
 
-def run_lockstep(policies: list[Any], sharded: list[ShardedPolicy], seed: int = 3
-                 ) -> dict[str, int]:
+def run_lockstep(policies: list[Any], sharded: list[ShardedPolicy], seed: int = 3) -> dict[str, int]:
     """Drive ``policies`` with one stream (workers simulated from the first's actions);
     assert every call's actions and the next wakeup agree. Returns what was exercised."""
     events = _events(seed)
     seq = len(events) + 10
     free: dict[int, int] = {}
     moves = list(MOVES)
-    seen = {"dispatches": 0, "drops": 0, "stalls": 0, "overruns": 0, "too_late": 0,
-            "silent": 0, "moves": 0, "calls": 0}
+    seen = {
+        "dispatches": 0,
+        "drops": 0,
+        "stalls": 0,
+        "overruns": 0,
+        "too_late": 0,
+        "silent": 0,
+        "moves": 0,
+        "calls": 0,
+    }
     while True:
         wakes = [p.next_wakeup_ns() for p in policies]
         assert wakes[1:] == wakes[:-1], f"wakeups differ: {wakes}"
@@ -138,8 +158,9 @@ def run_lockstep(policies: list[Any], sharded: list[ShardedPolicy], seed: int = 
             if start > latest:
                 seen["too_late"] += 1
                 seq += 1
-                heapq.heappush(events, (start, seq, BatchDone(bid, wid, BatchStatus.TOO_LATE,
-                                                              start, start, len(ids))))
+                heapq.heappush(
+                    events, (start, seq, BatchDone(bid, wid, BatchStatus.TOO_LATE, start, start, len(ids)))
+                )
                 continue
             duration = PROFILES[model].latency_ns(len(ids))
             if bid % 7 == 0:  # it runs long
@@ -148,8 +169,7 @@ def run_lockstep(policies: list[Any], sharded: list[ShardedPolicy], seed: int = 
             end = start + duration
             free[wid] = end
             seq += 1
-            heapq.heappush(events, (end, seq, BatchDone(bid, wid, BatchStatus.OK, start, end,
-                                                        len(ids))))
+            heapq.heappush(events, (end, seq, BatchDone(bid, wid, BatchStatus.OK, start, end, len(ids))))
     return seen
 
 

@@ -4,12 +4,12 @@ shard answers, corrected or unbooked by the answer; moves and the rebalancing ru
 from __future__ import annotations
 
 from central.policy import PolicyConfig
-from central.policy.matcher import Matcher
 from central.policy.exchange import Booked, Grant, Offer
+from central.policy.matcher import Matcher
 from central.policy.types import BatchDone, BatchStatus, Profile, WorkerJoined
 from central.protocol import Dispatched, Offers
-from central.runtime.scheduler import SchedulerConfig
 from central.runtime.matcher import MatcherPolicy
+from central.runtime.scheduler import SchedulerConfig
 
 MS = 1_000_000
 PROFILE = Profile(1 * MS, 5 * MS, 64)
@@ -59,15 +59,18 @@ def test_a_declined_grant_frees_the_worker_and_a_later_batch_is_replanned() -> N
 def test_a_done_batch_is_not_rebooked() -> None:
     m = _matcher()
     g = _grant(m, 0)
-    m.done(BatchDone(g.batch_id, 0, BatchStatus.OK, g.earliest_ns, g.earliest_ns + 9 * MS, 1),
-           g.earliest_ns + 9 * MS)
+    m.done(
+        BatchDone(g.batch_id, 0, BatchStatus.OK, g.earliest_ns, g.earliest_ns + 9 * MS, 1),
+        g.earliest_ns + 9 * MS,
+    )
     assert m.rebook(g.batch_id, 20 * MS, 0, g.earliest_ns + 9 * MS) == []
     assert m.workers[0].free_at == g.earliest_ns + 9 * MS
 
 
 def _policy(shards: int = 2) -> MatcherPolicy:
-    config = SchedulerConfig(policy_config=PolicyConfig(first_batch_id=7),
-                             shard_processes=shards, placement=(("a", 0), ("b", 0)))
+    config = SchedulerConfig(
+        policy_config=PolicyConfig(first_batch_id=7), shard_processes=shards, placement=(("a", 0), ("b", 0))
+    )
     p = MatcherPolicy(config, shards)
     for wid, model in enumerate(("a", "b")):
         p.handle(WorkerJoined(wid, (model,), ((model, PROFILE),)), 0)
@@ -134,8 +137,7 @@ def test_a_lost_batch_goes_back_to_the_shard_that_holds_its_requests() -> None:
     p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
     p.decide(1 * MS)
     (grant,) = p.shards[0].grants
-    p.answered(Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS,
-                          12 * MS, 0), 2 * MS, by=0)
+    p.answered(Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS, 12 * MS, 0), 2 * MS, by=0)
     p.move("a", 1)
     p.give_back(grant.batch_id, "a")
     assert p.shards[0].notes[3] == [grant.batch_id] and not p.shards[1].notes[3]
@@ -143,7 +145,6 @@ def test_a_lost_batch_goes_back_to_the_shard_that_holds_its_requests() -> None:
 
 def test_a_repeated_registration_keeps_grants_a_new_incarnation_drops_them() -> None:
     from central.protocol import RegisterShard
-
     from central.runtime.matcher import SplitScheduler
 
     class Out:
@@ -159,8 +160,7 @@ def test_a_repeated_registration_keeps_grants_a_new_incarnation_drops_them() -> 
 
     from central.protocol import encode
 
-    sched = SplitScheduler(SchedulerConfig(shard_processes=2, placement=(("a", 0),)),
-                           clock=lambda: 5 * MS)
+    sched = SplitScheduler(SchedulerConfig(shard_processes=2, placement=(("a", 0),)), clock=lambda: 5 * MS)
     sched.attach(Out(), Timer())
     sched.policy.handle(WorkerJoined(0, ("a",), (("a", PROFILE),)), 0)
     reg = RegisterShard(0, "tcp://127.0.0.1:7000", "shard0-100")
@@ -180,6 +180,9 @@ def test_the_grant_round_trip_is_measured() -> None:
     p.offers_in(Offers((("a", 3, 40 * MS, 12 * MS, 0),), ()), 0)
     p.decide(1 * MS)
     (grant,) = p.shards[0].grants
-    p.answered(Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS,
-                          12 * MS, 0), 1 * MS + 700_000, by=0)
+    p.answered(
+        Dispatched(grant.batch_id, "a", 0, (1,), grant.earliest_ns, 40 * MS, 12 * MS, 0),
+        1 * MS + 700_000,
+        by=0,
+    )
     assert p.round_trips.percentile(0.99) == 700_000

@@ -54,7 +54,7 @@ def drive(policy: Any, stall_every: int, n_requests: int = 3000) -> list[tuple[i
     for i in range(n_requests):
         t = MS + i * gap + (i * 7919 % 300_000)  # a fixed, irregular pattern
         at(t, RequestsArrived((Request(i, "m", t + SLO, t),)))
-    free = {w: 0 for w in range(4)}
+    free = dict.fromkeys(range(4), 0)
     log: list[tuple[int, Action]] = []
     batches = 0
     while True:
@@ -74,8 +74,12 @@ def drive(policy: Any, stall_every: int, n_requests: int = 3000) -> list[tuple[i
                     start += STALL
                 end = start + PROFILE.latency_ns(len(action.request_ids))
                 free[action.worker_id] = end
-                at(end, BatchDone(action.batch_id, action.worker_id, BatchStatus.OK, start, end,
-                                  len(action.request_ids)))
+                at(
+                    end,
+                    BatchDone(
+                        action.batch_id, action.worker_id, BatchStatus.OK, start, end, len(action.request_ids)
+                    ),
+                )
     return log
 
 
@@ -118,11 +122,27 @@ def test_the_split_snapshot_json_has_its_own_keys() -> None:
     assert snap.shards is not None and len(snap.shards) == 2 and snap.moves == 0
     assert snap.workers[0].busy is None and snap.models["m"].target_batch is None
     plain = snap.as_dict()
-    assert list(plain) == ["now_ns", "models", "shards", "workers", "inflight_batches",
-                           "moves", "next_wakeup_ns"]
+    assert list(plain) == [
+        "now_ns",
+        "models",
+        "shards",
+        "workers",
+        "inflight_batches",
+        "moves",
+        "next_wakeup_ns",
+    ]
     assert list(plain["models"]["m"]) == [
-        "queue", "workers", "k_ns", "c_ns", "max_batch", "margin_ns", "rate_rps", "budget_ns",
-        "candidate_batch", "ready"]
+        "queue",
+        "workers",
+        "k_ns",
+        "c_ns",
+        "max_batch",
+        "margin_ns",
+        "rate_rps",
+        "budget_ns",
+        "candidate_batch",
+        "ready",
+    ]
     assert list(plain["workers"][0]) == ["alive", "models", "free_at_ns", "inflight"]
     owner = split.owner("m")
     assert list(plain["shards"][owner]["models"]["m"]) == ["queue", "ready", "batch"]

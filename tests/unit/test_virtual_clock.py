@@ -40,8 +40,7 @@ def test_sleepers_wake_in_instant_then_arrival_order_each_at_its_instant() -> No
         await asyncio.gather(*(sleeper(n, t) for n, t in plan))
 
     clock.run(main())
-    assert woke == [("a1", 1 * MS), ("a2", 1 * MS), ("b", 2 * MS), ("c", 3 * MS),
-                    ("z", 3 * MS)]
+    assert woke == [("a1", 1 * MS), ("a2", 1 * MS), ("b", 2 * MS), ("c", 3 * MS), ("z", 3 * MS)]
 
 
 def test_autojump_goes_one_instant_at_a_time() -> None:
@@ -173,8 +172,7 @@ def test_without_autojump_only_advance_moves_time() -> None:
         woke.append((name, clock.now_ns()))
 
     async def main() -> None:
-        tasks = [asyncio.ensure_future(sleeper("one", 1 * S)),
-                 asyncio.ensure_future(sleeper("two", 2 * S))]
+        tasks = [asyncio.ensure_future(sleeper("one", 1 * S)), asyncio.ensure_future(sleeper("two", 2 * S))]
         for _ in range(5):
             await asyncio.sleep(0)
         assert woke == [] and clock.sleepers == 2
@@ -205,10 +203,11 @@ def test_a_sleep_into_the_past_still_yields_once() -> None:
         order.append("other")
 
     async def main() -> None:
-        asyncio.ensure_future(other())
+        task = asyncio.ensure_future(other())
         await clock.sleep_until(0)  # past: no jump, but the other task runs first
         order.append("main")
         await clock.sleep(0)
+        await task
 
     clock.run(main())
     assert order == ["other", "main"] and clock.now_ns() == S and clock.jumps == 0

@@ -140,9 +140,7 @@ class BaselinePolicy(abc.ABC):
         elif not isinstance(event, Tick):
             raise TypeError(f"not a policy event: {event!r}")
         self._advance(now_ns)
-        actions: list[Action] = [
-            Drop(tuple(ids), reason) for reason, ids in self._drops.items() if ids
-        ]
+        actions: list[Action] = [Drop(tuple(ids), reason) for reason, ids in self._drops.items() if ids]
         self._drops.clear()
         actions.extend(self._out)
         self._out = []
@@ -171,8 +169,13 @@ class BaselinePolicy(abc.ABC):
                 budget_ns=round(budget) if budget is not None else None,
             )
         workers = {
-            wid: WorkerStats(alive=w.alive, models=w.models, free_at_ns=w.free_at,
-                             busy=w.alive and w.free_at > now, inflight=len(w.timeline))
+            wid: WorkerStats(
+                alive=w.alive,
+                models=w.models,
+                free_at_ns=w.free_at,
+                busy=w.alive and w.free_at > now,
+                inflight=len(w.timeline),
+            )
             for wid, w in self._workers.items()
         }
         return PolicySnapshot(

@@ -93,9 +93,7 @@ class NexusConfig:
         check(ok, "max_headroom", ">= 1", self.max_headroom)
         ok = isinstance(self.min_rate_rps, number) and self.min_rate_rps >= 0.0
         check(ok, "min_rate_rps", ">= 0", self.min_rate_rps)
-        ok = isinstance(self.surge_factor, number) and (
-            self.surge_factor == 0 or self.surge_factor >= 1.0
-        )
+        ok = isinstance(self.surge_factor, number) and (self.surge_factor == 0 or self.surge_factor >= 1.0)
         check(ok, "surge_factor", "0 or >= 1", self.surge_factor)
         check(is_int(self.min_replan_gap_ns, 0), "min_replan_gap_ns", "an int >= 0",
               self.min_replan_gap_ns)  # fmt: skip
@@ -168,9 +166,8 @@ class NexusPolicy(BaselinePolicy):
                 break
             heapq.heappop(timers)
         wake = timers[0][0] if timers else None
-        if self._queued_total and self._replan_at is not None:
-            if wake is None or self._replan_at < wake:
-                wake = self._replan_at
+        if self._queued_total and self._replan_at is not None and (wake is None or self._replan_at < wake):
+            wake = self._replan_at
         return wake
 
     def snapshot(self) -> PolicySnapshot:
@@ -179,14 +176,20 @@ class NexusPolicy(BaselinePolicy):
         models, workers = self._m, self._w
         return replace(
             snap,
-            models={name: replace(info, planned=models[name].planned,
-                                  gpus=len(models[name].strides))
-                    for name, info in snap.models.items()},
-            workers={wid: replace(info, duty_ns=workers[wid].duty,
-                                  slots=tuple(workers[wid].slots), queued=workers[wid].queued)
-                     for wid, info in snap.workers.items()},
-            plan=NexusPlan(replans=self._replans, headroom=self._headroom,
-                           replan_at_ns=self._replan_at),
+            models={
+                name: replace(info, planned=models[name].planned, gpus=len(models[name].strides))
+                for name, info in snap.models.items()
+            },
+            workers={
+                wid: replace(
+                    info,
+                    duty_ns=workers[wid].duty,
+                    slots=tuple(workers[wid].slots),
+                    queued=workers[wid].queued,
+                )
+                for wid, info in snap.workers.items()
+            },
+            plan=NexusPlan(replans=self._replans, headroom=self._headroom, replan_at_ns=self._replan_at),
         )
 
     # ----------------------------------------------------------------- hooks
@@ -284,9 +287,7 @@ class NexusPolicy(BaselinePolicy):
             heapq.heappush(self._timers, (at, w.wid))
             if len(self._timers) > 4 * len(self._w) + 64:
                 self._timers = [
-                    (x.timer_at, x.wid)
-                    for x in self._w.values()
-                    if x.alive and x.timer_at is not None
+                    (x.timer_at, x.wid) for x in self._w.values() if x.alive and x.timer_at is not None
                 ]
                 heapq.heapify(self._timers)
 
@@ -322,11 +323,11 @@ class NexusPolicy(BaselinePolicy):
         # A slot may grow into its cycle's idle time (duty less every slot's planned
         # batch): the cycle still ends on time, so no other slot is delayed. Without it a
         # low-rate share (b = 1, long cycle) drops every second Poisson arrival of a cycle.
-        idle = w.duty - sum(est.current().latency_ns(b)
-                            for n, b in w.slots if (est := self._m[n].est) is not None)
+        idle = w.duty - sum(
+            est.current().latency_ns(b) for n, b in w.slots if (est := self._m[n].est) is not None
+        )
         if idle > 0 and len(queue) > cap:
-            cap = min(prof.max_batch, max(cap, (prof.latency_ns(cap) + idle - prof.c_ns)
-                                          // prof.k_ns))
+            cap = min(prof.max_batch, max(cap, (prof.latency_ns(cap) + idle - prof.c_ns) // prof.k_ns))
         taken = 0
         while queue:
             n = min(len(queue), cap)
@@ -521,4 +522,3 @@ def _scaled(demand: Demand, scale: float) -> Demand:
     if scale == 1.0:
         return demand
     return Demand(demand.model, demand.profile, demand.rate_per_ns * scale, demand.budget_ns)
-

@@ -198,11 +198,11 @@ class UncoordinatedPolicy(BaselinePolicy):
         models, workers = self._m, self._w
         return replace(
             snap,
-            models={name: replace(info, max_batch_used=models[name].cap,
-                                  max_queue_delay_ns=models[name].delay)
-                    for name, info in snap.models.items()},
-            workers={wid: replace(info, queued=workers[wid].queued)
-                     for wid, info in snap.workers.items()},
+            models={
+                name: replace(info, max_batch_used=models[name].cap, max_queue_delay_ns=models[name].delay)
+                for name, info in snap.models.items()
+            },
+            workers={wid: replace(info, queued=workers[wid].queued) for wid, info in snap.workers.items()},
             routing=self._opt.routing,
         )
 
@@ -298,9 +298,7 @@ class UncoordinatedPolicy(BaselinePolicy):
             best: _Worker | None = None
             for pool in m.pools:
                 top = pool.top()
-                if top is not None and (
-                    best is None or (top.load, top.wid) < (best.load, best.wid)
-                ):
+                if top is not None and (best is None or (top.load, top.wid) < (best.load, best.wid)):
                     best = top
             assert best is not None  # a model with workers has a non-empty pool
             w = best
@@ -424,8 +422,6 @@ class UncoordinatedPolicy(BaselinePolicy):
             heapq.heappush(self._timers, (at, w.wid))
             if len(self._timers) > 4 * len(self._w) + 64:
                 self._timers = [
-                    (x.timer_at, x.wid)
-                    for x in self._w.values()
-                    if x.alive and x.timer_at is not None
+                    (x.timer_at, x.wid) for x in self._w.values() if x.alive and x.timer_at is not None
                 ]
                 heapq.heapify(self._timers)
