@@ -52,7 +52,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -93,13 +93,12 @@ from central.protocol import (
     ShardStats,
 )
 
-from .accounting import Accounting, percentiles_us
+from .accounting import percentiles_us
 from .config import SchedulerConfig
-from .control import Control
-from .dispatch import Dispatcher
-from .registry import Registry, WorkerProc
+from .host import SchedulerHost
+from .registry import WorkerProc
 from .scheduler import scheduler_stats
-from .shell import Handler, Shell
+from .shell import Handler
 
 __all__ = ["MatcherPolicy", "ShardProcesses", "SplitScheduler"]
 
@@ -360,9 +359,11 @@ class MatcherPolicy:
             self.shard_of(name).notes[2].append(name)
 
 
-class SplitScheduler:
+class SplitScheduler(SchedulerHost):
     """The matcher process: the scheduler's parts with a ``MatcherPolicy`` and a table
     that adds the shard messages; see the module doc."""
+
+    policy: MatcherPolicy
 
     def __init__(
         self,
@@ -373,22 +374,9 @@ class SplitScheduler:
     ) -> None:
         if config.shard_processes < 2:
             raise ValueError("a split scheduler needs shard_processes >= 2")
-        self.config = config
-        self._time = as_clock(clock)
-        self._clock = self._time.reader
-        self.policy = MatcherPolicy(config, config.shard_processes)
-        self.accounting = Accounting(config.batch_log, self._clock())
-        self.registry = Registry()
-        self.shell = Shell(
-            config, self._time, context, self.accounting, on_timer=self.tick, end_turn=self._end_turn
-        )
-        self.dispatcher = Dispatcher(self.shell.send, self.registry, self.accounting)
-        self.control = Control(config, self, self.shell, self.registry, self.accounting, self.dispatcher)
+        super().__init__(config, MatcherPolicy(config, config.shard_processes), clock=clock, context=context)
         self.shell.table = self.table()
         self.shell.is_internal = self._internal
-        self.counters = self.accounting.counters  # the same dict, for readers
-        self.batches = self.accounting.batches
-        self.lateness: LatenessLog = self.shell.lateness
         self._shard_ids: dict[bytes, int] = {}
         self.children: ShardProcesses | None = None  # the shard processes, when it started them
 
@@ -437,44 +425,6 @@ class SplitScheduler:
             stats=self.stats,
             render=self.render_metrics,
         )
-
-    def attach(self, sock: Any, timer: Any) -> None:
-        """As ``Scheduler.attach``."""
-        self.shell.attach(sock, timer)
-
-    def receive(self, batch: Sequence[Sequence[bytes]]) -> None:
-        """One loop turn's messages, each ``[identity, *frames]``."""
-        self.shell.receive(batch)
-
-    def tick(self) -> None:
-        """The timer armed through ``timer.arm`` fired."""
-        self.feed(Tick(), self._clock())
-        self.after_turn()
-
-    @property
-    def bound_address(self) -> str:
-        return self.shell.bound_address
-
-    async def liveness_loop(self) -> None:
-        interval = self.config.liveness_check_ns / 1e9
-        while True:
-            await self._time.sleep(interval)
-            self.check_liveness(self._clock())
-
-    def check_liveness(self, now: int) -> list[WorkerProc]:
-        """As ``Scheduler.check_liveness``."""
-        lost = self.control.check_liveness(now)
-        if lost:
-            self.after_turn()
-        return lost
-
-    # ------------------------------------------------------------ the core
-
-    def feed(self, event: Event, now: int) -> None:
-        """Worker events to the matcher (its answers go to the shards' buffers)."""
-        carry_out = self.dispatcher.carry_out
-        for action in self.policy.handle(event, now):
-            carry_out(action, now)
 
     def orphaned(
         self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int

@@ -40,23 +40,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import zmq
 
-from central.plumbing.clock import ClockLike, LatenessLog, as_clock
+from central.plumbing.clock import ClockLike
 from central.plumbing.metrics import Family, render
 from central.policy import make_policy
 from central.policy.base import Policy
 from central.policy.sharded import ShardedPolicy, ShardOptions
 from central.policy.stats import snapshot_dict
-from central.policy.types import Dispatch, Event, Request, RequestsArrived, Tick
+from central.policy.types import Dispatch, Request, RequestsArrived
 
 from .accounting import Accounting, percentiles_us
 from .config import SchedulerConfig
-from .control import Control
-from .dispatch import Dispatcher
+from .host import SchedulerHost
 from .registry import Registry, WorkerProc, is_silent
 from .shell import Shell
 
@@ -65,7 +63,7 @@ __all__ = ["SchedulerConfig", "Scheduler", "WorkerProc", "is_silent", "scheduler
 log = logging.getLogger("baton.scheduler")
 
 
-class Scheduler:
+class Scheduler(SchedulerHost):
     """Serve until ``stop`` is set; see the module comment for the parts."""
 
     def __init__(
@@ -75,61 +73,17 @@ class Scheduler:
         clock: ClockLike = time.monotonic_ns,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.config = config
-        # reads and sleeps (liveness, publishing, precise timers); ``_clock`` is its
-        # plain reader, for the hot paths
-        self._time = as_clock(clock)
-        self._clock = self._time.reader
-        self.policy: Policy = (
+        policy: Policy = (
             ShardedPolicy(config.policy_config, ShardOptions(config.inprocess_shards))
             if config.inprocess_shards
             else make_policy(config.policy, config.policy_config, options=config.policy_options)
         )
-        self.accounting = Accounting(config.batch_log, self._clock())
-        self.registry = Registry()
-        self.shell = Shell(
-            config, self._time, context, self.accounting, on_timer=self.tick, end_turn=self._end_turn
-        )
-        self.dispatcher = Dispatcher(self.shell.send, self.registry, self.accounting)
-        self.control = Control(config, self, self.shell, self.registry, self.accounting, self.dispatcher)
-        self.shell.table = self.control.table()
-        self.counters = self.accounting.counters  # the same dict, for readers
-        self.batches = self.accounting.batches
-        self.lateness: LatenessLog = self.shell.lateness
-
-    # ------------------------------------------------------------------ serving
+        super().__init__(config, policy, clock=clock, context=context)
+        self.shell.table = self.table()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Bind, serve until ``stop`` is set, then close every socket."""
         await self.shell.serve(stop, tasks=[self.liveness_loop], stats=self.stats, render=self.render_metrics)
-
-    def attach(self, sock: Any, timer: Any) -> None:
-        """Drive this scheduler without a socket or loop: ``sock`` needs only
-        ``send_multipart(frames, flags)``, ``timer`` only ``arm(t_ns | None)``; feed it
-        with ``receive`` and ``tick``. For in-process drivers (the capacity benchmark's
-        hot-path replay); ``serve`` does the same with real ones."""
-        self.shell.attach(sock, timer)
-
-    def receive(self, batch: Sequence[Sequence[bytes]]) -> None:
-        """One loop turn's messages, each ``[identity, *frames]``."""
-        self.shell.receive(batch)
-
-    def tick(self) -> None:
-        """The timer armed through ``timer.arm`` fired."""
-        self.feed(Tick(), self._clock())
-        self.after_turn()
-
-    @property
-    def bound_address(self) -> str:
-        return self.shell.bound_address
-
-    # ------------------------------------------------------------ the core
-
-    def feed(self, event: Event, now: int) -> None:
-        """Give the policy an event and carry out what it decides."""
-        carry_out = self.dispatcher.carry_out
-        for action in self.policy.handle(event, now):
-            carry_out(action, now)
 
     def orphaned(
         self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int
@@ -155,24 +109,6 @@ class Scheduler:
         if turn:
             self.feed(RequestsArrived(tuple(turn)), now)
         self.after_turn()
-
-    def after_turn(self) -> None:
-        """The timer at the policy's next wake-up."""
-        self.shell.arm(self.policy.next_wakeup_ns())
-
-    async def liveness_loop(self) -> None:
-        interval = self.config.liveness_check_ns / 1e9
-        while True:
-            await self._time.sleep(interval)
-            self.check_liveness(self._clock())
-
-    def check_liveness(self, now: int) -> list[WorkerProc]:
-        """One liveness check at ``now``: workers silent longer than
-        ``worker_timeout_ns`` (``is_silent``) are lost; returns them."""
-        lost = self.control.check_liveness(now)
-        if lost:
-            self.after_turn()
-        return lost
 
     # ------------------------------------------------------------------ stats
 
