@@ -1,4 +1,5 @@
 """Scheduler capacity: the highest request rate the scheduler alone sustains on time.
+Owns the capacity rig (ramp, hot path, role costs); may import any of Baton's packages.
 
 Theory of operation. The scheduler runs as in production (``central.runtime``, one
 process per role, its own ROUTER on loopback), but nothing else is real:

@@ -1,4 +1,5 @@
 """Peer serving systems for the trace-replay benchmark: Ray Serve and Triton (PyTriton).
+Owns the peers' launchers and probes; never imports Baton's serving shells.
 
 Each peer runs the same emulated model as Baton's emulated GPUs (a handler that holds the
 "device" for ``k*b + c`` per batch) on N replicas, in processes of its own under its own

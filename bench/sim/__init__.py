@@ -1,4 +1,6 @@
 """The discrete-event simulator: any ``Policy`` on simulated workers, on virtual time.
+Owns the driver and its result; imports the policy, the traces and workers.gpu_model,
+never a shell, a socket or the wall clock for decisions.
 
 Theory of operation: ``simulate(policy, trace, cluster, config)`` drives the policy
 through the same contract as the live runtime (``handle(event, now)``, ``Tick`` at

@@ -1,4 +1,5 @@
-"""Request-arrival traces for the simulator and the replay harness.
+"""Request-arrival traces for the simulator and the replay harness. Owns trace
+generation and CSV replay; imports numpy and the standard library only.
 
 Theory of operation: a ``Trace`` (``trace.py``) is plain read-only numpy columns:
 arrival offsets in integer ns from 0 (sorted), a model index per arrival, the model

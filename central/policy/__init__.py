@@ -1,4 +1,5 @@
-"""The sans-I/O policy core: events in, actions out (DESIGN §3).
+"""The sans-I/O policy core: events in, actions out (DESIGN §3). Owns every scheduling
+rule; imports only the standard library and ``central.protocol.conventions``.
 
 Theory of operation: ``make_policy(name, PolicyConfig(...))`` builds a policy; a driver
 calls ``handle(event, now_ns)`` and ``next_wakeup_ns()``; ``snapshot()`` gives a

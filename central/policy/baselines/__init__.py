@@ -1,4 +1,6 @@
 """Baseline policies behind the same sans-I/O interface as the default (DESIGN §3).
+Owns the uncoordinated, eager and Nexus-style policies; imports only the policy package
+and the standard library.
 
 Theory of operation: each baseline is a complete policy (``handle``, ``next_wakeup_ns``,
 ``snapshot``) built on ``common.BaselinePolicy``, which shares the profile refit, the
