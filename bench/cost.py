@@ -184,20 +184,33 @@ def _relay_frontend(client_addr: str, sched_addr: str, data_addr: str, stop_afte
     end = time.monotonic() + stop_after_s
     while time.monotonic() < end:
         for sock, _ in poller.poll(100):
-            if sock is clients:
-                ident, header, *bufs = clients.recv_multipart(copy=False)
-                tag = msgpack.unpackb(header.bytes)[2]  # [version, kind, tag, ...]
-                seq += 1
-                pending[seq] = (ident.bytes, tag, bufs)
-                sched.send_multipart([b"M", seq.to_bytes(8, "little")])
-            elif sock is sched:
-                _, rid = sched.recv_multipart()
-                data.send_multipart([b"P", rid, *pending[int.from_bytes(rid, "little")][2]], copy=False)
-            else:
-                _, rid, *_result = data.recv_multipart(copy=False)
-                ident, tag, _ = pending.pop(int.from_bytes(rid.bytes, "little"))
-                clients.send_multipart([ident, *encode(Reply(tag, int(Status.OK), "", ()))])
+            for frames in _drain(sock, copy=False):  # everything queued, one poll per turn
+                if sock is clients:
+                    ident, header, *bufs = frames
+                    tag = msgpack.unpackb(header.bytes)[2]  # [version, kind, tag, ...]
+                    seq += 1
+                    pending[seq] = (ident.bytes, tag, bufs)
+                    sched.send_multipart([b"M", seq.to_bytes(8, "little")])
+                elif sock is sched:
+                    rid = frames[1].bytes
+                    data.send_multipart([b"P", rid, *pending[int.from_bytes(rid, "little")][2]], copy=False)
+                else:
+                    ident, tag, _ = pending.pop(int.from_bytes(frames[1].bytes, "little"))
+                    clients.send_multipart([ident, *encode(Reply(tag, int(Status.OK), "", ()))])
     ctx.destroy(linger=0)
+
+
+def _drain(sock: Any, copy: bool = True) -> list[Any]:
+    """Every message queued on ``sock`` now (the relays read as Baton's roles do: all of
+    a loop turn's messages after one wake-up)."""
+    import zmq
+
+    out = []
+    while True:
+        try:
+            out.append(sock.recv_multipart(zmq.NOBLOCK, copy=copy))
+        except zmq.Again:
+            return out
 
 
 def _relay_scheduler(addr: str, stop_after_s: float) -> None:
@@ -213,12 +226,12 @@ def _relay_scheduler(addr: str, stop_after_s: float) -> None:
     while time.monotonic() < end:
         if not sock.poll(100):
             continue
-        ident, kind, *rest = sock.recv_multipart()
-        if kind == b"H":
-            worker = ident
-        elif kind == b"M" and worker is not None:
-            sock.send_multipart([worker, b"X", rest[0]])
-            sock.send_multipart([ident, b"R", rest[0]])
+        for ident, kind, *rest in _drain(sock):
+            if kind == b"H":
+                worker = ident
+            elif kind == b"M" and worker is not None:
+                sock.send_multipart([worker, b"X", rest[0]])
+                sock.send_multipart([ident, b"R", rest[0]])
     ctx.destroy(linger=0)
 
 
@@ -246,20 +259,21 @@ def _relay_worker(sched_addr: str, data_addr: str, stop_after_s: float) -> None:
 
     while time.monotonic() < end:
         for sock, _ in poller.poll(100):
-            if sock is sched:
-                _, rid = sched.recv_multipart()
-                fe = payloads.pop(rid, None)
-                if fe is None:
-                    executes.add(rid)
+            for frames in _drain(sock):
+                if sock is sched:
+                    rid = frames[1]
+                    fe = payloads.pop(rid, None)
+                    if fe is None:
+                        executes.add(rid)
+                    else:
+                        answer(rid, fe)
                 else:
-                    answer(rid, fe)
-            else:
-                fe, _, rid, *_bufs = data.recv_multipart()
-                if rid in executes:
-                    executes.discard(rid)
-                    answer(rid, fe)
-                else:
-                    payloads[rid] = fe
+                    fe, rid = frames[0], frames[2]
+                    if rid in executes:
+                        executes.discard(rid)
+                        answer(rid, fe)
+                    else:
+                        payloads[rid] = fe
     ctx.destroy(linger=0)
 
 
