@@ -8,7 +8,7 @@ standard library and never reads a clock, sleeps, does I/O or draws randomness.
 """
 
 from central.policy.base import Policy, make_policy, policy_names
-from central.policy.bound import Bound, analytic_bound, shed_floor, target_batch
+from central.policy.bound import Bound, analytic_bound, carrying_batch, shed_floor, target_batch
 from central.policy.config import PolicyConfig
 from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue
@@ -71,4 +71,5 @@ __all__ = [
     "shed_floor",
     "snapshot_dict",
     "target_batch",
+    "carrying_batch",
 ]

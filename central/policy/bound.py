@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from central.policy.types import Profile
 
-__all__ = ["Bound", "analytic_bound", "shed_floor", "target_batch"]
+__all__ = ["Bound", "analytic_bound", "carrying_batch", "shed_floor", "target_batch"]
 
 _NS_PER_S = 1_000_000_000
 
@@ -107,6 +107,23 @@ def target_batch(profile: Profile, *, rate_per_ns: float, n_workers: int, budget
         else:
             hi = mid - 1
     return lo
+
+
+def carrying_batch(profile: Profile, *, rate_per_ns: float, share: float, headroom: float) -> int | None:
+    """The smallest ``b <= max_batch`` whose batches carry ``headroom`` x the arrival rate
+    on ``share`` workers (``headroom * rate * l(b) <= share * b``): below capacity the
+    default policy starts a batch at once as soon as it holds this many requests
+    (``CandidateRules._worth_waiting``); None when no batch does (near capacity, where
+    the policy defers to grow its batches). 1 at no load.
+    """
+    if headroom <= 0.0 or share <= 0.0:
+        return None
+    if rate_per_ns <= 0.0:
+        return 1
+    for b in range(1, profile.max_batch + 1):
+        if headroom * rate_per_ns * profile.latency_ns(b) <= share * b:
+            return b
+    return None
 
 
 def shed_floor(profile: Profile, target: int, fraction: float) -> int:

@@ -150,3 +150,18 @@ def test_shed_floor() -> None:
     assert shed_floor(Profile(K, 0), 14, 1.0) == 1
     assert shed_floor(Profile(K, -MS), 14, 1.0) == 1
     assert shed_floor(PROFILE, 1, 1.0) == 1
+
+
+def test_carrying_batch_is_the_smallest_batch_that_carries_the_rate_with_headroom() -> None:
+    from central.policy.bound import carrying_batch
+
+    prof = Profile(1_082_000, 5_204_000, 64)
+    rate = 3361 / 1e9  # 0.6 of the 8-GPU bound at SLO 25 ms
+    b = carrying_batch(prof, rate_per_ns=rate, share=8, headroom=1.25)
+    assert b == 7
+    assert 1.25 * rate * prof.latency_ns(7) <= 8 * 7  # it carries
+    assert 1.25 * rate * prof.latency_ns(6) > 8 * 6  # one less does not
+    assert carrying_batch(prof, rate_per_ns=0.0, share=8, headroom=1.25) == 1  # no load
+    # near capacity no batch carries 1.25x the rate: the policy defers
+    assert carrying_batch(prof, rate_per_ns=6000 / 1e9, share=8, headroom=1.25) is None
+    assert carrying_batch(prof, rate_per_ns=rate, share=8, headroom=0.0) is None  # always defer

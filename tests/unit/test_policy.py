@@ -257,17 +257,31 @@ def test_tick_far_too_late_drops_rather_than_dispatching_late() -> None:
     assert sim.dispatches == []
 
 
-def test_full_batch_goes_at_once() -> None:
+def _six_at_once(headroom: float) -> Sim:
     small = Profile(PROF.k_ns, PROF.c_ns, max_batch=4)
-    sim = Sim(SymphonyPolicy(PolicyConfig(profiles={"m": small})), {"m": small})
+    sim = Sim(SymphonyPolicy(PolicyConfig(profiles={"m": small}, defer_headroom=headroom)), {"m": small})
     sim.step(0, WorkerJoined(0, ("m",)))
     sim.step(0, WorkerJoined(1, ("m",)))
     sim.at(MS, RequestsArrived(tuple(Request(i, "m", MS + SLO, MS) for i in range(6))))
     for i in range(6):
         sim.requests[i] = Request(i, "m", MS + SLO, MS)
     sim.run(until=MS)
+    return sim
+
+
+def test_full_batch_goes_at_once() -> None:
+    sim = _six_at_once(0.0)  # pure deferral: only a full batch is ready at once
     assert [len(d.request_ids) for d in sim.dispatched()] == [4]  # the rest wait for more
     assert sim.dispatches[0][0] == MS
+
+
+def test_below_capacity_what_is_left_starts_at_once_with_a_lower_headroom() -> None:
+    # With defer_headroom 1.25 six requests on two idle workers are far below what they
+    # carry, so the two left over start at once on the other worker, not at their last
+    # moment (docs/policy.md §4.2, §11: measured, not the default).
+    sim = _six_at_once(1.25)
+    assert [len(d.request_ids) for d in sim.dispatched()] == [4, 2]
+    assert [t for t, _ in sim.dispatches] == [MS, MS]
 
 
 def test_batch_never_exceeds_what_meets_the_head_deadline() -> None:
