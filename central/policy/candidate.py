@@ -42,6 +42,7 @@ from central.policy.bound import shed_floor, target_batch
 from central.policy.config import PolicyConfig
 from central.policy.profile import LoadEstimator, ProfileEstimator
 from central.policy.queues import DeadlineQueue, WorkerPool
+from central.policy.stats import ModelStats
 from central.policy.types import DropReason, Profile, Request
 
 __all__ = ["NEVER", "CandidateRules", "ModelState", "fit"]
@@ -239,6 +240,27 @@ class CandidateRules:
         if budget is not None:
             margin = min(margin, int(self._cfg.max_margin_fraction * budget))
         return margin
+
+    def _model_stats(self, m: ModelState, now: int, *, full: bool) -> ModelStats:
+        """``m``'s stats: queue, workers, profile, margin, rate, budget, candidate; with
+        ``full``, also its target batch and whether it waits for a worker (what the
+        one-process policy knows beyond a shard)."""
+        prof = m.est.current() if m.est is not None else None
+        budget = m.load.budget_ns
+        return ModelStats(
+            queue=len(m.queue),
+            workers=self._n_workers(m),
+            k_ns=prof.k_ns if prof else None,
+            c_ns=prof.c_ns if prof else None,
+            max_batch=prof.max_batch if prof else None,
+            margin_ns=self._margin(m) if m.est is not None else 0,
+            rate_rps=m.load.rate_per_ns(now) * 1e9,
+            budget_ns=round(budget) if budget is not None else None,
+            target_batch=(self._target(m, now, prof) if prof else 0) if full else None,
+            candidate_batch=m.batch,
+            ready=m.ready,
+            waiting=m.waiting if full else None,
+        )
 
     def margin_of(self, name: str, models: dict[str, ModelState]) -> int:
         """``name``'s margin now, 0 when it has no profile (the overdue bump's)."""

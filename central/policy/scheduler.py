@@ -40,7 +40,7 @@ import heapq
 from central.policy.candidate import CandidateRules, ModelState, pool_share
 from central.policy.config import PolicyConfig
 from central.policy.queues import WorkerPool, WorkerState
-from central.policy.stats import ModelStats, PolicySnapshot, WorkerStats
+from central.policy.stats import PolicySnapshot, WorkerStats
 from central.policy.timeline import OVERDUE, Timeline, earliest
 from central.policy.types import (
     Action,
@@ -116,24 +116,7 @@ class SymphonyPolicy(CandidateRules):
         """Stats (``stats.py``): per model queue/profile/rate/target/candidate, per worker
         its timeline."""
         now = self._now if self._now is not None else 0
-        models: dict[str, ModelStats] = {}
-        for name, m in self._models.items():
-            prof = m.est.current() if m.est is not None else None
-            budget = m.load.budget_ns
-            models[name] = ModelStats(
-                queue=len(m.queue),
-                workers=sum(len(pool) for pool in m.pools),
-                k_ns=prof.k_ns if prof else None,
-                c_ns=prof.c_ns if prof else None,
-                max_batch=prof.max_batch if prof else None,
-                margin_ns=self._margin(m) if m.est is not None else 0,
-                rate_rps=m.load.rate_per_ns(now) * 1e9,
-                budget_ns=round(budget) if budget is not None else None,
-                target_batch=self._target(m, now, prof) if prof else 0,
-                candidate_batch=m.batch,
-                ready=m.ready,
-                waiting=m.waiting,
-            )
+        models = {name: self._model_stats(m, now, full=True) for name, m in self._models.items()}
         workers = {
             wid: WorkerStats(
                 alive=w.alive,

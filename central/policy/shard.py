@@ -243,23 +243,7 @@ class ModelShard(CandidateRules):
     def model_snapshot(self, now: int) -> dict[str, ModelStats]:
         """Per model of this shard, its stats: the fields of ``SymphonyPolicy``'s
         ``ModelStats`` that a shard knows (not ``target_batch`` nor ``waiting``)."""
-        out: dict[str, ModelStats] = {}
-        for name, m in self.models.items():
-            prof = m.est.current() if m.est is not None else None
-            budget = m.load.budget_ns
-            out[name] = ModelStats(
-                queue=len(m.queue),
-                workers=self._n_workers(m),
-                k_ns=prof.k_ns if prof else None,
-                c_ns=prof.c_ns if prof else None,
-                max_batch=prof.max_batch if prof else None,
-                margin_ns=self._margin(m) if m.est is not None else 0,
-                rate_rps=m.load.rate_per_ns(now) * 1e9,
-                budget_ns=round(budget) if budget is not None else None,
-                candidate_batch=m.batch,
-                ready=m.ready,
-            )
-        return out
+        return {name: self._model_stats(m, now, full=False) for name, m in self.models.items()}
 
     def take_drops(self) -> dict[DropReason, list[int]]:
         """The request ids dropped since the last call, by reason."""
