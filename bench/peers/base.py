@@ -16,6 +16,7 @@ run (``unavailable``), the script's arguments and environment (``server_args``,
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from .common import HttpTarget, Knobs, PeerUnavailable, ServerProcess, http_infe
 __all__ = ["Peer"]
 
 
-class Peer:
+class Peer(ABC):
     """N replicas of the emulated model under one peer serving system; a context manager."""
 
     name: ClassVar[str]  # "ray", "triton": the harness's and the logs' name for it
@@ -53,21 +54,24 @@ class Peer:
 
     # ------------------------------------------------------------ what a peer says
 
+    @abstractmethod
     def unavailable(self) -> str | None:
         """``None`` when the peer can run here, else why not."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def server_args(self, ready: Path, log_dir: Path) -> list[str]:
         """The server script's command-line arguments (``ready``: its ready file)."""
-        raise NotImplementedError
+        ...
 
     def server_env(self) -> dict[str, str]:
         """Environment variables the server script runs with (beyond the quiet defaults)."""
         return {}
 
+    @abstractmethod
     def make_target(self, url: str) -> HttpTarget:
         """The request every ``infer`` sends to the started server at ``url``."""
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------ the shared life cycle
 

@@ -45,6 +45,7 @@ import os
 import selectors
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -95,7 +96,7 @@ class _Handle:
             self.callback()
 
 
-class Clock:
+class Clock(ABC):
     """Reading time and sleeping until a time, in integer nanoseconds.
 
     Subclasses give ``reader`` (a zero-argument callable: the fastest way to read, for
@@ -116,18 +117,20 @@ class Clock:
     def __call__(self) -> int:
         return self.reader()
 
+    @abstractmethod
     async def sleep_until(self, t_ns: int) -> None:
         """Return at ``t_ns`` or later (at once, after one yield, if it has passed)."""
-        raise NotImplementedError
+        ...
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` from now (0 or less: one yield to the loop)."""
         await self.sleep_until(self.reader() + max(0, round(seconds * 1e9)))
 
+    @abstractmethod
     def call_at(self, t_ns: int, callback: Callable[[], None]) -> _Handle:
         """Run ``callback`` on the running loop at about ``t_ns`` (coarse: the loop's
         timer for a real clock). Returns a handle to ``cancel``."""
-        raise NotImplementedError
+        ...
 
     async def sleep_until_spinning(self, t_ns: int, spin_ns: int) -> None:
         """Return at ``t_ns`` precisely without a kernel timer: a coarse sleep to

@@ -36,6 +36,7 @@ I/O.
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from typing import Any
 
 from central.policy.bound import shed_floor, target_batch
@@ -97,7 +98,7 @@ def pool_share(pools: list[WorkerPool]) -> float:
     return sum(len(p) / len(p.models) for p in pools)
 
 
-class CandidateRules:
+class CandidateRules(ABC):
     """The per-model rules; a policy or a shard subclasses it and supplies the hooks."""
 
     def __init__(self, config: PolicyConfig) -> None:
@@ -108,21 +109,22 @@ class CandidateRules:
 
     # ------------------------------------------------------------- the hooks
 
+    @abstractmethod
     def _earliest_view(self, m: ModelState) -> tuple[int, bool] | None:
         """The earliest free_at among ``m``'s workers and whether that worker is busy."""
-        raise NotImplementedError
+        ...
 
-    def _n_workers(self, m: ModelState) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def _n_workers(self, m: ModelState) -> int: ...
 
-    def _share(self, m: ModelState) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def _share(self, m: ModelState) -> float: ...
 
-    def _watch(self, m: ModelState, threshold: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _watch(self, m: ModelState, threshold: int) -> None: ...
 
-    def _reset_candidate(self, m: ModelState) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _reset_candidate(self, m: ModelState) -> None: ...
 
     # ------------------------------------------------------------- the rules
 

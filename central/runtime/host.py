@@ -14,6 +14,7 @@ schedulers are siblings, each composed of the same parts.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from .shell import Handler, Shell
 __all__ = ["SchedulerHost"]
 
 
-class SchedulerHost:
+class SchedulerHost(ABC):
     """The parts of a scheduler process and the code that drives them."""
 
     policy: Any  # a ``Policy``, or the split's ``MatcherPolicy``
@@ -99,19 +100,22 @@ class SchedulerHost:
         """The timer at the policy's next wake-up."""
         self.shell.arm(self.policy.next_wakeup_ns())
 
+    @abstractmethod
     def _end_turn(self, now: int) -> None:
         """After a loop turn's messages (the subclass feeds what the turn gathered)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def orphaned(
         self, proc: WorkerProc, batches: list[tuple[int, Dispatch, list[Request]]], now: int
     ) -> None:
         """``proc`` is gone; these were its batches in flight (``Control`` calls it)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def stats(self, with_batches: bool = False) -> dict[str, Any]:
         """The JSON-able snapshot a ``StatsQuery`` gets."""
-        raise NotImplementedError
+        ...
 
     # ---------------------------------------------------------------- liveness
 
